@@ -1,0 +1,58 @@
+"""Atomic file replacement.
+
+A reader of the cache must see a whole old file, a whole new file, or none;
+never a prefix.  Writing a temporary file in the same directory and renaming
+it over the target gives exactly that on POSIX and Windows, and a process
+killed half-way leaves only a temporary file that no reader ever opens.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+TMP_MARK = ".tmp-"
+
+
+def temporary_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def write_atomic(path: Path, chunks: Iterable[bytes | memoryview]) -> None:
+    tmp = temporary_sibling(path)
+    try:
+        with open(tmp, "xb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, [text.encode()])
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory so no reader ever sees it half-deleted.
+
+    The directory is first renamed to a hidden sibling, which is atomic, and
+    only then deleted file by file.
+    """
+    trash = path.with_name(f".trash-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.replace(path, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

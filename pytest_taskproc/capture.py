@@ -1,0 +1,122 @@
+"""A task's prints to its own files, without disturbing other threads.
+
+``contextlib.redirect_stdout`` swaps ``sys.stdout`` for the whole process, so
+with a thread pool one task's prints land in another task's file, and the
+caller is left with a closed file as ``sys.stdout``.  Instead, while any task
+runs, ``sys.stdout``/``sys.stderr`` are routers that send each thread's writes
+to that thread's current target, or to the original stream; the originals are
+put back when the last task in the process finishes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from .atomic import temporary_sibling
+
+_local = threading.local()
+_install_lock = threading.Lock()
+_installed = 0
+_saved: dict[str, Any] = {}
+
+
+class _Router:
+    """Stands in for ``sys.stdout`` or ``sys.stderr``; routes by thread."""
+
+    def __init__(self, which: str, fallback: Any) -> None:
+        self._which = which
+        self._fallback = fallback
+
+    def _target(self) -> Any:
+        return getattr(_local, self._which, None) or self._fallback
+
+    def write(self, text: str) -> int:
+        return int(self._target().write(text))
+
+    def writelines(self, lines: Any) -> None:
+        self._target().writelines(lines)
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target(), name)
+
+
+class _Tee:
+    """Writes to a task's file and to the terminal (pytest's ``-s``)."""
+
+    def __init__(self, primary: IO[str], echo: Any) -> None:
+        self._primary = primary
+        self._echo = echo
+
+    def write(self, text: str) -> int:
+        self._echo.write(text)
+        return self._primary.write(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self._primary.flush()
+        self._echo.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._primary, name)
+
+
+def _install() -> None:
+    global _installed
+    with _install_lock:
+        if _installed == 0:
+            for which in ("stdout", "stderr"):
+                original = getattr(sys, which)
+                router = _Router(which, original)
+                _saved[which] = (original, router)
+                setattr(sys, which, router)
+        _installed += 1
+
+
+def _uninstall() -> None:
+    global _installed
+    with _install_lock:
+        _installed -= 1
+        if _installed == 0:
+            for which, (original, router) in _saved.items():
+                if getattr(sys, which) is router:
+                    setattr(sys, which, original)
+            _saved.clear()
+
+
+@contextmanager
+def captured_output(stdout_path: Path, stderr_path: Path, echo: bool = False) -> Iterator[None]:
+    """Send this thread's prints to the two files, replacing them atomically at the end.
+
+    With ``echo`` the prints also reach the streams that were current before.
+    """
+    out_tmp, err_tmp = temporary_sibling(stdout_path), temporary_sibling(stderr_path)
+    _install()
+    out = open(out_tmp, "x", encoding="utf-8", errors="backslashreplace", buffering=1)
+    err = open(err_tmp, "x", encoding="utf-8", errors="backslashreplace", buffering=1)
+    previous = (getattr(_local, "stdout", None), getattr(_local, "stderr", None))
+    if echo:
+        _local.stdout = _Tee(out, previous[0] or _saved["stdout"][0])
+        _local.stderr = _Tee(err, previous[1] or _saved["stderr"][0])
+    else:
+        _local.stdout, _local.stderr = out, err
+    try:
+        yield
+    finally:
+        _local.stdout, _local.stderr = previous
+        _uninstall()
+        out.close()
+        err.close()
+        os.replace(out_tmp, stdout_path)
+        os.replace(err_tmp, stderr_path)

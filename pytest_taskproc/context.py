@@ -1,0 +1,79 @@
+"""Process-wide settings: where the cache lives and how tasks are executed.
+
+The names and environment variables are those of the original ``taskproc``
+(``CP_CACHE_DIR``, ``CP_EXECUTOR``, ``CP_MAX_WORKERS``,
+``CP_DETECT_SOURCE_CHANGE``), so code that configured ``Context`` keeps working.
+Nothing here touches the filesystem: the cache root is resolved when a task is
+first used, which lets the pytest plugin and the app choose it first.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import threading
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing.context import BaseContext
+from pathlib import Path
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+class Context:
+    """Settings shared by every task of this process."""
+
+    cache_dir: Path | None = None
+    executor_name: str = os.environ.get("CP_EXECUTOR", "process")
+    max_workers: int = int(os.environ.get("CP_MAX_WORKERS", "-1"))
+    detect_source_change: bool = _env_flag("CP_DETECT_SOURCE_CHANGE")
+
+    @classmethod
+    def get_cache_root(cls) -> Path:
+        """The cache root: ``Context.cache_dir``, else ``$CP_CACHE_DIR``, else ``./.cache``."""
+        chosen = cls.cache_dir
+        if chosen is None:
+            chosen = Path(os.environ.get("CP_CACHE_DIR") or ".cache")
+        return Path(os.path.abspath(chosen))
+
+    @classmethod
+    def resolve_max_workers(cls, max_workers: int | None = None) -> int:
+        """Negative counts mean "all CPUs but ``-n - 1``", as in the original."""
+        wanted = cls.max_workers if max_workers is None else max_workers
+        cpus = os.cpu_count() or 1
+        if wanted < 0:
+            wanted = cpus + 1 + wanted
+        return max(1, wanted)
+
+    @classmethod
+    def get_executor(cls, max_workers: int | None = None) -> Executor:
+        workers = cls.resolve_max_workers(max_workers)
+        if cls.executor_name == "thread":
+            return ThreadPoolExecutor(max_workers=workers)
+        if cls.executor_name == "process":
+            return ProcessPoolExecutor(max_workers=workers, mp_context=_process_context())
+        raise ValueError(
+            f"unknown executor name {cls.executor_name!r} (CP_EXECUTOR); "
+            "use 'process' or 'thread'"
+        )
+
+
+def _process_context() -> BaseContext:
+    """How worker processes start.
+
+    Forking is what the original used on Linux: it is the fastest, and it is
+    the only method that works for scripts without an ``if __name__ ==
+    "__main__"`` guard.  It is unsafe once the caller runs other threads
+    (pytest-xdist, Dask, a thread pool), so then workers fork from a clean
+    fork server instead; platforms without fork spawn.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and sys.platform.startswith("linux") and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["pytest_taskproc.worker"])
+        return ctx
+    return multiprocessing.get_context("spawn")

@@ -1,0 +1,65 @@
+"""Exception hierarchy of pytest-taskproc.
+
+Every error derives from :class:`TaskprocError` and from the builtin it refines,
+so ``except TypeError`` keeps working for callers that do not know this package.
+All of them are picklable because they cross process pools and xdist workers:
+each stores its message as its only argument.
+"""
+
+from __future__ import annotations
+
+
+class TaskprocError(Exception):
+    """Root of every error raised by pytest-taskproc."""
+
+
+class TaskArgumentError(TaskprocError, TypeError):
+    """An argument of ``build_task`` cannot be part of a task's identity."""
+
+
+class UnsetRequirementError(TaskprocError, AttributeError):
+    """A requirement slot was declared but ``build_task`` did not fill it."""
+
+
+class RequirementTypeError(TaskprocError, TypeError):
+    """A requirement slot holds something that is neither a task nor a ``Const``."""
+
+
+class TaskCycleError(TaskprocError, RecursionError):
+    """Tasks require each other in a circle, so none of them can ever run."""
+
+
+class ResultNotPicklableError(TaskprocError, TypeError):
+    """``run_task`` returned a value cloudpickle cannot serialise."""
+
+
+class CorruptResultError(TaskprocError, ValueError):
+    """A cached result could not be read back; it will be recomputed."""
+
+    def __init__(self, message: str, task_name: str = "", task_key: str = "") -> None:
+        super().__init__(message, task_name, task_key)
+        self.task_name = task_name
+        self.task_key = task_key
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class CacheAccessError(TaskprocError, OSError):
+    """The cache directory cannot be written or read."""
+
+
+class JobPrefixError(TaskprocError, RuntimeError):
+    """A task started through ``job_prefix`` did not come back with a result."""
+
+
+class TaskFailedError(TaskprocError, RuntimeError):
+    """Stands in for an exception from ``run_task`` that could not be pickled."""
+
+
+class UpstreamFailedError(TaskprocError, RuntimeError):
+    """A task was not run because a task it requires failed."""
+
+
+class ResultMissingError(TaskprocError, FileNotFoundError):
+    """A task's result was asked for but is not in the cache."""

@@ -1,0 +1,239 @@
+"""Running the stale part of a task graph on any ``concurrent.futures.Executor``.
+
+The scheduler keeps, per stale task, the number of stale upstream tasks it
+still waits for; a finished task decrements its downstream counters, and those
+reaching zero are submitted.  Finished futures arrive through a queue fed by
+``add_done_callback``, so each completion costs O(its edges) and a graph of
+thousands of tasks is scheduled in linear time.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import time
+import warnings
+from collections import defaultdict, deque
+from collections.abc import Mapping
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from .cache import CacheCorruptionWarning, get_store
+from .context import Context
+from .errors import CorruptResultError
+from .freshness import TaskState, plan
+from .graph import NodeKey, TaskGraph, node_key
+from .ratelimit import ChannelLimiter
+from .worker import Job, Outcome, describe, run_job, run_job_blob
+
+LOGGER = logging.getLogger("pytest_taskproc")
+
+#: How often a damaged cached result may be dropped and the graph re-planned in one call.
+MAX_RECOVERIES = 8
+
+
+class InlineExecutor(Executor):
+    """Runs each job in the calling thread, so debuggers and ``-s`` see the task.
+
+    Only ``Exception`` is caught into the future: KeyboardInterrupt and
+    pytest's outcome exceptions keep propagating as they would from a plain call.
+    """
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+
+class GraphRun:
+    """One pass over the stale tasks of a planned graph."""
+
+    def __init__(
+        self,
+        graph: TaskGraph,
+        states: dict[NodeKey, TaskState],
+        cache_root: Path,
+        executor: Executor,
+        limiter: ChannelLimiter,
+        *,
+        lock: bool = True,
+        echo: bool = False,
+        show_progress: bool = False,
+    ) -> None:
+        self.graph = graph
+        self.states = states
+        self.cache_root = cache_root
+        self.executor = executor
+        self.limiter = limiter
+        self.lock = lock
+        self.echo = echo
+        self.pickle_jobs = not isinstance(executor, (ThreadPoolExecutor, InlineExecutor))
+        self.show_progress = show_progress
+        self.timestamps: dict[NodeKey, int] = {
+            k: s.timestamp for k, s in states.items() if s.timestamp is not None and not s.stale
+        }
+        self.outcomes: dict[NodeKey, Outcome] = {}
+        self.failures: list[tuple[NodeKey, BaseException]] = []
+
+    def run(self) -> dict[str, int]:
+        """Compute every stale task; returns per-class counts of tasks computed here."""
+        ran: dict[str, int] = defaultdict(int)
+        stale = [k for k in self.graph.order if self.states[k].stale]
+        waiting = {
+            k: sum(1 for u in self.graph.dag.predecessors(k) if self.states[u].stale) for k in stale
+        }
+        ready: dict[tuple[str, ...], deque[NodeKey]] = defaultdict(deque)
+        for k in stale:
+            if waiting[k] == 0:
+                ready[self._channels(k)].append(k)
+        done: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
+        pending: dict[Future[Outcome], NodeKey] = {}
+        finished = 0
+        while True:
+            if not self.failures:
+                self._submit_ready(ready, pending, done)
+            if not pending:
+                break
+            future = done.get()
+            node = pending.pop(future)
+            self.limiter.release(self._channels(node))
+            try:
+                outcome = future.result()
+            except BaseException as exc:
+                self._record_failure(node, exc)
+                continue
+            finished += 1
+            self.outcomes[node] = outcome
+            self.timestamps[node] = outcome.timestamp
+            if outcome.computed:
+                ran[node[0]] += 1
+            if self.show_progress:
+                print(f"\rtaskproc: {finished}/{len(stale)} tasks", end="", file=sys.stderr)
+            for down in self.graph.dag.successors(node):
+                if down in waiting:
+                    waiting[down] -= 1
+                    if waiting[down] == 0:
+                        ready[self._channels(down)].append(down)
+        if self.show_progress and stale:
+            print(file=sys.stderr)
+        if self.failures:
+            raise self.failures[0][1]
+        return dict(ran)
+
+    def _channels(self, node: NodeKey) -> tuple[str, ...]:
+        channels: tuple[str, ...] = self.graph.tasks[node]._tp_config.channels
+        return channels
+
+    def _submit_ready(
+        self,
+        ready: dict[tuple[str, ...], deque[NodeKey]],
+        pending: dict[Future[Outcome], NodeKey],
+        done: queue.SimpleQueue[Future[Outcome]],
+    ) -> None:
+        for channels, nodes in ready.items():
+            while nodes and self.limiter.try_acquire(channels):
+                node = nodes.popleft()
+                future = self._submit(node)
+                pending[future] = node
+                future.add_done_callback(done.put)
+
+    def job(self, node: NodeKey) -> Job:
+        state = self.states[node]
+        ups = list(self.graph.dag.predecessors(node))
+        return Job(
+            task=state.task,
+            cache_root=str(self.cache_root),
+            task_id=state.task_id,
+            upstream_ids=tuple((u[0], u[1], self.states[u].task_id) for u in ups),
+            observed=state.timestamp,
+            not_before=max((self.timestamps[u] for u in ups), default=0),
+            lock=self.lock,
+            echo=self.echo,
+        )
+
+    def _submit(self, node: NodeKey) -> Future[Outcome]:
+        job = self.job(node)
+        if self.pickle_jobs:
+            return self.executor.submit(run_job_blob, cloudpickle.dumps(job))
+        return self.executor.submit(run_job, job)
+
+    def _record_failure(self, node: NodeKey, exc: BaseException) -> None:
+        self.failures.append((node, exc))
+        if isinstance(exc, CorruptResultError):
+            return
+        state = self.states[node]
+        LOGGER.error(
+            "task %s failed with %s: %s",
+            describe(state.task, state.store, state.task_id),
+            type(exc).__name__,
+            exc,
+        )
+
+
+def run_graph(
+    task: Any,
+    *,
+    executor: Executor | None,
+    max_workers: int | None,
+    rate_limits: Mapping[str, int] | None,
+    detect_source_change: bool | None,
+    show_progress: bool,
+) -> tuple[Any, dict[str, Any]]:
+    """Make ``task`` and its upstream fresh; return its result and per-class run counts."""
+    if executor is not None and max_workers is not None:
+        raise ValueError("run_graph: give either executor or max_workers, not both")
+    detect = Context.detect_source_change if detect_source_change is None else detect_source_change
+    limiter = ChannelLimiter(rate_limits)
+    cache_root = Context.get_cache_root()
+    graph = TaskGraph([task])
+    counts = dict.fromkeys(sorted({k[0] for k in graph.tasks}), 0)
+    seconds = 0.0
+    own: Executor | None = None
+    try:
+        for _ in range(MAX_RECOVERIES):
+            states = plan(graph, cache_root, detect)
+            root_state = states[node_key(task)]
+            try:
+                if any(s.stale for s in states.values()):
+                    if executor is None and own is None:
+                        own = Context.get_executor(max_workers)
+                    run = GraphRun(
+                        graph,
+                        states,
+                        cache_root,
+                        executor or own,  # type: ignore[arg-type]
+                        limiter,
+                        show_progress=show_progress,
+                    )
+                    start = time.perf_counter()
+                    try:
+                        for name, n in run.run().items():
+                            counts[name] += n
+                    finally:
+                        seconds += time.perf_counter() - start
+                result = root_state.store.load_result(root_state.task_id, task._tp_key)
+            except CorruptResultError as exc:
+                discard_corrupt(cache_root, exc)
+                continue
+            return result, {"stats": counts, "seconds": seconds}
+        raise CorruptResultError(
+            f"{task!r}: cached results kept coming back damaged after {MAX_RECOVERIES} "
+            "recomputations; is something else writing to the cache?"
+        )
+    finally:
+        if own is not None:
+            own.shutdown(wait=True, cancel_futures=True)
+
+
+def discard_corrupt(cache_root: Path, exc: CorruptResultError) -> None:
+    """Warn about a damaged result and drop it, so the next plan recomputes it."""
+    warnings.warn(CacheCorruptionWarning(f"{exc}; recomputing it"), stacklevel=3)
+    store = get_store(cache_root, exc.task_name)
+    store.discard_result(store.task_id(exc.task_key))

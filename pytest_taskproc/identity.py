@@ -1,0 +1,112 @@
+"""Canonical identity of a task: its class name and its arguments as JSON.
+
+Two constructions are one task exactly when their canonical JSON is equal, so
+the encoding must never merge values Python keeps apart.  Plain JSON merges
+tuples with lists and integer dict keys with string keys; those are written
+with a tag (``{"__tuple__": [...]}``, ``{"__dict__": [[k, v], ...]}``) and every
+other value is written exactly as the original ``taskproc`` wrote it, so the
+common case stays readable in ``args.json``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .errors import TaskArgumentError
+
+TASK_TAG = "__task__"
+TASK_ARGS_TAG = "__args__"
+TASK_ITEM_TAG = "__key__"
+TUPLE_TAG = "__tuple__"
+DICT_TAG = "__dict__"
+RESERVED_KEYS = frozenset({TASK_TAG, TUPLE_TAG, DICT_TAG})
+
+_SCALARS = (str, int, bool, type(None))
+
+
+class Identifiable(Protocol):
+    """Anything that can stand for a task inside another task's arguments."""
+
+    def _tp_identity(self) -> dict[str, Any]: ...
+
+
+def build_signature(build_task: Callable[..., Any]) -> inspect.Signature:
+    """``build_task``'s signature without ``self``, computed once per class."""
+    signature = inspect.signature(build_task)
+    return signature.replace(parameters=list(signature.parameters.values())[1:])
+
+
+def bind_arguments(
+    owner: str, signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> inspect.BoundArguments:
+    """Bind a construction's arguments to ``build_task``, defaults applied."""
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TaskArgumentError(f"{owner}: {exc}") from None
+    bound.apply_defaults()
+    return bound
+
+
+def canonical_arguments(owner: str, bound: inspect.BoundArguments) -> dict[str, Any]:
+    """The JSON data that identifies a task, from its bound ``build_task`` arguments."""
+    return {name: _canonical(value, owner, name) for name, value in bound.arguments.items()}
+
+
+def encode_key(canonical: dict[str, Any]) -> str:
+    """The one string form of canonical arguments: sorted keys, no spaces."""
+    return json.dumps(canonical, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _canonical(value: Any, owner: str, where: str) -> Any:
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            _reject(owner, where, value, "non-finite floats have no stable identity")
+        return value
+    if kind is list:
+        return [_canonical(v, owner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if kind is tuple:
+        return {TUPLE_TAG: [_canonical(v, owner, f"{where}[{i}]") for i, v in enumerate(value)]}
+    if kind is dict:
+        return _canonical_dict(value, owner, where)
+    identity = getattr(value, "_tp_identity", None)
+    if identity is not None and callable(identity):
+        return identity()
+    _reject(
+        owner,
+        where,
+        value,
+        "accepted are str, int, finite float, bool, None, tasks, and lists, tuples "
+        "and dicts of those",
+    )
+
+
+def _canonical_dict(value: dict[Any, Any], owner: str, where: str) -> Any:
+    for key in value:
+        if type(key) not in _SCALARS:
+            _reject(owner, f"{where} key {key!r}", key, "dict keys must be str, int, bool or None")
+    if all(type(k) is str for k in value) and not RESERVED_KEYS.intersection(value):
+        return {k: _canonical(v, owner, f"{where}[{k!r}]") for k, v in value.items()}
+    pairs = [
+        [_canonical(k, owner, where), _canonical(v, owner, f"{where}[{k!r}]")]
+        for k, v in value.items()
+    ]
+    pairs.sort(key=lambda kv: json.dumps(kv[0]))
+    return {DICT_TAG: pairs}
+
+
+def _reject(owner: str, where: str, value: Any, rule: str) -> Any:
+    shown = repr(value)
+    if len(shown) > 200:
+        shown = shown[:200] + "..."
+    raise TaskArgumentError(
+        f"{owner}: argument {where!r} has unsupported value {shown} "
+        f"of type {type(value).__qualname__}; {rule}"
+    )

@@ -1,0 +1,98 @@
+"""Running one task through a ``job_prefix`` command (srun, bsub -K, docker run, a script).
+
+The parent writes the job to a file inside the cache (which a batch node can
+see when the cache is on a shared filesystem) and runs
+``[*job_prefix, python, -m, pytest_taskproc.jobprefix, JOB, OUTCOME]`` with no
+shell, so every element stays one argument.  The child computes the task like
+any worker, writing the result to the cache and the task's prints to its
+files; whatever the prefix itself prints is relayed to the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from .atomic import write_atomic
+from .cache import ClassStore, ensure_directory, get_store
+from .errors import JobPrefixError
+from .worker import Job, compute, describe
+
+
+def run_through_prefix(job: Job, store: ClassStore) -> int:
+    task = job.task
+    prefix = list(task._tp_config.job_prefix)
+    jobs_dir = Path(job.cache_root) / "taskproc" / ".jobs"
+    ensure_directory(jobs_dir)
+    folder = Path(tempfile.mkdtemp(prefix=f"{task.task_id}-", dir=jobs_dir))
+    try:
+        job_path, outcome_path = folder / "job.pkl", folder / "outcome.pkl"
+        child = replace(job, in_prefix_child=True)
+        write_atomic(folder / "sys_path.json", [json.dumps(sys.path).encode()])
+        write_atomic(job_path, [cloudpickle.dumps(child)])
+        argv = [*prefix, sys.executable, "-m", "pytest_taskproc.jobprefix"]
+        argv += [str(job_path), str(outcome_path)]
+        try:
+            proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            raise JobPrefixError(
+                f"{task!r}: cannot start job_prefix command {prefix!r}: {exc}"
+            ) from None
+        sys.stdout.write(proc.stdout.decode(errors="replace"))
+        sys.stderr.write(proc.stderr.decode(errors="replace"))
+        if outcome_path.exists():
+            status, value = cloudpickle.loads(outcome_path.read_bytes())
+            if status == "ok":
+                return int(value)
+            raise value
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-10:]
+        raise JobPrefixError(
+            f"{task!r}: job_prefix command {argv!r} exited with status {proc.returncode} "
+            f"without a result for {describe(task, store, job.task_id)}"
+            + ("; its last stderr lines:\n" + "\n".join(tail) if tail else "")
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    job_path, outcome_path = Path(argv[0]), Path(argv[1])
+    job: Job = _load_job(job_path)
+    outcome: tuple[str, Any]
+    try:
+        store = get_store(Path(job.cache_root), job.task.task_name)
+        outcome = ("ok", compute(job, store))
+    except Exception as exc:
+        outcome = ("error", exc)
+    try:
+        blob = cloudpickle.dumps(outcome)
+    except Exception as exc:
+        blob = cloudpickle.dumps(("error", JobPrefixError(f"{job.task!r}: {outcome[1]!r} ({exc})")))
+    write_atomic(outcome_path, [blob])
+    return 0
+
+
+def _load_job(path: Path) -> Job:
+    """Unpickle the job after taking the parent's ``sys.path``.
+
+    The task class is pickled by reference when its module is importable, so
+    the child must see the same import path before it unpickles the job.
+    """
+    parent_path = json.loads((path.parent / "sys_path.json").read_text())
+    sys.path[:] = parent_path + [p for p in sys.path if p not in parent_path]
+    job: Job = cloudpickle.loads(path.read_bytes())
+    return job
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,182 @@
+"""Requirement slots and the values they may hold.
+
+A slot is a descriptor: ``build_task`` stores tasks (or ``Const`` values, or
+items of a task's result) in it, and inside ``run_task`` reading it gives the
+upstream *results*.  Results are loaded by the executor before ``run_task``
+starts and dropped afterwards, so a finished task does not keep its upstream
+values alive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+from .errors import RequirementTypeError, UnsetRequirementError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from .task import TaskType
+
+T = TypeVar("T")
+R = TypeVar("R")
+K = TypeVar("K")
+
+SLOT_PREFIX = "_tp_req_"
+RESOLVED_ATTR = "_tp_resolved"
+
+
+class Req(Generic[T, R]):
+    """A requirement slot: set to ``T`` in ``build_task``, read as ``R`` in ``run_task``."""
+
+    public_name: str = "?"
+
+    def __set_name__(self, owner: Any, name: str) -> None:
+        self.public_name = name
+        self.private_name = SLOT_PREFIX + name
+
+    def __set__(self, obj: Any, value: T) -> None:
+        obj.__dict__[self.private_name] = value
+
+    @overload
+    def __get__(self, obj: None, objtype: Any = None) -> Self: ...
+    @overload
+    def __get__(self, obj: object, objtype: Any = None) -> R: ...
+    def __get__(self, obj: object | None, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        resolved = obj.__dict__.get(RESOLVED_ATTR)
+        if resolved is not None and self.public_name in resolved:
+            return resolved[self.public_name]
+        return resolve_slot_value(self.raw_value(obj), load_task_result)
+
+    def raw_value(self, obj: Any) -> Any:
+        """What ``build_task`` stored, or a clear error naming class and slot."""
+        try:
+            return obj.__dict__[self.private_name]
+        except KeyError:
+            raise UnsetRequirementError(
+                f"{type(obj).__qualname__}: requirement slot {self.public_name!r} was not set "
+                f"by build_task of {obj!r}; assign a task, task['key'] or Const(value) to it"
+            ) from None
+
+
+@dataclass(frozen=True)
+class Const(Generic[R]):
+    """A plain value standing where a requirement is expected."""
+
+    value: R
+
+    def get_task_result(self) -> R:
+        return self.value
+
+
+class MappedTask(Generic[R]):
+    """An item of a task's result (``task['key']``, nestable) usable as a requirement."""
+
+    __slots__ = ("origin", "path")
+
+    def __init__(self, origin: TaskType[..., Any], path: tuple[Any, ...]) -> None:
+        self.origin = origin
+        self.path = path
+
+    def __getitem__(self, key: Any) -> MappedTask[Any]:
+        return MappedTask(self.origin, (*self.path, key))
+
+    def __repr__(self) -> str:
+        return repr(self.origin) + "".join(f"[{k!r}]" for k in self.path)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, MappedTask) and other.origin is self.origin and other.path == self.path
+        )
+
+    def __hash__(self) -> int:
+        return hash((id(self.origin), repr(self.path)))
+
+    def get_origin(self) -> TaskType[..., Any]:
+        return self.origin
+
+    def get_args(self) -> list[Any]:
+        return list(self.path)
+
+    def select(self, value: Any) -> Any:
+        for key in self.path:
+            value = value[key]
+        return value
+
+    def get_task_result(self) -> R:
+        result: R = self.select(self.origin.get_task_result())
+        return result
+
+    def _tp_identity(self) -> dict[str, Any]:
+        from .identity import TASK_ITEM_TAG, _canonical
+
+        out = dict(self.origin._tp_identity())
+        out[TASK_ITEM_TAG] = [_canonical(k, repr(self.origin), "key") for k in self.path]
+        return out
+
+
+def is_task(value: Any) -> bool:
+    return hasattr(value, "_tp_config")
+
+
+def iter_slot_tasks(owner: Any, slot: str, value: Any) -> Iterator[Any]:
+    """The upstream tasks a slot value refers to; rejects anything else by name."""
+    if isinstance(value, Const):
+        return
+    if isinstance(value, MappedTask):
+        yield value.origin
+    elif is_task(value):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _single(owner, slot, item)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _single(owner, slot, item)
+    else:
+        _bad_slot(owner, slot, value)
+
+
+def _single(owner: Any, slot: str, value: Any) -> Iterator[Any]:
+    if isinstance(value, Const):
+        return
+    if isinstance(value, MappedTask):
+        yield value.origin
+    elif is_task(value):
+        yield value
+    else:
+        _bad_slot(owner, slot, value)
+
+
+def _bad_slot(owner: Any, slot: str, value: Any) -> None:
+    raise RequirementTypeError(
+        f"{type(owner).__qualname__}: requirement slot {slot!r} of {owner!r} holds "
+        f"{type(value).__qualname__} {value!r:.100}; expected a task, task['key'], Const(value), "
+        "or a list or dict of those"
+    )
+
+
+def resolve_slot_value(value: Any, load: Any) -> Any:
+    """Replace every task in a slot value by its result, via ``load(task)``."""
+    if isinstance(value, Const):
+        return value.value
+    if isinstance(value, MappedTask):
+        return value.select(load(value.origin))
+    if is_task(value):
+        return load(value)
+    if isinstance(value, (list, tuple)):
+        return [resolve_slot_value(v, load) for v in value]
+    if isinstance(value, Mapping):
+        return {k: resolve_slot_value(v, load) for k, v in value.items()}
+    raise RequirementTypeError(f"unsupported requirement value {value!r:.100}")
+
+
+def load_task_result(task: Any) -> Any:
+    return task.get_task_result()
+
+
+__all__ = ["Const", "MappedTask", "Req"]

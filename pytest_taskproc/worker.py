@@ -1,0 +1,144 @@
+"""Computing one task, wherever it runs: in the caller, a pool worker, or a job_prefix child.
+
+A :class:`Job` carries only what the computation needs: the task (pickled as
+class + arguments), the cache root, its id and its direct upstream ids, and
+what the scheduler saw of its result.  Upstream results are read from the
+cache, never shipped along.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import time
+import traceback
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from .cache import ClassStore, get_store
+from .capture import captured_output
+from .errors import ResultNotPicklableError, TaskFailedError
+from .graph import NodeKey, node_key
+from .locks import task_lock
+from .requires import RESOLVED_ATTR, resolve_slot_value
+from .serialize import dump_result
+
+
+@dataclass
+class Job:
+    """One task to compute, self-contained enough to cross a process boundary."""
+
+    task: Any
+    cache_root: str
+    task_id: int
+    upstream_ids: tuple[tuple[str, str, int], ...] = ()
+    #: the result mtime the scheduler saw; a different one means another process made it
+    observed: int | None = None
+    #: newest upstream result mtime; the new result must be newer
+    not_before: int = 0
+    lock: bool = True
+    echo: bool = False
+    in_prefix_child: bool = False
+
+
+@dataclass
+class Outcome:
+    """What became of a job."""
+
+    node: NodeKey
+    timestamp: int
+    seconds: float
+    computed: bool
+
+
+def describe(task: Any, store: ClassStore, task_id: int) -> str:
+    """One line naming a task for error messages: class, arguments, id and output files."""
+    return (
+        f"{task.task_name} {task._tp_key} (task id {task_id}; "
+        f"stdout {store.stdout_path(task_id)}, stderr {store.stderr_path(task_id)})"
+    )
+
+
+def run_job(job: Job) -> Outcome:
+    """Compute the job's task unless another process already did; see :class:`Outcome`."""
+    task = job.task
+    root = Path(job.cache_root)
+    store = get_store(root, task.task_name)
+    store.remember_id(task._tp_key, job.task_id)
+    for name, key, task_id in job.upstream_ids:
+        get_store(root, name).remember_id(key, task_id)
+    guard = task_lock(store, job.task_id) if job.lock else contextlib.nullcontext()
+    with guard:
+        current = store.result_timestamp(job.task_id, task._tp_key, warn=False)
+        if current is not None and current != job.observed and current > job.not_before:
+            return Outcome(node_key(task), current, 0.0, computed=False)
+        start = time.perf_counter()
+        if task._tp_config.job_prefix is not None and not job.in_prefix_child:
+            from .jobprefix import run_through_prefix
+
+            timestamp = run_through_prefix(replace(job, lock=False), store)
+        else:
+            timestamp = compute(job, store)
+        return Outcome(node_key(task), timestamp, time.perf_counter() - start, computed=True)
+
+
+def compute(job: Job, store: ClassStore) -> int:
+    """Run ``run_task`` with upstream results in place and store what it returns."""
+    task = job.task
+    config = task._tp_config
+    root = Path(job.cache_root)
+    store.begin_run(job.task_id, task._tp_key)
+    loaded: dict[NodeKey, Any] = {}
+
+    def load(upstream: Any) -> Any:
+        key = node_key(upstream)
+        if key not in loaded:
+            up_store = get_store(root, upstream.task_name)
+            loaded[key] = up_store.load_result(up_store.task_id(upstream._tp_key), upstream._tp_key)
+        return loaded[key]
+
+    resolved = {
+        slot.public_name: resolve_slot_value(slot.raw_value(task), load) for slot in config.slots
+    }
+    loaded.clear()
+    task.__dict__[RESOLVED_ATTR] = resolved
+    try:
+        if config.detach_output:
+            with captured_output(
+                store.stdout_path(job.task_id), store.stderr_path(job.task_id), job.echo
+            ):
+                value = task.run_task()
+        else:
+            value = task.run_task()
+    finally:
+        task.__dict__.pop(RESOLVED_ATTR, None)
+    del resolved
+    try:
+        data = dump_result(value)
+    except Exception as exc:
+        raise ResultNotPicklableError(
+            f"{task!r}: run_task returned a {type(value).__qualname__} that cloudpickle cannot "
+            f"serialise ({type(exc).__name__}: {exc}); nothing was cached for "
+            f"{describe(task, store, job.task_id)}"
+        ) from None
+    return store.write_result(job.task_id, data, config.compress_level, job.not_before)
+
+
+def run_job_blob(blob: bytes) -> Outcome:
+    """Pool entry point: the job arrives cloudpickled, errors leave picklable."""
+    job: Job = cloudpickle.loads(blob)
+    try:
+        return run_job(job)
+    except Exception as exc:
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:
+            text = "".join(traceback.format_exception(exc))
+            raise TaskFailedError(
+                f"{job.task!r} raised {type(exc).__qualname__}, which cannot be pickled; "
+                f"its traceback:\n{text}"
+            ) from None
+        raise
