@@ -17,11 +17,12 @@ from pathlib import Path
 TMP_MARK = ".tmp-"
 
 
-def temporary_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+def temporary_sibling(path: str | Path) -> str:
+    head, name = os.path.split(path)
+    return os.path.join(head, f".{name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
-def write_atomic(path: Path, chunks: Iterable[bytes | memoryview]) -> None:
+def write_atomic(path: str | Path, chunks: Iterable[bytes | memoryview]) -> None:
     tmp = temporary_sibling(path)
     try:
         with open(tmp, "xb") as out:
@@ -51,7 +52,7 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:

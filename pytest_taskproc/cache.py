@@ -102,6 +102,7 @@ class ClassStore:
         self._table: diskcache.Cache | None = None
         self._lock = threading.Lock()
         self._locks_ready = False
+        self._results_prefix = str(self.results_dir) + os.sep
 
     # -- id table ---------------------------------------------------------
     def _open_table(self) -> diskcache.Cache:
@@ -209,8 +210,12 @@ class ClassStore:
             raise _access_error("write the id table of", self.base, exc) from None
 
     # -- paths ------------------------------------------------------------
+    def folder(self, task_id: int) -> str:
+        """The task's result folder as a string: pathlib costs too much per task."""
+        return f"{self._results_prefix}{task_id}"
+
     def result_dir(self, task_id: int) -> Path:
-        return self.results_dir / str(task_id)
+        return Path(self.folder(task_id))
 
     def stdout_path(self, task_id: int) -> Path:
         return self.result_dir(task_id) / "stdout.txt"
@@ -221,11 +226,11 @@ class ClassStore:
     def data_dir(self, task_id: int) -> Path:
         return self.result_dir(task_id) / "data"
 
-    def lock_path(self, task_id: int) -> Path:
+    def lock_path(self, task_id: int) -> str:
         if not self._locks_ready:
             ensure_directory(self.locks_dir)
             self._locks_ready = True
-        return self.locks_dir / f"{task_id}.lock"
+        return f"{self.locks_dir}{os.sep}{task_id}.lock"
 
     # -- source -----------------------------------------------------------
     def source_timestamp(self, source: str | None) -> int:
@@ -249,12 +254,12 @@ class ClassStore:
             raise _access_error("write", path, exc) from None
 
     # -- results ----------------------------------------------------------
-    def _result_file(self, task_id: int) -> tuple[Path, int] | None:
+    def _result_file(self, task_id: int) -> tuple[str, int] | None:
         """The newest result file of a task and its mtime (ns), if any."""
-        best: tuple[Path, int] | None = None
-        folder = self.result_dir(task_id)
+        best: tuple[str, int] | None = None
+        folder = self.folder(task_id)
         for name in (serialize.RAW_NAME, serialize.GZIP_NAME):
-            path = folder / name
+            path = f"{folder}{os.sep}{name}"
             try:
                 mtime = os.stat(path).st_mtime_ns
             except FileNotFoundError:
@@ -273,9 +278,10 @@ class ClassStore:
         return found[1]
 
     def _owns(self, task_id: int, key: str, warn: bool = True) -> bool:
-        path = self.result_dir(task_id) / "args.json"
+        path = f"{self.folder(task_id)}{os.sep}args.json"
         try:
-            stored = path.read_text()
+            with open(path, encoding="utf-8") as handle:
+                stored = handle.read()
         except FileNotFoundError:
             stored = None
         except (OSError, UnicodeDecodeError):
@@ -300,11 +306,12 @@ class ClassStore:
             raise ResultMissingError(f"no cached result for {self.name} with arguments {key}")
         path = found[0]
         try:
-            blob = path.read_bytes()
+            with open(path, "rb") as handle:
+                blob = handle.read()
         except FileNotFoundError:
             raise ResultMissingError(f"no cached result for {self.name} with arguments {key}") from None
         try:
-            return serialize.decode(path.name, blob)
+            return serialize.decode(os.path.basename(path), blob)
         except ValueError as exc:
             raise CorruptResultError(
                 f"cached result {path} of {self.name} with arguments {key} is damaged: {exc}",
@@ -314,20 +321,15 @@ class ClassStore:
 
     def begin_run(self, task_id: int, key: str) -> None:
         """Make way for a new result: nothing old may outlive a failed run."""
-        folder = self.result_dir(task_id)
+        folder = self.folder(task_id)
         self.discard_result(task_id)
         try:
-            ensure_directory(folder)
-            args = folder / "args.json"
-            try:
-                current = args.read_text()
-            except (FileNotFoundError, UnicodeDecodeError):
-                current = None
-            if current != key:
-                write_text_atomic(args, key)
+            if not self._owns(task_id, key, warn=False):
+                os.makedirs(folder, exist_ok=True)
+                write_text_atomic(Path(folder, "args.json"), key)
         except OSError as exc:
-            raise _access_error("prepare", folder, exc) from None
-        remove_tree(self.data_dir(task_id))
+            raise _access_error("prepare", Path(folder), exc) from None
+        remove_tree(Path(folder, "data"))
 
     def write_result(
         self, task_id: int, data: bytes, compress_level: int | None, not_before_ns: int
@@ -338,8 +340,8 @@ class ClassStore:
         result), so "upstream is newer" never misfires on coarse clocks.
         """
         name, blob = serialize.encode(data, serialize.choose_encoding(data, compress_level))
-        folder = self.result_dir(task_id)
-        path = folder / name
+        folder = self.folder(task_id)
+        path = f"{folder}{os.sep}{name}"
         try:
             write_atomic(path, [blob])
             mtime = os.stat(path).st_mtime_ns
@@ -347,15 +349,15 @@ class ClassStore:
                 mtime = not_before_ns + 1
                 os.utime(path, ns=(mtime, mtime))
         except OSError as exc:
-            raise _access_error("write the result", path, exc) from None
+            raise _access_error("write the result", Path(path), exc) from None
         other = serialize.GZIP_NAME if name == serialize.RAW_NAME else serialize.RAW_NAME
-        _unlink(folder / other)
+        _unlink(f"{folder}{os.sep}{other}")
         return mtime
 
     def discard_result(self, task_id: int) -> None:
-        folder = self.result_dir(task_id)
+        folder = self.folder(task_id)
         for name in (serialize.RAW_NAME, serialize.GZIP_NAME):
-            _unlink(folder / name)
+            _unlink(f"{folder}{os.sep}{name}")
 
     def clear_task(self, task_id: int) -> None:
         self.discard_result(task_id)
@@ -365,13 +367,13 @@ class ClassStore:
         remove_tree(self.results_dir)
 
 
-def _unlink(path: Path) -> None:
+def _unlink(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise _access_error("remove", path, exc) from None
+        raise _access_error("remove", Path(path), exc) from None
 
 
 _stores: dict[tuple[int, str, str], ClassStore] = {}

@@ -52,7 +52,7 @@ class _Router:
 class _Tee:
     """Writes to a task's file and to the terminal (pytest's ``-s``)."""
 
-    def __init__(self, primary: IO[str], echo: Any) -> None:
+    def __init__(self, primary: Any, echo: Any) -> None:
         self._primary = primary
         self._echo = echo
 
@@ -95,16 +95,69 @@ def _uninstall() -> None:
             _saved.clear()
 
 
+class _LazyFile:
+    """A task's output file, created at the first write.
+
+    Most tasks print nothing; not creating two empty files for each of them
+    halves the file-system work of a trivial task.  While the task runs, its
+    output is in a hidden temporary sibling that replaces the final file
+    atomically when the task ends.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: IO[str] | None = None
+        self._tmp: Path | None = None
+
+    def _open(self) -> IO[str]:
+        if self._handle is None:
+            self._tmp = temporary_sibling(self.path)
+            self._handle = open(  # noqa: SIM115 - closed in finish()
+                self._tmp, "x", encoding="utf-8", errors="backslashreplace", buffering=1
+            )
+        return self._handle
+
+    def write(self, text: str) -> int:
+        if not text:
+            return 0
+        return self._open().write(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+    def finish(self) -> None:
+        """Publish what was written; a silent run leaves no file behind."""
+        if self._handle is None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            return
+        self._handle.close()
+        assert self._tmp is not None
+        os.replace(self._tmp, self.path)
+
+
 @contextmanager
 def captured_output(stdout_path: Path, stderr_path: Path, echo: bool = False) -> Iterator[None]:
     """Send this thread's prints to the two files, replacing them atomically at the end.
 
     With ``echo`` the prints also reach the streams that were current before.
     """
-    out_tmp, err_tmp = temporary_sibling(stdout_path), temporary_sibling(stderr_path)
     _install()
-    out = open(out_tmp, "x", encoding="utf-8", errors="backslashreplace", buffering=1)
-    err = open(err_tmp, "x", encoding="utf-8", errors="backslashreplace", buffering=1)
+    out, err = _LazyFile(stdout_path), _LazyFile(stderr_path)
     previous = (getattr(_local, "stdout", None), getattr(_local, "stderr", None))
     if echo:
         _local.stdout = _Tee(out, previous[0] or _saved["stdout"][0])
@@ -116,7 +169,5 @@ def captured_output(stdout_path: Path, stderr_path: Path, echo: bool = False) ->
     finally:
         _local.stdout, _local.stderr = previous
         _uninstall()
-        out.close()
-        err.close()
-        os.replace(out_tmp, stdout_path)
-        os.replace(err_tmp, stderr_path)
+        out.finish()
+        err.finish()

@@ -172,13 +172,14 @@ class TaskType(Generic[P, R]):
 
     @property
     def task_stdout(self) -> Path:
+        """What the last run printed; empty when it printed nothing or never ran."""
         store = self._tp_store()
-        return store.stdout_path(store.task_id(self._tp_key))
+        return _existing_output(store.stdout_path(store.task_id(self._tp_key)))
 
     @property
     def task_stderr(self) -> Path:
         store = self._tp_store()
-        return store.stderr_path(store.task_id(self._tp_key))
+        return _existing_output(store.stderr_path(store.task_id(self._tp_key)))
 
     # -- cache --------------------------------------------------------------
     def get_task_result(self) -> R:
@@ -240,6 +241,18 @@ class TaskType(Generic[P, R]):
 
     def __getitem__(self: TaskType[..., Mapping[K, T]], key: K) -> MappedTask[T]:
         return MappedTask(self, (key,))
+
+
+def _existing_output(path: Path) -> Path:
+    """Output files are only written when a task prints; make the empty one on demand."""
+    if not path.exists():
+        ensure_directory(path.parent)
+        try:
+            with open(path, "x"):
+                pass
+        except FileExistsError:
+            pass
+    return path
 
 
 def _rebuild_task(cls: type[TaskType[..., Any]], args: tuple[Any, ...], kwargs: Any) -> Any:
