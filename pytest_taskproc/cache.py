@@ -226,11 +226,11 @@ class ClassStore:
     def data_dir(self, task_id: int) -> Path:
         return self.result_dir(task_id) / "data"
 
-    def lock_path(self, task_id: int) -> str:
+    def lock_path(self, stem: str) -> str:
         if not self._locks_ready:
             ensure_directory(self.locks_dir)
             self._locks_ready = True
-        return f"{self.locks_dir}{os.sep}{task_id}.lock"
+        return f"{self.locks_dir}{os.sep}{stem}.lock"
 
     # -- source -----------------------------------------------------------
     def source_timestamp(self, source: str | None) -> int:

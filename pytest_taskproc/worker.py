@@ -127,18 +127,47 @@ def compute(job: Job, store: ClassStore) -> int:
     return store.write_result(job.task_id, data, config.compress_level, job.not_before)
 
 
-def run_job_blob(blob: bytes) -> Outcome:
-    """Pool entry point: the job arrives cloudpickled, errors leave picklable."""
-    job: Job = cloudpickle.loads(blob)
-    try:
-        return run_job(job)
-    except Exception as exc:
+class RemoteTraceback(Exception):
+    """Carries the traceback text of an exception raised in another process."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+JobResult = tuple[bool, Any]  # (True, Outcome) or (False, exception)
+
+
+def run_jobs(jobs: list[Job]) -> list[JobResult]:
+    """Run a chunk of independent jobs; one failing does not stop the others.
+
+    Only ``Exception`` is collected: KeyboardInterrupt and pytest's outcome
+    exceptions propagate as from a plain call.
+    """
+    results: list[JobResult] = []
+    for job in jobs:
         try:
-            pickle.loads(pickle.dumps(exc))
-        except Exception:
-            text = "".join(traceback.format_exception(exc))
-            raise TaskFailedError(
-                f"{job.task!r} raised {type(exc).__qualname__}, which cannot be pickled; "
-                f"its traceback:\n{text}"
-            ) from None
-        raise
+            results.append((True, run_job(job)))
+        except Exception as exc:
+            results.append((False, exc))
+    return results
+
+
+def run_jobs_blob(blob: bytes) -> list[JobResult]:
+    """Pool entry point: jobs arrive cloudpickled, errors leave picklable with their traceback."""
+    jobs: list[Job] = cloudpickle.loads(blob)
+    results = run_jobs(jobs)
+    return [(ok, value if ok else _portable(value, job)) for (ok, value), job in zip(results, jobs)]
+
+
+def _portable(exc: BaseException, job: Job) -> BaseException:
+    text = "".join(traceback.format_exception(exc))
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return TaskFailedError(
+            f"{job.task!r} raised {type(exc).__qualname__}, which cannot be pickled; "
+            f"its traceback:\n{text}"
+        )
+    exc.__cause__ = RemoteTraceback(f'\n"""\n{text}"""')
+    exc.__traceback__ = None
+    return exc

@@ -1,0 +1,138 @@
+"""Fixtures shared by the core library tests: an isolated cache and generated task modules."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from pytest_taskproc import Context
+from pytest_taskproc import cache as cache_module
+
+#: Prepended to every generated task module: the public API and a ``log``
+#: helper that appends one line to the run log, from any thread or process.
+MODULE_HEADER = '''\
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from pytest_taskproc import (
+    Const, Req, Requires, RequiresDict, RequiresList, TaskBase, infer_task_type,
+)
+
+LOG = {log!r}
+
+
+def log(*parts: object) -> None:
+    # One short write with O_APPEND: lines from concurrent processes never interleave.
+    with open(LOG, "a", encoding="utf-8") as handle:
+        handle.write(" ".join(str(p) for p in parts) + "\\n")
+
+'''
+
+
+class TaskModules:
+    """Writes task modules into a private directory, imports them and reads their run log.
+
+    Tasks must live in importable modules so that process pools, Dask workers
+    and ``job_prefix`` children can unpickle them by reference.
+    """
+
+    def __init__(self, directory: Path, log_path: Path) -> None:
+        self.directory = directory
+        self.log_path = log_path
+        directory.mkdir(parents=True, exist_ok=True)
+        log_path.touch()
+
+    def source(self, body: str) -> str:
+        return MODULE_HEADER.format(log=str(self.log_path)) + textwrap.dedent(body)
+
+    def write(self, name: str, body: str) -> Path:
+        path = self.directory / f"{name}.py"
+        path.write_text(self.source(body), encoding="utf-8")
+        return path
+
+    def load(self, name: str, body: str) -> ModuleType:
+        """Write ``name.py`` with ``body`` below the header and import it."""
+        self.write(name, body)
+        if str(self.directory) not in sys.path:
+            sys.path.insert(0, str(self.directory))
+        importlib.invalidate_caches()
+        return importlib.import_module(name)
+
+    def lines(self) -> list[str]:
+        return self.log_path.read_text(encoding="utf-8").splitlines()
+
+    def runs(self, prefix: str = "run") -> list[str]:
+        """Log lines that start with ``prefix`` (tasks log ``run <what>`` from run_task)."""
+        return [line for line in self.lines() if line.split(" ", 1)[0] == prefix]
+
+    def clear_log(self) -> None:
+        self.log_path.write_text("", encoding="utf-8")
+
+
+@pytest.fixture(autouse=True)
+def isolated_process_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh cache root per test, and ``sys.modules``/``sys.path`` restored afterwards.
+
+    Task modules in tests share names (``tasks``, ``chain``, ...) while defining
+    different classes, so a module imported by one test must not be found by
+    the next: every module loaded from this test's ``tmp_path`` is forgotten
+    and ``sys.path`` is put back.  Modules imported from elsewhere (dask,
+    numpy) stay loaded, since importing them twice is slow and some of them
+    cannot be imported twice.  The per-process stores of the cache are closed
+    and dropped too, so each test starts as a new process would, without
+    sqlite handles piling up over the session.
+    """
+    root = tmp_path / "cache"
+    monkeypatch.setattr(Context, "cache_dir", root)
+    monkeypatch.setattr(Context, "detect_source_change", False)
+    monkeypatch.setattr(Context, "executor_name", "process")
+    monkeypatch.setattr(Context, "max_workers", 2)
+    monkeypatch.delenv("CP_CACHE_DIR", raising=False)
+    monkeypatch.delenv("CP_DETECT_SOURCE_CHANGE", raising=False)
+    saved_path = list(sys.path)
+    saved_modules = dict(sys.modules)
+    try:
+        yield root
+    finally:
+        sys.path[:] = saved_path
+        prefix = str(tmp_path) + os.sep
+        for name, module in list(sys.modules.items()):
+            origin = getattr(module, "__file__", None) or ""
+            if origin.startswith(prefix):
+                if name in saved_modules:
+                    sys.modules[name] = saved_modules[name]
+                else:
+                    del sys.modules[name]
+        forget_stores()
+
+
+def forget_stores() -> None:
+    """Close every open id table and forget the stores, as a process exit would."""
+    for store in list(cache_module._stores.values()):
+        table = store._table
+        if table is not None:
+            table.close()
+    cache_module._stores.clear()
+    cache_module._prepared_roots.clear()
+
+
+@pytest.fixture
+def cache_root(isolated_process_state: Path) -> Path:
+    """The cache root of this test (``Context.cache_dir``)."""
+    return isolated_process_state
+
+
+@pytest.fixture
+def modules(tmp_path: Path) -> TaskModules:
+    """Generated, importable task modules with a shared run log."""
+    return TaskModules(tmp_path / "modules", tmp_path / "run.log")
