@@ -28,7 +28,7 @@ from .context import Context
 from .errors import CorruptResultError
 from .freshness import TaskState, plan
 from .graph import NodeKey, TaskGraph, node_key
-from .ratelimit import ChannelLimiter
+from .ratelimit import ChannelLimiter, FileSlots
 from .worker import Job, JobResult, Outcome, describe, run_jobs, run_jobs_blob
 
 LOGGER = logging.getLogger("pytest_taskproc")
@@ -65,6 +65,7 @@ class InlineExecutor(Executor):
     """
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        __tracebackhide__ = True
         future: Future[Any] = Future()
         try:
             future.set_result(fn(*args, **kwargs))
@@ -87,7 +88,9 @@ class GraphRun:
         lock: bool = True,
         echo: bool = False,
         show_progress: bool = False,
+        slots: FileSlots | None = None,
     ) -> None:
+        self.slots = slots
         self.graph = graph
         self.states = states
         self.cache_root = cache_root
@@ -108,6 +111,7 @@ class GraphRun:
 
     def run(self) -> dict[str, int]:
         """Compute every stale task; returns per-class counts of tasks computed here."""
+        __tracebackhide__ = True
         ran: dict[str, int] = defaultdict(int)
         stale = [k for k in self.graph.order if self.states[k].stale]
         waiting = {
@@ -208,6 +212,7 @@ class GraphRun:
             not_before=max((self.timestamps[u] for u in ups), default=0),
             lock=self.lock,
             echo=self.echo,
+            slots=self.slots,
         )
 
     def _submit(self, nodes: list[NodeKey]) -> Future[list[JobResult]]:
@@ -218,8 +223,8 @@ class GraphRun:
 
     def _record_failure(self, node: NodeKey, exc: BaseException) -> None:
         self.failures.append((node, exc))
-        if isinstance(exc, CorruptResultError):
-            return
+        if isinstance(exc, CorruptResultError) or isinstance(self.executor, InlineExecutor):
+            return  # the caller reports these itself
         state = self.states[node]
         LOGGER.error(
             "task %s failed with %s: %s",

@@ -75,8 +75,11 @@ def plan(
             )
     for key in graph.order:
         state = states[key]
+        if key in cleared:
+            state.reason = Reason.CLEARED
+            continue
         if state.timestamp is None:
-            state.reason = Reason.CLEARED if key in cleared else Reason.MISSING
+            state.reason = Reason.MISSING
             continue
         if detect_source_change and state.timestamp < source_times[key[0]]:
             state.reason = Reason.SOURCE_CHANGED

@@ -1,3 +1,151 @@
-"""pytest entry point (placeholder until the plugin lands)."""
+"""pytest entry point: the ``taskproc`` options, and the plugin object when switched on.
+
+This module stays cheap to import: without ``--taskproc`` or
+``--taskproc-clear`` nothing else of the package is imported and no hook
+does any work.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+GRAPH_SUFFIXES = (".md", ".mmd", ".dot")
+
+
+def parse_rate_limits(text: str) -> dict[str, int]:
+    """``--taskproc-rate-limits``: a JSON object of channel -> positive int."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise pytest.UsageError(f"--taskproc-rate-limits: not valid JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and type(v) is int and v >= 1 for k, v in value.items()
+    ):
+        raise pytest.UsageError(
+            f"--taskproc-rate-limits: expected a JSON object mapping channel names to ints >= 1, "
+            f"e.g. '{{\"<gpu>\": 1}}', not {text!r}"
+        )
+    return value
+
+
+def parse_graph_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix not in GRAPH_SUFFIXES:
+        raise pytest.UsageError(
+            f"--taskproc-graph: {text!r} must end in .md or .mmd (Mermaid) or .dot (Graphviz)"
+        )
+    return path
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("taskproc", "cached task graphs (pytest-taskproc)")
+    group.addoption(
+        "--taskproc",
+        action="store_true",
+        default=False,
+        help="collect task files and run every task as a test item.",
+    )
+    group.addoption(
+        "--taskproc-clear",
+        action="store_true",
+        default=False,
+        help="clear the cached results of the selected tasks first, so they and their "
+        "downstream tasks are recomputed; implies --taskproc.",
+    )
+    group.addoption(
+        "--taskproc-cache-dir",
+        metavar="DIR",
+        default=None,
+        help="cache root (default: ini taskproc_cache_dir, else $CP_CACHE_DIR, "
+        "else <rootdir>/.cache).",
+    )
+    group.addoption(
+        "--taskproc-rate-limits",
+        metavar="JSON",
+        default=None,
+        type=parse_rate_limits,
+        help='at most N running tasks per channel, e.g. \'{"<gpu>": 1}\'; holds across '
+        "xdist workers.",
+    )
+    group.addoption(
+        "--taskproc-no-source-check",
+        action="store_true",
+        default=False,
+        help="do not recompute tasks whose class source code changed.",
+    )
+    group.addoption(
+        "--taskproc-graph",
+        metavar="FILE",
+        default=None,
+        type=parse_graph_path,
+        help="write the task graph with each task's state to FILE (.md/.mmd Mermaid, .dot "
+        "Graphviz).",
+    )
+    parser.addini(
+        "taskproc_files",
+        type="args",
+        default=["task_*.py", "taskfile.py"],
+        help="glob patterns of task files collected with --taskproc.",
+    )
+    parser.addini("taskproc_cache_dir", default="", help="cache root for --taskproc runs.")
+    parser.addini(
+        "taskproc_rate_limits", default="", help="JSON rate limits for --taskproc runs."
+    )
+
+
+def is_enabled(config: pytest.Config) -> bool:
+    return bool(config.getoption("taskproc") or config.getoption("taskproc_clear"))
+
+
+def resolve_cache_root(config: pytest.Config) -> Path:
+    import os
+
+    chosen = config.getoption("taskproc_cache_dir") or config.getini("taskproc_cache_dir")
+    if chosen:
+        path = Path(chosen)
+        if not path.is_absolute():
+            path = (Path(config.invocation_params.dir) / path)
+        return path.resolve()
+    env = os.environ.get("CP_CACHE_DIR")
+    if env:
+        return Path(env).resolve()
+    return Path(config.rootpath, ".cache")
+
+
+def _check_cache_root(root: Path) -> None:
+    import os
+
+    probe = root
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise pytest.UsageError(f"--taskproc-cache-dir: cannot write to {probe} (for cache {root})")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "taskproc: a task of the task graph (set by pytest-taskproc)")
+    if not is_enabled(config):
+        return
+    limits = config.getoption("taskproc_rate_limits")
+    if limits is None and config.getini("taskproc_rate_limits"):
+        limits = parse_rate_limits(config.getini("taskproc_rate_limits"))
+    root = resolve_cache_root(config)
+    _check_cache_root(root)
+    from .session import TaskprocSession
+
+    config.pluginmanager.register(
+        TaskprocSession(config, cache_root=root, rate_limits=limits or {}), "taskproc-session"
+    )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: every worker learns this run's id and start time."""
+    session = node.config.pluginmanager.get_plugin("taskproc-session")
+    if session is not None:
+        node.workerinput["taskproc_run"] = session.run_info()

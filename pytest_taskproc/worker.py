@@ -23,6 +23,7 @@ from .capture import captured_output
 from .errors import ResultNotPicklableError, TaskFailedError
 from .graph import NodeKey, node_key
 from .locks import task_lock
+from .ratelimit import FileSlots
 from .requires import RESOLVED_ATTR, resolve_slot_value
 from .serialize import dump_result
 
@@ -42,6 +43,8 @@ class Job:
     lock: bool = True
     echo: bool = False
     in_prefix_child: bool = False
+    #: cross-process rate-limit slots (pytest runs); None inside one run_graph
+    slots: FileSlots | None = None
 
 
 @dataclass
@@ -64,6 +67,7 @@ def describe(task: Any, store: ClassStore, task_id: int) -> str:
 
 def run_job(job: Job) -> Outcome:
     """Compute the job's task unless another process already did; see :class:`Outcome`."""
+    __tracebackhide__ = True
     task = job.task
     root = Path(job.cache_root)
     store = get_store(root, task.task_name)
@@ -76,17 +80,20 @@ def run_job(job: Job) -> Outcome:
         if current is not None and current != job.observed and current > job.not_before:
             return Outcome(node_key(task), current, 0.0, computed=False)
         start = time.perf_counter()
-        if task._tp_config.job_prefix is not None and not job.in_prefix_child:
-            from .jobprefix import run_through_prefix
+        slot = job.slots.hold(task._tp_config.channels) if job.slots else contextlib.nullcontext()
+        with slot:
+            if task._tp_config.job_prefix is not None and not job.in_prefix_child:
+                from .jobprefix import run_through_prefix
 
-            timestamp = run_through_prefix(replace(job, lock=False), store)
-        else:
-            timestamp = compute(job, store)
+                timestamp = run_through_prefix(replace(job, lock=False, slots=None), store)
+            else:
+                timestamp = compute(job, store)
         return Outcome(node_key(task), timestamp, time.perf_counter() - start, computed=True)
 
 
 def compute(job: Job, store: ClassStore) -> int:
     """Run ``run_task`` with upstream results in place and store what it returns."""
+    __tracebackhide__ = True
     task = job.task
     config = task._tp_config
     root = Path(job.cache_root)
@@ -143,6 +150,7 @@ def run_jobs(jobs: list[Job]) -> list[JobResult]:
     Only ``Exception`` is collected: KeyboardInterrupt and pytest's outcome
     exceptions propagate as from a plain call.
     """
+    __tracebackhide__ = True
     results: list[JobResult] = []
     for job in jobs:
         try:

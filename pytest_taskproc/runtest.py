@@ -1,0 +1,127 @@
+"""Running one task item: freshen its upstream, compute it if stale, say what happened.
+
+Tasks run in the pytest process (or xdist worker) itself, through an inline
+executor, so ``--pdb`` stops inside ``run_task`` and ``-s`` shows prints live.
+Other processes are kept from computing the same task by the per-task locks;
+a result made by another process during this run is reported as computed,
+``cached`` being kept for results that existed before the run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .execute import GraphRun, InlineExecutor
+from .freshness import plan
+from .graph import TaskGraph, node_key
+from .ratelimit import ChannelLimiter
+
+if TYPE_CHECKING:
+    from .session import TaskprocSession
+
+STATUS = "taskproc"
+REASON = "taskproc_reason"
+SECONDS = "taskproc_seconds"
+TASK_ID = "taskproc_task_id"
+
+
+class TaskItem(pytest.Item):
+    """One task of the graph as a pytest item."""
+
+    def __init__(self, *, task: Any, tp_session: TaskprocSession, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.task = task
+        self.tp_session = tp_session
+        self.add_marker("taskproc")
+
+    def runtest(self) -> None:
+        run_item(self)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"{self.task!r}"
+
+    def _traceback_filter(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:
+        """Show the traceback from ``run_task`` on, not pytest's and our own frames."""
+        traceback = excinfo.traceback
+        code = getattr(type(self.task).run_task, "__code__", None)
+        for index, entry in enumerate(traceback):
+            if entry.frame.code.raw is code:
+                return traceback[index:].filter(excinfo)
+        return traceback.filter(excinfo)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        rendered = super().repr_failure(excinfo, style=style)
+        header = self.tp_session.failure_header(self.task)
+        if hasattr(rendered, "addsection"):
+            rendered.addsection("taskproc", header)
+            return rendered
+        return header + "\n" + str(rendered)
+
+
+def _output_sections(item: TaskItem, store: Any, task_id: int) -> None:
+    for which, path in (("stdout", store.stdout_path(task_id)), ("stderr", store.stderr_path(task_id))):
+        try:
+            text = path.read_text(errors="replace")
+        except FileNotFoundError:
+            continue
+        if text:
+            item.add_report_section("call", which, text)
+
+
+def run_item(item: TaskItem) -> None:
+    __tracebackhide__ = True
+    tp = item.tp_session
+    task = item.task
+    key = node_key(task)
+    for upstream in tp.graph.ancestors(key):
+        if upstream in tp.failed:
+            item.user_properties.append((STATUS, "skipped"))
+            pytest.skip(f"upstream task {tp.graph.tasks[upstream]!r} failed")
+    graph = TaskGraph([task])
+    states = plan(graph, tp.cache_root, tp.detect_source_change, frozenset(tp.cleared))
+    state = states[key]
+    item.user_properties.append((TASK_ID, state.task_id))
+    run = GraphRun(
+        graph,
+        states,
+        tp.cache_root,
+        InlineExecutor(),
+        ChannelLimiter(None),
+        lock=True,
+        echo=tp.echo,
+        slots=tp.slots,
+    )
+    start = time.perf_counter()
+    try:
+        run.run()
+    except Exception:
+        failed = {node for node, _ in run.failures}
+        tp.failed.update(failed)
+        if key in failed:
+            item.user_properties.append((STATUS, "failed"))
+            item.user_properties.append((REASON, state.describe()))
+            _output_sections(item, state.store, state.task_id)
+            raise
+        culprit = next(iter(failed))
+        item.user_properties.append((STATUS, "skipped"))
+        pytest.skip(f"upstream task {graph.tasks[culprit]!r} failed")
+    finally:
+        elapsed = time.perf_counter() - start
+    outcome = run.outcomes.get(key)
+    if outcome is not None and outcome.computed:
+        item.user_properties.append((STATUS, "computed"))
+        item.user_properties.append((REASON, state.describe()))
+        item.user_properties.append((SECONDS, round(elapsed, 6)))
+        _output_sections(item, state.store, state.task_id)
+        return
+    timestamp = outcome.timestamp if outcome is not None else state.timestamp
+    if timestamp is not None and timestamp < tp.started_ns:
+        item.user_properties.append((STATUS, "cached"))
+        return
+    item.user_properties.append((STATUS, "computed"))
+    item.user_properties.append((REASON, "computed during this run by another process"))
+    item.user_properties.append((SECONDS, 0.0))

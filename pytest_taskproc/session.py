@@ -1,0 +1,239 @@
+"""The stateful plugin object registered when ``--taskproc`` is on.
+
+It owns what one pytest process knows about the run: the roots and the union
+of their graphs, which task got which item, the tasks cleared or failed in
+this run, and the counts behind the ``taskproc:`` summary line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .atomic import write_text_atomic
+from .cache import ensure_directory, get_store, prepare_root
+from .collect import TaskFile, defining_file, items_in_upstream_order, task_item_name
+from .context import Context
+from .freshness import TaskState, plan
+from .graph import NodeKey, TaskGraph, node_key
+from .ratelimit import FileSlots
+from .report import Tally, teststatus
+from .runtest import TaskItem
+
+
+class TaskprocSession:
+    """Hooks and state of one pytest process of a ``--taskproc`` run."""
+
+    def __init__(self, config: pytest.Config, cache_root: Path, rate_limits: dict[str, int]) -> None:
+        self.config = config
+        self.cache_root = cache_root
+        Context.cache_dir = cache_root
+        self.detect_source_change = not config.getoption("taskproc_no_source_check")
+        self.clear_requested = bool(config.getoption("taskproc_clear"))
+        self.echo = config.getoption("capture") == "no"
+        self.slots = (
+            FileSlots(cache_root / "taskproc" / ".ratelimits", rate_limits) if rate_limits else None
+        )
+        info = getattr(config, "workerinput", {}).get("taskproc_run")
+        self.run_id: str = info["run_id"] if info else uuid.uuid4().hex
+        self.started_ns: int = info["started_ns"] if info else time.time_ns()
+        self.is_worker = hasattr(config, "workerinput")
+        self.roots: list[tuple[Any, TaskFile, str | None]] = []
+        self.task_files: dict[Path, TaskFile] = {}
+        self.itemized: dict[NodeKey, TaskItem] = {}
+        self.first_file: dict[NodeKey, TaskFile] = {}
+        self.graph = TaskGraph([])
+        self.cleared: set[NodeKey] = set()
+        self.failed: set[NodeKey] = set()
+        self.tally = Tally()
+        self.dry_run: list[tuple[str, str]] | None = None
+        self.selected: list[TaskItem] = []
+        # A broken root must not stop the rest of the experiment.
+        config.option.continue_on_collection_errors = True
+
+    def run_info(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "started_ns": self.started_ns}
+
+    # -- collection ---------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> Any:
+        if file_path.suffix != ".py":
+            return None
+        patterns = self.config.getini("taskproc_files")
+        if not any(file_path.match(p) for p in patterns):
+            return None
+        node = TaskFile.from_parent(parent, path=file_path)
+        self.task_files[file_path.resolve()] = node
+        return node
+
+    def add_root(self, root: Any, source: TaskFile, explicit_id: str | None) -> None:
+        self.roots.append((root, source, explicit_id))
+        stack = [root]
+        while stack:
+            task = stack.pop()
+            key = node_key(task)
+            if key in self.first_file:
+                continue
+            self.first_file[key] = source
+            stack.extend(task._tp_upstream)
+
+    def claim_items(self, source: TaskFile) -> list[TaskItem]:
+        """Items for every task reached so far whose class this file defines."""
+        here = source.path.resolve()
+        made = []
+        for key, first in list(self.first_file.items()):
+            if key in self.itemized:
+                continue
+            task = self._task_for(key)
+            if defining_file(type(task)) == here:
+                made.append(self._make_item(key, task, source))
+        return made
+
+    def _task_for(self, key: NodeKey) -> Any:
+        for root, _, _ in self.roots:
+            if node_key(root) == key:
+                return root
+        return self._all_tasks()[key]
+
+    def _all_tasks(self) -> dict[NodeKey, Any]:
+        if len(self.graph) != len(self.first_file):
+            self.graph = TaskGraph([r for r, _, _ in self.roots])
+        return self.graph.tasks
+
+    def _make_item(self, key: NodeKey, task: Any, parent: TaskFile) -> TaskItem:
+        explicit = next((e for r, _, e in self.roots if node_key(r) == key and e), None)
+        name = f"{type(task).__qualname__}[{explicit}]" if explicit else task_item_name(task)
+        taken = {i.name for i in self.itemized.values() if i.parent is parent}
+        unique, n = name, 1
+        while unique in taken:
+            unique, n = f"{name}#{n}", n + 1
+        item = TaskItem.from_parent(parent, name=unique, task=task, tp_session=self)
+        self.itemized[key] = item
+        return item
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, items: list[Any]) -> None:
+        tasks = self._all_tasks()
+        for key, task in tasks.items():
+            if key in self.itemized:
+                continue
+            owner = self.task_files.get(defining_file(type(task)) or Path()) or self.first_file[key]
+            items.append(self._make_item(key, task, owner))
+        order = {k: i for i, k in enumerate(self.graph.order)}
+        items[:] = items_in_upstream_order(items, order)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.selected = [i for i in session.items if isinstance(i, TaskItem)]
+        if self.config.option.collectonly:
+            self.dry_run = self._dry_run()
+        self._write_graph_structure()
+
+    def _dry_run(self) -> list[tuple[str, str]]:
+        if not self.selected:
+            return []
+        wanted = {node_key(i.task) for i in self.selected}
+        cleared = wanted if self.clear_requested else set()
+        graph = TaskGraph([i.task for i in self.selected])
+        states = plan(graph, self.cache_root, self.detect_source_change, frozenset(cleared))
+        by_key = {node_key(i.task): i for i in self.selected}
+        return [
+            (by_key[k].nodeid, states[k].describe())
+            for k in graph.order
+            if k in by_key and states[k].stale
+        ]
+
+    # -- running --------------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        if self.clear_requested and self.selected and not self.config.option.collectonly:
+            self._clear_selected()
+
+    def _clear_selected(self) -> None:
+        """Clear the selected tasks once per run, even with several xdist workers."""
+        from filelock import FileLock
+
+        top = prepare_root(self.cache_root)
+        runs = top / ".runs"
+        ensure_directory(runs)
+        marker = runs / f"{self.run_id}.cleared"
+        keys = [node_key(i.task) for i in self.selected]
+        with FileLock(str(runs / "clear.lock")):
+            if not marker.exists():
+                for item in self.selected:
+                    item.task.clear_task()
+                write_text_atomic(marker, "\n".join(i.nodeid for i in self.selected))
+        self.cleared.update(keys)
+
+    def failure_header(self, task: Any) -> str:
+        store = get_store(self.cache_root, task.task_name)
+        task_id = store.task_id(task._tp_key)
+        return (
+            f"task {task!r} failed\n"
+            f"  class:     {task.task_name}\n"
+            f"  arguments: {task._tp_key}\n"
+            f"  task id:   {task_id}\n"
+            f"  stdout:    {store.stdout_path(task_id)}\n"
+            f"  stderr:    {store.stderr_path(task_id)}"
+        )
+
+    # -- reporting --------------------------------------------------------------
+    def pytest_report_teststatus(self, report: Any, config: pytest.Config) -> Any:
+        return teststatus(report, config)
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        self.tally.add(report)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.is_worker:
+            return
+        if self.dry_run is not None:
+            tr = terminalreporter
+            total = len(self.selected)
+            tr.write_sep("-", "taskproc dry run")
+            tr.write_line(f"taskproc: {len(self.dry_run)} of {total} tasks would be computed")
+            for nodeid, reason in self.dry_run:
+                tr.write_line(f"  {nodeid}: {reason}")
+            return
+        terminalreporter.write_line(self.tally.summary_line(self.cache_root))
+
+    # -- graph export -------------------------------------------------------------
+    def _structure_path(self) -> Path:
+        return self.cache_root / "taskproc" / ".runs" / f"{self.run_id}.graph.json"
+
+    def _write_graph_structure(self) -> None:
+        if self.config.getoption("taskproc_graph") is None or not self.itemized:
+            return
+        from .export import graph_structure
+
+        path = self._structure_path()
+        ensure_directory(path.parent)
+        items = {k: i.nodeid for k, i in self.itemized.items()}
+        states: dict[NodeKey, TaskState] | None = None
+        if self.config.option.collectonly:
+            states = plan(self.graph, self.cache_root, self.detect_source_change)
+        write_text_atomic(path, json.dumps(graph_structure(self.graph, items, states)))
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        target = self.config.getoption("taskproc_graph")
+        if target is None or self.is_worker:
+            return
+        from .export import render_graph
+
+        path = self._structure_path()
+        if not path.exists():
+            return
+        structure = json.loads(path.read_text())
+        out = Path(self.config.invocation_params.dir, target)
+        ensure_directory(out.parent)
+        write_text_atomic(out, render_graph(structure, self.tally.status_by_nodeid, out.suffix))
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
