@@ -100,6 +100,7 @@ class GraphRun:
         self.echo = echo
         self.pickle_jobs = not isinstance(executor, (ThreadPoolExecutor, InlineExecutor))
         self.show_progress = show_progress
+        self.last_progress = 0.0
         self.timestamps: dict[NodeKey, int] = {
             k: s.timestamp for k, s in states.items() if s.timestamp is not None and not s.stale
         }
@@ -149,7 +150,10 @@ class GraphRun:
                         waiting[down] -= 1
                         if waiting[down] == 0:
                             ready[self._channels(down)].append(down)
-            if self.show_progress:
+            if self.show_progress and (
+                finished == len(stale) or time.monotonic() - self.last_progress > 0.2
+            ):
+                self.last_progress = time.monotonic()
                 print(f"\rtaskproc: {finished}/{len(stale)} tasks", end="", file=sys.stderr)
         if self.show_progress and stale:
             print(file=sys.stderr)

@@ -24,6 +24,8 @@ import cloudpickle
 
 from .atomic import write_atomic
 from .cache import ClassStore, ensure_directory, get_store
+from .context import Context
+from .context import Context
 from .errors import JobPrefixError
 from .worker import Job, compute, describe
 
@@ -67,7 +69,11 @@ def run_through_prefix(job: Job, store: ClassStore) -> int:
 def main(argv: list[str]) -> int:
     job_path, outcome_path = Path(argv[0]), Path(argv[1])
     job: Job = _load_job(job_path)
+    # The child does not share the caller's settings; task properties used in
+    # run_task (task_directory, task_id) must resolve in the caller's cache.
+    Context.cache_dir = Path(job.cache_root)
     outcome: tuple[str, Any]
+    Context.cache_dir = Path(job.cache_root)
     try:
         store = get_store(Path(job.cache_root), job.task.task_name)
         outcome = ("ok", compute(job, store))

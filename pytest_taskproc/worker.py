@@ -9,10 +9,11 @@ cache, never shipped along.
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import cloudpickle
 
 from .cache import ClassStore, get_store
 from .capture import captured_output
+from .context import Context
 from .errors import ResultNotPicklableError, TaskFailedError
 from .graph import NodeKey, node_key
 from .locks import task_lock
@@ -43,6 +45,7 @@ class Job:
     lock: bool = True
     echo: bool = False
     in_prefix_child: bool = False
+    origin_pid: int = field(default_factory=os.getpid)
     #: cross-process rate-limit slots (pytest runs); None inside one run_graph
     slots: FileSlots | None = None
 
@@ -70,6 +73,11 @@ def run_job(job: Job) -> Outcome:
     __tracebackhide__ = True
     task = job.task
     root = Path(job.cache_root)
+    if os.getpid() != job.origin_pid and Context.get_cache_root() != root:
+        # A worker process may not share the caller's settings (fork server,
+        # Dask, job_prefix); task properties used inside run_task must see
+        # the caller's cache.
+        Context.cache_dir = root
     store = get_store(root, task.task_name)
     store.remember_id(task._tp_key, job.task_id)
     for name, key, task_id in job.upstream_ids:

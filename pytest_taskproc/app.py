@@ -1,0 +1,94 @@
+"""``python -m pytest_taskproc.app TASKFILE``: run one task of a task file from the shell.
+
+Options follow the original ``taskproc.app``; the cache defaults to ``.cache``
+next to the task file, and the entry-point task is recomputed each time unless
+``--dont-force-entrypoint`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .context import Context
+from .ratelimit import check_limits
+
+
+def _rate_limits(text: str) -> dict[str, int]:
+    try:
+        return check_limits(json.loads(text))
+    except (ValueError, AttributeError) as exc:
+        raise argparse.ArgumentTypeError(f"invalid rate limits {text!r}: {exc}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pytest_taskproc.app",
+        description="Run a task (default: Main) of a task file and print its output.",
+    )
+    parser.add_argument("taskfile", type=Path, help="Python file defining the task")
+    parser.add_argument("-e", "--entrypoint", default="Main", help="task class to run")
+    parser.add_argument(
+        "-t", "--exec-type", choices=["process", "thread"], default="process",
+        help="executor type (default: process)",
+    )
+    parser.add_argument(
+        "-w", "--max-workers", type=int, default=-1,
+        help="number of workers; negative counts back from the CPU count (default: -1, all)",
+    )
+    parser.add_argument("--cache-dir", type=Path, default=None, help="default: TASKFILE's dir/.cache")
+    parser.add_argument("--rate-limits", type=_rate_limits, default=None, help='JSON, e.g. \'{"<gpu>": 1}\'')
+    parser.add_argument(
+        "-D", "--detect-source-change", action="store_true",
+        help="recompute tasks whose class source code changed",
+    )
+    parser.add_argument(
+        "--dont-force-entrypoint", action="store_true",
+        help="do not recompute the entry-point task when its result is fresh",
+    )
+    parser.add_argument(
+        "-l", "--loglevel", choices=["debug", "info", "warning", "error"], default="warning"
+    )
+    parser.add_argument("--dont-show-progress", action="store_true", help="no progress line")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.loglevel.upper()))
+    taskfile: Path = args.taskfile.resolve()
+    if not taskfile.is_file():
+        print(f"error: task file {taskfile} does not exist", file=sys.stderr)
+        return 2
+    Context.executor_name = args.exec_type
+    Context.max_workers = args.max_workers
+    Context.cache_dir = args.cache_dir if args.cache_dir is not None else taskfile.parent / ".cache"
+    sys.path.insert(0, str(taskfile.parent))
+    module = importlib.import_module(taskfile.stem)
+    entry = getattr(module, args.entrypoint, None)
+    if not (isinstance(entry, type) and hasattr(entry, "_tp_config")):
+        print(
+            f"error: {taskfile} has no task class {args.entrypoint!r} (use -e NAME)", file=sys.stderr
+        )
+        return 2
+    task = entry()
+    if not args.dont_force_entrypoint:
+        task.clear_task()
+    task.run_graph(
+        rate_limits=args.rate_limits,
+        detect_source_change=args.detect_source_change,
+        show_progress=not args.dont_show_progress,
+    )
+    print("==== STDOUT ====")
+    print(task.task_stdout.read_text(), end="")
+    print("==== STDERR ====")
+    print(task.task_stderr.read_text(), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
