@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import diskcache
+import diskcache  # type: ignore[import-untyped]
 
 from . import serialize
 from .atomic import remove_tree, write_atomic, write_text_atomic

@@ -37,7 +37,8 @@ class _Router:
         return getattr(_local, self._which, None) or self._fallback
 
     def write(self, text: str) -> int:
-        return int(self._target().write(text))
+        written: int = self._target().write(text)
+        return written
 
     def writelines(self, lines: Any) -> None:
         self._target().writelines(lines)
@@ -58,7 +59,8 @@ class _Tee:
 
     def write(self, text: str) -> int:
         self._echo.write(text)
-        return self._primary.write(text)
+        written: int = self._primary.write(text)
+        return written
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
@@ -107,7 +109,7 @@ class _LazyFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._handle: IO[str] | None = None
-        self._tmp: Path | None = None
+        self._tmp: str | None = None
 
     def _open(self) -> IO[str]:
         if self._handle is None:

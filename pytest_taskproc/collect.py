@@ -88,7 +88,7 @@ def _parameter_sets(cls: type) -> list[tuple[dict[str, Any], str | None]] | None
 def _value_id(name: str, value: Any) -> str:
     kind = type(value)
     if kind is str and value.isprintable() and 0 < len(value) <= _MAX_PLAIN_ID:
-        return value
+        return str(value)
     if kind in (int, float, bool, type(None)):
         return str(value)
     if hasattr(value, "_tp_config"):
@@ -121,8 +121,11 @@ class RootError(pytest.Collector):
 class TaskFile(pytest.Module):
     """A task file: imported like a test module, collected as task items."""
 
-    def collect(self) -> Iterator[Any]:  # type: ignore[override]
+    def collect(self) -> Iterator[Any]:
         session: TaskprocSession = self.config.pluginmanager.getplugin("taskproc-session")
+        # Registered here, not when the node is made: pytest also makes nodes for
+        # files beside the ones named on the command line, then drops them.
+        session.task_files[self.path.resolve()] = self
         module = self.obj
         for name, cls in list(vars(module).items()):
             if not is_task_class(cls) or cls.__module__ != module.__name__ or name != cls.__name__:
@@ -146,6 +149,32 @@ class TaskFile(pytest.Module):
                     continue
                 session.add_root(root, self, explicit_id)
         yield from session.claim_items(self)
+
+
+def upstream_first(roots: list[Any]) -> list[NodeKey]:
+    """Every task of the roots' graphs, each after its upstream tasks, roots in the order given.
+
+    A depth-first post-order keeps independent tasks in definition order, as
+    pytest users expect; a plain topological sort may reverse them.
+    """
+    order: list[NodeKey] = []
+    seen: set[NodeKey] = set()
+    for root in roots:
+        if node_key(root) in seen:
+            continue
+        seen.add(node_key(root))
+        stack = [(root, iter(root._tp_upstream))]
+        while stack:
+            task, upstream = stack[-1]
+            for up in upstream:
+                if node_key(up) not in seen:
+                    seen.add(node_key(up))
+                    stack.append((up, iter(up._tp_upstream)))
+                    break
+            else:
+                stack.pop()
+                order.append(node_key(task))
+    return order
 
 
 def items_in_upstream_order(items: list[Any], order: dict[NodeKey, int]) -> list[Any]:

@@ -21,7 +21,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
+import cloudpickle  # type: ignore[import-untyped]
 
 from .cache import CacheCorruptionWarning, get_store
 from .context import Context
@@ -45,13 +45,14 @@ def executor_width(executor: Executor) -> int:
     """How many jobs the executor runs at once, as far as it can be told."""
     if isinstance(executor, InlineExecutor):
         return 1
-    width = getattr(executor, "_max_workers", None)
+    width: object = getattr(executor, "_max_workers", None)
     if isinstance(width, int) and width > 0:
         return width
     client = getattr(executor, "_client", None)  # dask.distributed's ClientExecutor
     if client is not None:
         try:
-            return max(1, sum(client.nthreads().values()))
+            threads: int = sum(client.nthreads().values())
+            return max(1, threads)
         except Exception:
             pass
     return os.cpu_count() or 1

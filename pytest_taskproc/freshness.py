@@ -64,7 +64,7 @@ def plan(
     for name, keys in by_class.items():
         store = get_store(root, name)
         ids = store.task_ids([k[1] for k in keys])
-        cls = type(graph.tasks[keys[0]])
+        cls: type = type(graph.tasks[keys[0]])
         source_times[name] = store.source_timestamp(class_source(cls))
         for key, task_id in zip(keys, ids):
             states[key] = TaskState(

@@ -77,7 +77,8 @@ def _canonical(value: Any, owner: str, where: str) -> Any:
     if kind is dict:
         return _canonical_dict(value, owner, where)
     identity = getattr(value, "_tp_identity", None)
-    if identity is not None and callable(identity):
+    # a task class has the method too, unbound: it is a forgotten call, rejected below
+    if identity is not None and callable(identity) and not isinstance(value, type):
         return identity()
     _reject(
         owner,

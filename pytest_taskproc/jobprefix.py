@@ -20,11 +20,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
+import cloudpickle  # type: ignore[import-untyped]
 
 from .atomic import write_atomic
 from .cache import ClassStore, ensure_directory, get_store
-from .context import Context
 from .context import Context
 from .errors import JobPrefixError
 from .worker import Job, compute, describe

@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import threading
 import time
 from collections import defaultdict
+from contextlib import AbstractContextManager
 from types import TracebackType
 
 from .cache import ClassStore
 
-try:
+if sys.platform != "win32":
     import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 _DEADLOCK_RETRY_SECONDS = 0.01
 
@@ -98,10 +98,10 @@ class TaskLock:
             self._thread_lock.release()
 
 
-def task_lock(store: ClassStore, task_id: int) -> TaskLock:
+def task_lock(store: ClassStore, task_id: int) -> AbstractContextManager[object]:
     """The lock a process holds while it computes one task."""
-    if fcntl is None:  # pragma: no cover - Windows
+    if sys.platform == "win32":  # pragma: no cover - no fcntl there
         from filelock import FileLock
 
-        return FileLock(store.lock_path(str(task_id)), thread_local=False)  # type: ignore[return-value]
+        return FileLock(store.lock_path(str(task_id)), thread_local=False)
     return TaskLock(store, task_id)

@@ -104,12 +104,15 @@ def is_enabled(config: pytest.Config) -> bool:
 def resolve_cache_root(config: pytest.Config) -> Path:
     import os
 
-    chosen = config.getoption("taskproc_cache_dir") or config.getini("taskproc_cache_dir")
+    chosen = config.getoption("taskproc_cache_dir")
+    base = Path(config.invocation_params.dir)
+    if not chosen:
+        chosen = config.getini("taskproc_cache_dir")
+        # Relative to rootdir, like pytest's own cache_dir: running from a
+        # subdirectory must find the same cache.
+        base = config.rootpath
     if chosen:
-        path = Path(chosen)
-        if not path.is_absolute():
-            path = (Path(config.invocation_params.dir) / path)
-        return path.resolve()
+        return (base / Path(chosen)).resolve()
     env = os.environ.get("CP_CACHE_DIR")
     if env:
         return Path(env).resolve()

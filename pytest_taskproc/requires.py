@@ -120,7 +120,8 @@ class MappedTask(Generic[R]):
 
 
 def is_task(value: Any) -> bool:
-    return hasattr(value, "_tp_config")
+    # A task class has the config too; in a slot it is a forgotten call, not a task.
+    return hasattr(value, "_tp_config") and not isinstance(value, type)
 
 
 def iter_slot_tasks(owner: Any, slot: str, value: Any) -> Iterator[Any]:

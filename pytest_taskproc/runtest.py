@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .execute import GraphRun, InlineExecutor
-from .freshness import plan
+from .freshness import Reason, plan
 from .graph import TaskGraph, node_key
 from .ratelimit import ChannelLimiter
 
@@ -77,13 +77,19 @@ def run_item(item: TaskItem) -> None:
     tp = item.tp_session
     task = item.task
     key = node_key(task)
-    for upstream in tp.graph.ancestors(key):
-        if upstream in tp.failed:
-            item.user_properties.append((STATUS, "skipped"))
-            pytest.skip(f"upstream task {tp.graph.tasks[upstream]!r} failed")
     graph = TaskGraph([task])
-    states = plan(graph, tp.cache_root, tp.detect_source_change, frozenset(tp.cleared))
+    # Cleared results were deleted before the loop started, so a cleared task is
+    # stale until recomputed; naming it cleared for good would recompute it again
+    # for every later item downstream of it.
+    states = plan(graph, tp.cache_root, tp.detect_source_change)
+    for cleared in tp.cleared.intersection(states):
+        if states[cleared].reason is Reason.MISSING:
+            states[cleared].reason = Reason.CLEARED
     state = states[key]
+    for upstream in graph.order:
+        if upstream != key and states[upstream].stale and tp.has_failed(upstream, states[upstream]):
+            item.user_properties.append((STATUS, "skipped"))
+            pytest.skip(f"upstream task {graph.tasks[upstream]!r} failed")
     item.user_properties.append((TASK_ID, state.task_id))
     run = GraphRun(
         graph,
@@ -100,7 +106,8 @@ def run_item(item: TaskItem) -> None:
         run.run()
     except Exception:
         failed = {node for node, _ in run.failures}
-        tp.failed.update(failed)
+        for node in failed:
+            tp.mark_failed(node, states[node])
         if key in failed:
             item.user_properties.append((STATUS, "failed"))
             item.user_properties.append((REASON, state.describe()))

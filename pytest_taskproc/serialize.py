@@ -14,7 +14,7 @@ import pickle
 import zlib
 from typing import Any
 
-import cloudpickle
+import cloudpickle  # type: ignore[import-untyped]
 
 RAW_NAME = "result.pkl"
 GZIP_NAME = "result.pkl.gz"
@@ -29,7 +29,8 @@ _GZIP_WBITS = 31
 
 
 def dump_result(value: Any) -> bytes:
-    return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    data: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return data
 
 
 def choose_encoding(data: bytes, compress_level: int | None) -> int:

@@ -7,8 +7,10 @@ this run, and the counts behind the ``taskproc:`` summary line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +20,13 @@ import pytest
 
 from .atomic import write_text_atomic
 from .cache import ensure_directory, get_store, prepare_root
-from .collect import TaskFile, defining_file, items_in_upstream_order, task_item_name
+from .collect import (
+    TaskFile,
+    defining_file,
+    items_in_upstream_order,
+    task_item_name,
+    upstream_first,
+)
 from .context import Context
 from .freshness import TaskState, plan
 from .graph import NodeKey, TaskGraph, node_key
@@ -68,9 +76,7 @@ class TaskprocSession:
         patterns = self.config.getini("taskproc_files")
         if not any(file_path.match(p) for p in patterns):
             return None
-        node = TaskFile.from_parent(parent, path=file_path)
-        self.task_files[file_path.resolve()] = node
-        return node
+        return TaskFile.from_parent(parent, path=file_path)
 
     def add_root(self, root: Any, source: TaskFile, explicit_id: str | None) -> None:
         self.roots.append((root, source, explicit_id))
@@ -125,7 +131,7 @@ class TaskprocSession:
                 continue
             owner = self.task_files.get(defining_file(type(task)) or Path()) or self.first_file[key]
             items.append(self._make_item(key, task, owner))
-        order = {k: i for i, k in enumerate(self.graph.order)}
+        order = {k: i for i, k in enumerate(upstream_first([r for r, _, _ in self.roots]))}
         items[:] = items_in_upstream_order(items, order)
 
     @pytest.hookimpl(trylast=True)
@@ -142,11 +148,11 @@ class TaskprocSession:
         cleared = wanted if self.clear_requested else set()
         graph = TaskGraph([i.task for i in self.selected])
         states = plan(graph, self.cache_root, self.detect_source_change, frozenset(cleared))
-        by_key = {node_key(i.task): i for i in self.selected}
+        # In item order, which is upstream-first like the listing above it.
         return [
-            (by_key[k].nodeid, states[k].describe())
-            for k in graph.order
-            if k in by_key and states[k].stale
+            (i.nodeid, states[node_key(i.task)].describe())
+            for i in self.selected
+            if states[node_key(i.task)].stale
         ]
 
     # -- running --------------------------------------------------------------
@@ -171,6 +177,28 @@ class TaskprocSession:
                 write_text_atomic(marker, "\n".join(i.nodeid for i in self.selected))
         self.cleared.update(keys)
 
+    def _failure_marker(self, state: TaskState) -> Path:
+        return (
+            self.cache_root / "taskproc" / ".runs" / self.run_id / "failed"
+            / f"{state.store.name}.{state.task_id}"
+        )
+
+    def mark_failed(self, key: NodeKey, state: TaskState) -> None:
+        """Remember a failure, and tell the other workers of this run about it."""
+        self.failed.add(key)
+        marker = self._failure_marker(state)
+        ensure_directory(marker.parent)
+        write_text_atomic(marker, repr(state.task))
+
+    def has_failed(self, key: NodeKey, state: TaskState) -> bool:
+        """Whether a task failed earlier in this run, here or on another xdist worker."""
+        if key in self.failed:
+            return True
+        if self._failure_marker(state).exists():
+            self.failed.add(key)
+            return True
+        return False
+
     def failure_header(self, task: Any) -> str:
         store = get_store(self.cache_root, task.task_name)
         task_id = store.task_id(task._tp_key)
@@ -184,6 +212,14 @@ class TaskprocSession:
         )
 
     # -- reporting --------------------------------------------------------------
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Any:
+        outcome = yield
+        report = outcome.get_result()
+        if isinstance(item, TaskItem) and report.skipped and isinstance(report.longrepr, tuple):
+            # pytest would name the plugin line that raised the skip; name the task file.
+            report.longrepr = (str(item.path), None, report.longrepr[2])
+
     def pytest_report_teststatus(self, report: Any, config: pytest.Config) -> Any:
         return teststatus(report, config)
 
@@ -220,6 +256,10 @@ class TaskprocSession:
             states = plan(self.graph, self.cache_root, self.detect_source_change)
         write_text_atomic(path, json.dumps(graph_structure(self.graph, items, states)))
 
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if not self.is_worker:
+            shutil.rmtree(self.cache_root / "taskproc" / ".runs" / self.run_id, ignore_errors=True)
+
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         target = self.config.getoption("taskproc_graph")
         if target is None or self.is_worker:
@@ -233,7 +273,5 @@ class TaskprocSession:
         out = Path(self.config.invocation_params.dir, target)
         ensure_directory(out.parent)
         write_text_atomic(out, render_graph(structure, self.tally.status_by_nodeid, out.suffix))
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass

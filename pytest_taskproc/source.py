@@ -11,7 +11,7 @@ import ast
 import hashlib
 import inspect
 import textwrap
-from functools import lru_cache
+from functools import cache
 
 
 def normalize_source(text: str) -> str:
@@ -30,7 +30,7 @@ def normalize_source(text: str) -> str:
     return ast.unparse(tree)
 
 
-@lru_cache(maxsize=None)
+@cache
 def class_source(cls: type) -> str | None:
     """The normalised source of ``cls``, or None where Python cannot find it.
 

@@ -56,6 +56,13 @@ class TaskClassConfig:
     registry: dict[str, TaskType[..., Any]] = field(default_factory=dict)
 
 
+class _Runs(Protocol[R]):
+    """Anything whose ``run_task`` returns ``R``: lets type checkers read the result type
+    off a subclass's ``run_task``, with or without ``infer_task_type``."""
+
+    def run_task(self) -> R: ...
+
+
 _construct_lock = threading.RLock()
 _building = threading.local()
 
@@ -182,10 +189,11 @@ class TaskType(Generic[P, R]):
         return _existing_output(store.stderr_path(store.task_id(self._tp_key)))
 
     # -- cache --------------------------------------------------------------
-    def get_task_result(self) -> R:
+    def get_task_result(self: _Runs[T]) -> T:
         """The cached result, without running anything."""
-        store = self._tp_store()
-        result: R = store.load_result(store.task_id(self._tp_key), self._tp_key)
+        me = cast("TaskType[..., T]", self)
+        store = me._tp_store()
+        result: T = store.load_result(store.task_id(me._tp_key), me._tp_key)
         return result
 
     def clear_task(self) -> None:
@@ -198,16 +206,16 @@ class TaskType(Generic[P, R]):
 
     # -- running ------------------------------------------------------------
     def run_graph(
-        self,
+        self: _Runs[T],
         *,
         executor: Executor | None = None,
         max_workers: int | None = None,
         rate_limits: Mapping[str, int] | None = None,
         detect_source_change: bool | None = None,
         show_progress: bool = False,
-    ) -> R:
+    ) -> T:
         """Bring this task and everything upstream up to date; return its result."""
-        return self.run_graph_with_stats(
+        return cast("TaskType[..., T]", self).run_graph_with_stats(
             executor=executor,
             max_workers=max_workers,
             rate_limits=rate_limits,
@@ -216,7 +224,7 @@ class TaskType(Generic[P, R]):
         )[0]
 
     def run_graph_with_stats(
-        self,
+        self: _Runs[T],
         *,
         executor: Executor | None = None,
         max_workers: int | None = None,
@@ -224,7 +232,7 @@ class TaskType(Generic[P, R]):
         detect_source_change: bool | None = None,
         dump_generations: bool = False,
         show_progress: bool = False,
-    ) -> tuple[R, dict[str, Any]]:
+    ) -> tuple[T, dict[str, Any]]:
         """Like :meth:`run_graph`; also returns ``{'stats': {class name: tasks run}}``."""
         from .execute import run_graph
 
@@ -237,10 +245,10 @@ class TaskType(Generic[P, R]):
             detect_source_change=detect_source_change,
             show_progress=show_progress,
         )
-        return cast(R, result), stats
+        return cast(T, result), stats
 
-    def __getitem__(self: TaskType[..., Mapping[K, T]], key: K) -> MappedTask[T]:
-        return MappedTask(self, (key,))
+    def __getitem__(self: _Runs[Mapping[K, T]], key: K) -> MappedTask[T]:
+        return MappedTask(cast("TaskType[..., Any]", self), (key,))
 
 
 def _existing_output(path: Path) -> Path:
@@ -342,11 +350,14 @@ def _check_job_prefix(cls: type, prefix: Any) -> tuple[str, ...] | None:
 class TaskBase(TaskType[..., Any]):
     """Subclass this to define a task; without ``build_task`` it takes no arguments."""
 
-    def build_task(self) -> None:
-        pass
+    if not TYPE_CHECKING:
+        # Hidden from type checkers so that subclasses may give build_task any
+        # signature: TaskType declares it as taking anything.
+        def build_task(self) -> None:
+            pass
 
-    def run_task(self) -> Any:
-        return None
+        def run_task(self) -> Any:
+            return None
 
 
 class TaskClassProtocol(Protocol[P, R]):
