@@ -32,6 +32,15 @@ def parse_rate_limits(text: str) -> dict[str, int]:
     return value
 
 
+def parse_executor(text: str) -> str:
+    from .executors import check_spec
+
+    try:
+        return check_spec(text)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--taskproc-executor: {exc}") from None
+
+
 def parse_graph_path(text: str) -> Path:
     path = Path(text)
     if path.suffix not in GRAPH_SUFFIXES:
@@ -76,6 +85,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="do not recompute tasks whose class source code changed.",
+    )
+    group.addoption(
+        "--taskproc-executor",
+        metavar="SPEC",
+        default=None,
+        type=parse_executor,
+        help="compute tasks on process[:N], thread[:N] or dask[:ADDRESS] instead of in the "
+        "pytest process (dask alone starts a local cluster).",
     )
     group.addoption(
         "--taskproc-graph",

@@ -95,7 +95,7 @@ def run_item(item: TaskItem) -> None:
         graph,
         states,
         tp.cache_root,
-        InlineExecutor(),
+        tp.executor() or InlineExecutor(),
         ChannelLimiter(None),
         lock=True,
         echo=tp.echo,

@@ -13,6 +13,8 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +64,21 @@ class TaskprocSession:
         self.tally = Tally()
         self.dry_run: list[tuple[str, str]] | None = None
         self.selected: list[TaskItem] = []
+        self._executor: Executor | None = None
+        self._close_executor: Callable[[], None] | None = None
         # A broken root must not stop the rest of the experiment.
         config.option.continue_on_collection_errors = True
+
+    def executor(self) -> Executor | None:
+        """The executor of ``--taskproc-executor``, started at first use; None runs inline."""
+        spec = self.config.getoption("taskproc_executor")
+        if spec is None:
+            return None
+        if self._executor is None:
+            from .executors import make_executor
+
+            self._executor, self._close_executor = make_executor(spec)
+        return self._executor
 
     def run_info(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "started_ns": self.started_ns}
@@ -257,6 +272,8 @@ class TaskprocSession:
         write_text_atomic(path, json.dumps(graph_structure(self.graph, items, states)))
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self._close_executor is not None:
+            self._close_executor()
         if not self.is_worker:
             shutil.rmtree(self.cache_root / "taskproc" / ".runs" / self.run_id, ignore_errors=True)
 
