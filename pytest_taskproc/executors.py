@@ -44,17 +44,19 @@ def make_executor(spec: str) -> tuple[Executor, Callable[[], None]]:
 
 def _dask(address: str) -> tuple[Executor, Callable[[], None]]:
     try:
-        from distributed import Client, LocalCluster
+        import distributed
     except ImportError as exc:
         raise ValueError(
             "executor 'dask' needs dask.distributed: pip install 'pytest-taskproc[dask]'"
         ) from exc
+    # distributed is only partly typed; keep its objects as Any.
+    dask: Any = distributed
     cluster: Any = None
     if address:
-        client = Client(address)
+        client: Any = dask.Client(address)
     else:
-        cluster = LocalCluster(processes=True, threads_per_worker=1, dashboard_address=None)
-        client = Client(cluster)
+        cluster = dask.LocalCluster(processes=True, threads_per_worker=1, dashboard_address=None)
+        client = dask.Client(cluster)
 
     def close() -> None:
         client.close()
