@@ -19,6 +19,7 @@ hands one task another task's value.  A broken id table is rebuilt from the
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
@@ -120,10 +121,20 @@ class ClassStore:
 
     @staticmethod
     def _open_checked(path: Path) -> diskcache.Cache:
+        database = path / "cache.db"
+        if database.exists():
+            # diskcache leaks the connection of an open that fails (a ResourceWarning
+            # since Python 3.13), so a file that is no database is caught here first.
+            with contextlib.closing(sqlite3.connect(database)) as connection:
+                connection.execute("PRAGMA schema_version").fetchone()
         table = diskcache.Cache(
             str(path), eviction_policy="none", statistics=0, tag_index=0, timeout=60
         )
-        table.get(NEXT_ID)  # touches the database, so damage shows up here
+        try:
+            table.get(NEXT_ID)  # touches the database, so damage shows up here
+        except BaseException:
+            table.close()
+            raise
         return table
 
     def _rebuild_table(self, path: Path, exc: Exception) -> diskcache.Cache:

@@ -72,7 +72,6 @@ def main(argv: list[str]) -> int:
     # run_task (task_directory, task_id) must resolve in the caller's cache.
     Context.cache_dir = Path(job.cache_root)
     outcome: tuple[str, Any]
-    Context.cache_dir = Path(job.cache_root)
     try:
         store = get_store(Path(job.cache_root), job.task.task_name)
         outcome = ("ok", compute(job, store))

@@ -17,7 +17,7 @@ from pytest_taskproc import cache as cache_module
 
 #: Prepended to every generated task module: the public API and a ``log``
 #: helper that appends one line to the run log, from any thread or process.
-MODULE_HEADER = '''\
+MODULE_HEADER = """\
 from __future__ import annotations
 
 import os
@@ -36,7 +36,7 @@ def log(*parts: object) -> None:
     with open(LOG, "a", encoding="utf-8") as handle:
         handle.write(" ".join(str(p) for p in parts) + "\\n")
 
-'''
+"""
 
 
 class TaskModules:

@@ -1,0 +1,335 @@
+"""The on-disk cache: layout, result encoding, and recovery from damaged files."""
+
+from __future__ import annotations
+
+import gc
+import gzip
+import json
+import os
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from conftest import TaskModules, forget_stores
+
+from pytest_taskproc import Context
+from pytest_taskproc.cache import CacheCorruptionWarning
+
+TASKS = """
+class Value(TaskBase):
+    def build_task(self, n: int, label: str = "v") -> None:
+        self.n = n
+        self.label = label
+
+    def run_task(self) -> dict[str, object]:
+        log("run", "Value", self.n)
+        print("value", self.n)
+        return {"n": self.n, "label": self.label}
+
+
+class Total(TaskBase):
+    parts: RequiresList[dict[str, object]]
+
+    def build_task(self, count: int) -> None:
+        self.parts = [Value(i) for i in range(count)]
+
+    def run_task(self) -> int:
+        log("run", "Total")
+        return sum(int(part["n"]) for part in self.parts)
+
+
+class Zeros(TaskBase):
+    def run_task(self) -> bytes:
+        log("run", "Zeros")
+        return bytes(1_000_000)
+
+
+class Noise(TaskBase):
+    def run_task(self) -> bytes:
+        log("run", "Noise")
+        return os.urandom(300_000)
+
+
+class Raw(TaskBase, compress_level=0):
+    def run_task(self) -> bytes:
+        log("run", "Raw")
+        return bytes(500_000)
+
+
+class Packed(TaskBase, compress_level=9):
+    def run_task(self) -> list[int]:
+        log("run", "Packed")
+        return [1, 2, 3]
+"""
+
+
+@pytest.fixture
+def tasks(modules: TaskModules) -> ModuleType:
+    return modules.load("tasks", TASKS)
+
+
+def run(task: Any) -> Any:
+    with ThreadPoolExecutor(2) as pool:
+        return task.run_graph(executor=pool)
+
+
+def result_folder(cache_root: Path, task: Any) -> Path:
+    folder: Path = cache_root / "taskproc" / task.task_name / "results" / str(task.task_id)
+    return folder
+
+
+def result_files(folder: Path) -> list[str]:
+    return sorted(name for name in os.listdir(folder) if name.startswith("result"))
+
+
+# -- layout ---------------------------------------------------------------------------
+
+
+def test_layout_of_a_class_folder(tasks: ModuleType, cache_root: Path) -> None:
+    task = tasks.Value(3, label="x")
+    run(task)
+    base = cache_root / "taskproc" / "tasks.Value"
+    folder = base / "results" / str(task.task_id)
+    assert json.loads((folder / "args.json").read_text()) == {"n": 3, "label": "x"}
+    assert (folder / "args.json").read_text() == task._tp_key
+    assert result_files(folder) == ["result.pkl"]
+    with open(folder / "result.pkl", "rb") as handle:
+        assert pickle.load(handle) == {"n": 3, "label": "x"}
+    assert (folder / "stdout.txt").read_text() == "value 3\n"
+    assert (base / "id_table").is_dir()
+    source = (base / "source.txt").read_text()
+    assert source.startswith("class Value(TaskBase):")
+    assert "log('run', 'Value', self.n)" in source  # normalised through the AST
+
+
+def test_cache_root_is_marked_for_backup_tools_and_git(tasks: ModuleType, cache_root: Path) -> None:
+    run(tasks.Value(1))
+    top = cache_root / "taskproc"
+    assert (top / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert (
+        (top / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
+    )
+    assert "only load a cache you trust" in (top / "README.md").read_text()
+
+
+def test_no_temporary_files_are_left_behind(tasks: ModuleType, cache_root: Path) -> None:
+    run(tasks.Total(4))
+    leftovers = [path for path in (cache_root / "taskproc").rglob("*") if ".tmp-" in path.name]
+    assert leftovers == []
+
+
+def test_cache_root_follows_the_environment_when_not_set_in_code(
+    tasks: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Context, "cache_dir", None)
+    monkeypatch.setenv("CP_CACHE_DIR", str(tmp_path / "from-env"))
+    assert Context.get_cache_root() == tmp_path / "from-env"
+    run(tasks.Value(1))
+    assert (tmp_path / "from-env" / "taskproc" / "tasks.Value" / "results").is_dir()
+
+    monkeypatch.delenv("CP_CACHE_DIR")
+    monkeypatch.chdir(tmp_path)
+    assert Context.get_cache_root() == tmp_path / ".cache"
+
+
+# -- result encoding --------------------------------------------------------------------
+
+
+def test_compress_level_0_writes_a_raw_pickle(tasks: ModuleType, cache_root: Path) -> None:
+    run(tasks.Raw())
+    folder = result_folder(cache_root, tasks.Raw())
+    assert result_files(folder) == ["result.pkl"]
+    with open(folder / "result.pkl", "rb") as handle:
+        assert pickle.load(handle) == bytes(500_000)
+
+
+def test_compress_level_9_writes_gzip(tasks: ModuleType, cache_root: Path) -> None:
+    run(tasks.Packed())
+    folder = result_folder(cache_root, tasks.Packed())
+    assert result_files(folder) == ["result.pkl.gz"]
+    with gzip.open(folder / "result.pkl.gz", "rb") as handle:
+        assert pickle.load(handle) == [1, 2, 3]
+    assert tasks.Packed().get_task_result() == [1, 2, 3]
+
+
+def test_by_default_only_large_compressible_results_are_compressed(
+    tasks: ModuleType, cache_root: Path
+) -> None:
+    run(tasks.Value(1))
+    run(tasks.Noise())
+    run(tasks.Zeros())
+    assert result_files(result_folder(cache_root, tasks.Value(1))) == ["result.pkl"]
+    assert result_files(result_folder(cache_root, tasks.Noise())) == ["result.pkl"]
+    zeros = result_folder(cache_root, tasks.Zeros())
+    assert result_files(zeros) == ["result.pkl.gz"]
+    assert (zeros / "result.pkl.gz").stat().st_size < 50_000
+    with gzip.open(zeros / "result.pkl.gz", "rb") as handle:
+        assert pickle.load(handle) == bytes(1_000_000)
+    assert tasks.Zeros().get_task_result() == bytes(1_000_000)
+
+
+def test_a_new_result_replaces_the_old_one_whatever_its_encoding(
+    modules: TaskModules, cache_root: Path
+) -> None:
+    mod = modules.load(
+        "switching",
+        """
+        SIZE = os.path.join(os.path.dirname(LOG), "size")
+
+        class Switch(TaskBase):
+            def run_task(self) -> bytes:
+                with open(SIZE) as handle:
+                    return bytes(int(handle.read()))
+        """,
+    )
+    size = cache_root.parent / "size"
+    size.write_text("1000000")
+    run(mod.Switch())
+    folder = result_folder(cache_root, mod.Switch())
+    assert result_files(folder) == ["result.pkl.gz"]
+    size.write_text("10")
+    mod.Switch().clear_task()
+    assert run(mod.Switch()) == bytes(10)
+    assert result_files(folder) == ["result.pkl"]
+
+
+# -- damaged files -----------------------------------------------------------------------
+
+
+def damage(path: Path, how: str) -> None:
+    blob = path.read_bytes()
+    if how == "garbage":
+        path.write_bytes(b"this is not a pickle at all" * 10)
+    elif how == "truncated":
+        path.write_bytes(blob[: len(blob) // 2])
+    elif how == "appended":
+        path.write_bytes(blob + b"\x00trailing bytes")
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated", "appended", "empty"])
+@pytest.mark.parametrize("task_name", ["Value", "Packed", "Zeros"])
+def test_damaged_result_of_the_root_warns_and_is_recomputed(
+    tasks: ModuleType, modules: TaskModules, cache_root: Path, how: str, task_name: str
+) -> None:
+    task = tasks.Value(1) if task_name == "Value" else getattr(tasks, task_name)()
+    expected = run(task)
+    folder = result_folder(cache_root, task)
+    (name,) = result_files(folder)
+    damage(folder / name, how)
+    modules.clear_log()
+    with pytest.warns(CacheCorruptionWarning, match=rf"{name} of tasks\.{task_name}"):
+        assert run(task) == expected
+    assert len(modules.runs()) == 1
+    assert task.get_task_result() == expected
+
+
+def test_damaged_upstream_result_warns_and_is_recomputed_before_use(
+    tasks: ModuleType, modules: TaskModules, cache_root: Path
+) -> None:
+    run(tasks.Total(3))
+    damage(result_folder(cache_root, tasks.Value(1)) / "result.pkl", "truncated")
+    tasks.Total(3).clear_task()
+    modules.clear_log()
+    with pytest.warns(CacheCorruptionWarning, match=r"tasks\.Value"):
+        assert run(tasks.Total(3)) == 3
+    assert sorted(modules.runs()) == ["run Total", "run Value 1"]
+
+
+def test_damaged_upstream_result_in_a_process_pool(
+    tasks: ModuleType, modules: TaskModules, cache_root: Path
+) -> None:
+    run(tasks.Total(2))
+    damage(result_folder(cache_root, tasks.Value(0)) / "result.pkl", "garbage")
+    tasks.Total(2).clear_task()
+    modules.clear_log()
+    with pytest.warns(CacheCorruptionWarning, match=r"tasks\.Value"):
+        assert tasks.Total(2).run_graph(max_workers=2) == 1
+    assert sorted(modules.runs()) == ["run Total", "run Value 0"]
+
+
+def test_damaged_result_read_directly_is_an_error_not_a_wrong_value(
+    tasks: ModuleType, cache_root: Path
+) -> None:
+    from pytest_taskproc import CorruptResultError
+
+    run(tasks.Value(2))
+    damage(result_folder(cache_root, tasks.Value(2)) / "result.pkl", "truncated")
+    with pytest.raises(CorruptResultError, match=r"result\.pkl of tasks\.Value .* is damaged"):
+        tasks.Value(2).get_task_result()
+
+
+@pytest.mark.parametrize("how", ["deleted", "other arguments", "unreadable bytes"])
+def test_result_without_matching_args_json_warns_and_is_recomputed(
+    tasks: ModuleType, modules: TaskModules, cache_root: Path, how: str
+) -> None:
+    run(tasks.Total(2))
+    args = result_folder(cache_root, tasks.Value(1)) / "args.json"
+    if how == "deleted":
+        args.unlink()
+    elif how == "other arguments":
+        args.write_text(tasks.Value(7)._tp_key)
+    else:
+        args.write_bytes(b"\xff\xfe\x00")
+    modules.clear_log()
+    with pytest.warns(CacheCorruptionWarning, match=r"args\.json .*tasks\.Value"):
+        assert run(tasks.Total(2)) == 1
+    assert sorted(modules.runs()) == ["run Total", "run Value 1"]
+    assert args.read_text() == tasks.Value(1)._tp_key
+    modules.clear_log()
+    run(tasks.Total(2))
+    assert modules.runs() == []
+
+
+def test_damaged_id_table_is_rebuilt_with_the_same_ids(
+    tasks: ModuleType, modules: TaskModules, cache_root: Path
+) -> None:
+    run(tasks.Total(3))
+    ids = {n: tasks.Value(n).task_id for n in range(3)}
+    forget_stores()  # what a new process would see: nothing in memory
+    table = cache_root / "taskproc" / "tasks.Value" / "id_table"
+    for path in table.iterdir():
+        path.write_bytes(b"garbage, not an sqlite database " * 100)
+    modules.clear_log()
+    with pytest.warns(CacheCorruptionWarning, match=r"id table of tasks\.Value .* is damaged"):
+        assert run(tasks.Total(3)) == 3
+    assert modules.runs() == []
+    assert {n: tasks.Value(n).task_id for n in range(3)} == ids
+    assert tasks.Value(1).get_task_result() == {"n": 1, "label": "v"}
+    # new tasks get new ids, never one of a known task
+    assert tasks.Value(99).task_id not in ids.values()
+    # a connection leaked by the failed open would raise ResourceWarning (3.13+) here
+    gc.collect()
+
+
+def test_ids_survive_a_new_process(tasks: ModuleType, cache_root: Path) -> None:
+    run(tasks.Total(3))
+    ids = [tasks.Value(n).task_id for n in range(3)]
+    forget_stores()
+    assert [tasks.Value(n).task_id for n in (2, 1, 0)] == ids[::-1]
+
+
+def test_clear_all_tasks_removes_the_results_folder(tasks: ModuleType, cache_root: Path) -> None:
+    run(tasks.Total(2))
+    results = cache_root / "taskproc" / "tasks.Value" / "results"
+    assert sorted(os.listdir(results)) == ["0", "1"]
+    tasks.Value.clear_all_tasks()
+    assert not results.exists() or os.listdir(results) == []
+    assert (cache_root / "taskproc" / "tasks.Total" / "results" / "0").is_dir()
+
+
+def test_clear_task_removes_the_result_and_the_data_directory(
+    tasks: ModuleType, cache_root: Path
+) -> None:
+    run(tasks.Value(5))
+    folder = result_folder(cache_root, tasks.Value(5))
+    (tasks.Value(5).task_directory / "file").write_text("data")
+    tasks.Value(5).clear_task()
+    assert result_files(folder) == []
+    assert not (folder / "data").exists()
