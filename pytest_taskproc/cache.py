@@ -20,6 +20,7 @@ hands one task another task's value.  A broken id table is rebuilt from the
 from __future__ import annotations
 
 import contextlib
+import contextlib
 import errno
 import os
 import sqlite3
@@ -31,7 +32,7 @@ from typing import Any
 import diskcache  # type: ignore[import-untyped]
 
 from . import serialize
-from .atomic import remove_tree, write_atomic, write_text_atomic
+from .atomic import TMP_MARK, remove_tree, write_atomic, write_text_atomic
 from .errors import CacheAccessError, CorruptResultError, ResultMissingError
 
 NEXT_ID = "next_id"  # canonical keys are JSON objects, so this never collides
@@ -330,10 +331,32 @@ class ClassStore:
                 key,
             ) from None
 
+    def check_result(self, task_id: int) -> str | None:
+        """A cheap structural check of a stored result; what is wrong, or None.
+
+        A raw pickle must start with a protocol header and end with the STOP
+        opcode, which catches truncation and garbage without unpickling; a
+        gzip stream is decompressed to its end, which checks its CRC.
+        """
+        found = self._result_file(task_id)
+        if found is None:
+            return None
+        path = found[0]
+        try:
+            with open(path, "rb") as handle:
+                if path.endswith(serialize.GZIP_NAME):
+                    problem = serialize.check_gzip_stream(handle)
+                else:
+                    problem = serialize.check_pickle_frame(handle)
+        except FileNotFoundError:
+            return None
+        return None if problem is None else f"cached result {path} of {self.name} is damaged: {problem}"
+
     def begin_run(self, task_id: int, key: str) -> None:
         """Make way for a new result: nothing old may outlive a failed run."""
         folder = self.folder(task_id)
         self.discard_result(task_id)
+        _remove_leftovers(folder)
         try:
             if not self._owns(task_id, key, warn=False):
                 os.makedirs(folder, exist_ok=True)
@@ -376,6 +399,21 @@ class ClassStore:
 
     def clear_all(self) -> None:
         remove_tree(self.results_dir)
+
+
+def _remove_leftovers(folder: str) -> None:
+    """Delete temporary files of writers that died (a SIGKILL mid-write).
+
+    Only called under the task's lock, when no live process writes here.
+    """
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.startswith(".") and TMP_MARK in name:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
 
 
 def _unlink(path: str) -> None:

@@ -10,14 +10,17 @@ a result made by another process during this run is reported as computed,
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .execute import GraphRun, InlineExecutor
-from .freshness import Reason, plan
-from .graph import TaskGraph, node_key
+from .cache import CacheCorruptionWarning
+from .errors import CorruptResultError
+from .execute import MAX_RECOVERIES, GraphRun, InlineExecutor, discard_corrupt
+from .freshness import Reason, TaskState, plan
+from .graph import NodeKey, TaskGraph, node_key
 from .ratelimit import ChannelLimiter
 
 if TYPE_CHECKING:
@@ -72,12 +75,7 @@ def _output_sections(item: TaskItem, store: Any, task_id: int) -> None:
             item.add_report_section("call", which, text)
 
 
-def run_item(item: TaskItem) -> None:
-    __tracebackhide__ = True
-    tp = item.tp_session
-    task = item.task
-    key = node_key(task)
-    graph = TaskGraph([task])
+def _plan_item(tp: TaskprocSession, graph: TaskGraph, key: NodeKey) -> dict[NodeKey, TaskState]:
     # Cleared results were deleted before the loop started, so a cleared task is
     # stale until recomputed; naming it cleared for good would recompute it again
     # for every later item downstream of it.
@@ -85,39 +83,57 @@ def run_item(item: TaskItem) -> None:
     for cleared in tp.cleared.intersection(states):
         if states[cleared].reason is Reason.MISSING:
             states[cleared].reason = Reason.CLEARED
-    state = states[key]
-    for upstream in graph.order:
-        if upstream != key and states[upstream].stale and tp.has_failed(upstream, states[upstream]):
-            item.user_properties.append((STATUS, "skipped"))
-            pytest.skip(f"upstream task {graph.tasks[upstream]!r} failed")
-    item.user_properties.append((TASK_ID, state.task_id))
-    run = GraphRun(
-        graph,
-        states,
-        tp.cache_root,
-        tp.executor() or InlineExecutor(),
-        ChannelLimiter(None),
-        lock=True,
-        echo=tp.echo,
-        slots=tp.slots,
-    )
-    start = time.perf_counter()
-    try:
-        run.run()
-    except Exception:
-        failed = {node for node, _ in run.failures}
-        for node in failed:
-            tp.mark_failed(node, states[node])
-        if key in failed:
-            item.user_properties.append((STATUS, "failed"))
-            item.user_properties.append((REASON, state.describe()))
-            _output_sections(item, state.store, state.task_id)
+    own = states[key]
+    if not own.stale:
+        # "cached" promises a result that loads; check this item's own file.
+        problem = own.store.check_result(own.task_id)
+        if problem is not None:
+            warnings.warn(
+                CacheCorruptionWarning(f"{problem}; recomputing {own.task!r}"), stacklevel=2
+            )
+            own.store.discard_result(own.task_id)
+            return _plan_item(tp, graph, key)
+    return states
+
+
+def run_item(item: TaskItem) -> None:
+    __tracebackhide__ = True
+    tp = item.tp_session
+    task = item.task
+    key = node_key(task)
+    graph = TaskGraph([task])
+    for _ in range(MAX_RECOVERIES):
+        states = _plan_item(tp, graph, key)
+        state = states[key]
+        for upstream in graph.order:
+            if upstream != key and states[upstream].stale and tp.has_failed(upstream, states[upstream]):
+                item.user_properties.append((STATUS, "skipped"))
+                pytest.skip(f"upstream task {graph.tasks[upstream]!r} failed")
+        run = GraphRun(
+            graph,
+            states,
+            tp.cache_root,
+            tp.executor() or InlineExecutor(),
+            ChannelLimiter(None),
+            lock=True,
+            echo=tp.echo,
+            slots=tp.slots,
+        )
+        start = time.perf_counter()
+        try:
+            run.run()
+        except CorruptResultError as exc:
+            discard_corrupt(tp.cache_root, exc)  # an upstream result was damaged: recompute it
+            continue
+        except Exception:
+            _report_failure(item, graph, states, run)
             raise
-        culprit = next(iter(failed))
-        item.user_properties.append((STATUS, "skipped"))
-        pytest.skip(f"upstream task {graph.tasks[culprit]!r} failed")
-    finally:
-        elapsed = time.perf_counter() - start
+        finally:
+            elapsed = time.perf_counter() - start
+        break
+    else:
+        raise CorruptResultError(f"{task!r}: upstream results kept coming back damaged")
+    item.user_properties.append((TASK_ID, state.task_id))
     outcome = run.outcomes.get(key)
     if outcome is not None and outcome.computed:
         item.user_properties.append((STATUS, "computed"))
@@ -132,3 +148,25 @@ def run_item(item: TaskItem) -> None:
     item.user_properties.append((STATUS, "computed"))
     item.user_properties.append((REASON, "computed during this run by another process"))
     item.user_properties.append((SECONDS, 0.0))
+
+
+def _report_failure(
+    item: TaskItem, graph: TaskGraph, states: dict[NodeKey, TaskState], run: GraphRun
+) -> None:
+    """Record who failed; this item fails itself, or is skipped behind an upstream failure."""
+    __tracebackhide__ = True
+    tp = item.tp_session
+    key = node_key(item.task)
+    state = states[key]
+    item.user_properties.append((TASK_ID, state.task_id))
+    failed = {node for node, _ in run.failures}
+    for node in failed:
+        tp.mark_failed(node, states[node])
+    if key in failed:
+        item.user_properties.append((STATUS, "failed"))
+        item.user_properties.append((REASON, state.describe()))
+        _output_sections(item, state.store, state.task_id)
+        return
+    culprit = next(iter(failed))
+    item.user_properties.append((STATUS, "skipped"))
+    pytest.skip(f"upstream task {graph.tasks[culprit]!r} failed")

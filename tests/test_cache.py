@@ -333,3 +333,26 @@ def test_clear_task_removes_the_result_and_the_data_directory(
     tasks.Value(5).clear_task()
     assert result_files(folder) == []
     assert not (folder / "data").exists()
+
+
+def test_temporary_files_of_dead_writers_are_removed_on_the_next_run(
+    modules: TaskModules, cache_root: Path
+) -> None:
+    """A SIGKILL mid-write leaves a hidden temporary file; the next computation sweeps it."""
+    mod = modules.load(
+        "leftover",
+        """
+class Once(TaskBase):
+    def run_task(self) -> int:
+        return 7
+""",
+    )
+    task = mod.Once()
+    assert task.run_graph() == 7
+    folder = cache_root / "taskproc" / "leftover.Once" / "results" / str(task.task_id)
+    orphan = folder / ".result.pkl.tmp-99999-deadbeef"
+    orphan.write_bytes(b"half a pickle")
+    task.clear_task()
+    assert task.run_graph() == 7
+    assert not orphan.exists()
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
