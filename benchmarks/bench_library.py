@@ -548,6 +548,14 @@ def run_case(
     return best
 
 
+def _load_average() -> str:
+    """Reported so that a reader can tell whether other processes competed for the CPUs."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except (AttributeError, OSError):  # not available on Windows
+        return "n/a"
+
+
 def _progress(msg: str) -> None:
     """Progress goes to stderr so that stdout stays a clean markdown report."""
     print(msg, file=sys.stderr, flush=True)
@@ -836,6 +844,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the selected workloads; exits nonzero only if some library computed a wrong value."""
     started = time.perf_counter()
+    load_before = _load_average()
     args = parse_args(argv)
     tmp_root = Path(tempfile.mkdtemp(prefix="taskproc-bench-"))
     try:
@@ -880,7 +889,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(problems)
         print("\n## Details\n")
         print(render_details(plan, results))
-        print(f"\nTotal wall time: {time.perf_counter() - started:.1f} s")
+        print(
+            f"\nTotal wall time: {time.perf_counter() - started:.1f} s; "
+            f"1-min load average {load_before} at start, {_load_average()} at end "
+            "(other CPU users skew the timings, W3 most of all)."
+        )
         wrong = [k for k, o in results.items() if o.status == "wrong"]
         return 1 if wrong else 0
     finally:

@@ -1,0 +1,384 @@
+"""End-to-end: which task files and tasks ``pytest --taskproc`` collects, named and ordered how.
+
+Every run is a pytest subprocess in a ``pytester`` directory with its own
+cache; tasks append a line to ``run.log`` whenever ``run_task`` is called.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+HEADER = '''\
+from __future__ import annotations
+
+import pytest
+
+from pytest_taskproc import Const, Requires, TaskBase, infer_task_type
+
+LOG = {log!r}
+
+
+def log(*parts: object) -> None:
+    with open(LOG, "a", encoding="utf-8") as handle:
+        handle.write(" ".join(str(p) for p in parts) + "\\n")
+
+'''
+
+CHOOSE = """
+@infer_task_type
+class Choose(TaskBase):
+    prev1: Requires[int]
+    prev2: Requires[int]
+
+    def build_task(self, n: int, k: int) -> None:
+        if 0 < k < n:
+            self.prev1 = Choose(n - 1, k - 1)
+            self.prev2 = Choose(n - 1, k)
+        elif k == 0 or k == n:
+            self.prev1 = Const(0)
+            self.prev2 = Const(1)
+        else:
+            raise ValueError((n, k))
+
+    def run_task(self) -> int:
+        log("Choose", self.task_args["n"], self.task_args["k"])
+        return self.prev1 + self.prev2
+"""
+
+ROOTS = """
+class Root(TaskBase):
+    top: Requires[int]
+
+    def build_task(self) -> None:
+        self.top = Choose(4, 2)
+
+    def run_task(self) -> int:
+        log("Root")
+        return self.top
+
+
+@pytest.mark.parametrize("n", [3, 5])
+class Half(TaskBase):
+    mid: Requires[int]
+
+    def build_task(self, n: int) -> None:
+        self.mid = Choose(n, n // 2)
+
+    def run_task(self) -> int:
+        log("Half", self.task_args["n"])
+        return self.mid
+"""
+
+#: The tasks reached from Root, Half[3] and Half[5].
+CHOOSE_ITEMS = {
+    f"Choose[{n}-{k}]"
+    for n, k in [(1, 0), (1, 1), (2, 0), (2, 1), (2, 2), (3, 0), (3, 1), (3, 2), (4, 1), (4, 2),
+                 (5, 2)]
+}
+ALL_ITEMS = CHOOSE_ITEMS | {"Root", "Half[3]", "Half[5]"}
+
+
+class Project:
+    """A pytester directory with task files, a run log and a cache of its own."""
+
+    def __init__(self, pytester: pytest.Pytester) -> None:
+        self.pytester = pytester
+        self.path = pytester.path
+        self.log = pytester.path / "run.log"
+        self.cache = pytester.path / "tpcache"
+
+    def task_file(self, name: str, *bodies: str) -> Path:
+        text = HEADER.format(log=str(self.log)) + "".join(textwrap.dedent(b) for b in bodies)
+        path = self.path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def run(self, *args: str, taskproc: bool = True) -> pytest.RunResult:
+        options = ["-p", "no:cacheprovider", "-W", "error", f"--taskproc-cache-dir={self.cache}"]
+        if taskproc:
+            options.insert(0, "--taskproc")
+        return self.pytester.runpytest_subprocess(*options, *args, timeout=120)
+
+    def runs(self) -> list[str]:
+        if not self.log.exists():
+            return []
+        return self.log.read_text(encoding="utf-8").splitlines()
+
+    def collected(self, *args: str) -> list[str]:
+        """Node ids listed by ``--collect-only -q``, in order."""
+        result = self.run("--collect-only", "-q", *args)
+        return [line for line in result.outlines if "::" in line and not line.startswith(" ")]
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> Project:
+    return Project(pytester)
+
+
+PLAIN_TEST = """
+def test_plain():
+    assert 1 + 1 == 2
+"""
+
+
+# -- off means off ----------------------------------------------------------------
+def test_without_the_flag_task_files_are_not_collected(project: Project) -> None:
+    project.task_file("task_binom.py", CHOOSE, ROOTS)
+    project.pytester.makepyfile(test_plain=PLAIN_TEST)
+    result = project.run("-v", taskproc=False)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["test_plain.py::test_plain PASSED*"])
+    result.stdout.no_fnmatch_line("*task_binom*")
+    result.stdout.no_fnmatch_line("taskproc:*")
+    assert project.runs() == []
+    assert not project.cache.exists()
+
+
+def test_with_the_flag_plain_tests_run_beside_tasks(project: Project) -> None:
+    project.task_file("task_binom.py", CHOOSE, ROOTS)
+    project.pytester.makepyfile(test_plain=PLAIN_TEST)
+    result = project.run("-v")
+    result.assert_outcomes(passed=len(ALL_ITEMS) + 1)
+    result.stdout.fnmatch_lines(["test_plain.py::test_plain PASSED*"])
+    result.stdout.fnmatch_lines(["task_binom.py::Root PASSED*"])
+    assert result.ret == pytest.ExitCode.OK
+
+
+# -- roots, names, one item per task -----------------------------------------------
+def test_roots_and_parametrized_roots_make_one_item_per_task(project: Project) -> None:
+    project.task_file("task_binom.py", CHOOSE, ROOTS)
+    ids = project.collected()
+    assert len(ids) == len(set(ids))
+    assert {i.split("::", 1)[1] for i in ids} == ALL_ITEMS
+    assert all(i.startswith("task_binom.py::") for i in ids)
+
+
+def test_items_are_named_by_their_arguments_like_pytest_ids(project: Project) -> None:
+    project.task_file(
+        "task_named.py",
+        CHOOSE,
+        """
+        pytest.mark.parametrize("n, k", [(6, 3)])(Choose)
+
+
+        @pytest.mark.parametrize(
+            "x, label", [(1, "a"), pytest.param(2, "b", id="second")], ids=["first", "unused"]
+        )
+        class Labelled(TaskBase):
+            def build_task(self, x: int, label: str) -> None:
+                pass
+
+            def run_task(self) -> int:
+                return 0
+
+
+        @pytest.mark.parametrize("word", ["hello", "two words", None, 1.5, True])
+        class Word(TaskBase):
+            def build_task(self, word: object) -> None:
+                pass
+
+            def run_task(self) -> int:
+                return 0
+        """,
+    )
+    names = [i.split("::", 1)[1] for i in project.collected()]
+    assert "Choose[6-3]" in names
+    assert sum(n.startswith("Choose[") for n in names) == 15  # (n, k) with k <= 3, n - k <= 3
+    assert [n for n in names if n.startswith("Labelled")] == ["Labelled[first]", "Labelled[second]"]
+    assert [n for n in names if n.startswith("Word")] == [
+        "Word[hello]",
+        "Word[two words]",
+        "Word[None]",
+        "Word[1.5]",
+        "Word[True]",
+    ]
+
+
+def test_a_task_reached_from_several_roots_and_files_is_one_item(project: Project) -> None:
+    project.task_file("task_lib.py", CHOOSE)  # library tasks only: no roots here
+    for name in ("use", "more"):
+        project.task_file(
+            f"task_{name}.py",
+            f"""
+            from task_lib import Choose
+
+
+            class {name.title()}(TaskBase):
+                shared: Requires[int]
+
+                def build_task(self) -> None:
+                    self.shared = Choose(3, 1)
+
+                def run_task(self) -> int:
+                    log("{name.title()}")
+                    return self.shared
+            """,
+        )
+    ids = project.collected()
+    choose = {"Choose[3-1]", "Choose[2-0]", "Choose[2-1]", "Choose[1-0]", "Choose[1-1]"}
+    # Placed under the file defining the class, though its roots are elsewhere.
+    assert sorted(ids) == sorted(
+        [f"task_lib.py::{c}" for c in choose] + ["task_more.py::More", "task_use.py::Use"]
+    )
+
+    result = project.run()
+    result.assert_outcomes(passed=7)
+    assert sorted(project.runs()) == sorted(
+        ["Choose 3 1", "Choose 2 0", "Choose 2 1", "Choose 1 0", "Choose 1 1", "Use", "More"]
+    )
+
+    # When the defining file is not collected, the items live under the root's file.
+    only = project.collected("task_use.py")
+    assert sorted(only) == sorted([f"task_use.py::{c}" for c in choose] + ["task_use.py::Use"])
+
+
+def test_items_are_ordered_upstream_first(project: Project) -> None:
+    project.task_file("task_binom.py", CHOOSE, ROOTS)
+    project.pytester.makepyfile(test_plain=PLAIN_TEST)
+    ids = project.collected()
+    names = [i.split("::", 1)[1] for i in ids]
+    position = {name: index for index, name in enumerate(names)}
+    for name in CHOOSE_ITEMS:
+        n, k = map(int, re.findall(r"\d+", name))
+        if 0 < k < n:
+            assert position[f"Choose[{n - 1}-{k - 1}]"] < position[name]
+            assert position[f"Choose[{n - 1}-{k}]"] < position[name]
+    assert position["Choose[4-2]"] < position["Root"]
+    assert position["Choose[3-1]"] < position["Half[3]"]
+    assert position["Choose[5-2]"] < position["Half[5]"]
+    # Independent roots keep the order of their definitions.
+    assert position["Root"] < position["Half[3]"] < position["Half[5]"]
+    # Ordinary tests keep their own place.
+    assert ids[-1] == "test_plain.py::test_plain"
+
+
+def test_a_root_whose_build_task_raises_is_a_collection_error_for_that_root_only(
+    project: Project,
+) -> None:
+    project.task_file(
+        "task_mixed.py",
+        """
+        class Broken(TaskBase):
+            def build_task(self) -> None:
+                raise ValueError("cannot build Broken")
+
+            def run_task(self) -> int:
+                return 0
+
+
+        @pytest.mark.parametrize("n", [2, -1])
+        class Square(TaskBase):
+            def build_task(self, n: int) -> None:
+                if n < 0:
+                    raise ValueError(f"negative n: {n}")
+                self.n = n
+
+            def run_task(self) -> int:
+                log("Square", self.n)
+                return self.n * self.n
+
+
+        class Fine(TaskBase):
+            def run_task(self) -> int:
+                log("Fine")
+                return 1
+        """,
+    )
+    result = project.run("-ra")
+    result.assert_outcomes(passed=2, errors=2)
+    result.stdout.fnmatch_lines_random(
+        [
+            "ERROR task_mixed.py::Broken - ValueError: cannot build Broken",
+            "ERROR task_mixed.py::Square[-1] - ValueError: negative n: -1",
+        ]
+    )
+    assert sorted(project.runs()) == ["Fine", "Square 2"]
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_a_task_file_may_import_a_helper_module_beside_it(project: Project) -> None:
+    (project.path / "helpers.py").write_text(
+        HEADER.format(log=str(project.log))
+        + textwrap.dedent(
+            """
+            def offset() -> int:
+                return 100
+
+
+            class Square(TaskBase):
+                def build_task(self, x: int) -> None:
+                    self.x = x
+
+                def run_task(self) -> int:
+                    log("Square", self.x)
+                    return self.x * self.x
+            """
+        ),
+        encoding="utf-8",
+    )
+    project.task_file(
+        "task_main.py",
+        """
+        from helpers import Square, offset
+
+
+        class Total(TaskBase):
+            a: Requires[int]
+            b: Requires[int]
+
+            def build_task(self) -> None:
+                self.a = Square(2)
+                self.b = Square(3)
+
+            def run_task(self) -> int:
+                log("Total", self.a + self.b + offset())
+                return self.a + self.b
+        """,
+    )
+    assert project.collected() == [
+        "task_main.py::Square[2]",
+        "task_main.py::Square[3]",
+        "task_main.py::Total",
+    ]
+    project.run().assert_outcomes(passed=3)
+    assert project.runs() == ["Square 2", "Square 3", "Total 113"]
+
+
+def test_collect_only_runs_nothing_and_lists_what_would_be_computed(project: Project) -> None:
+    project.task_file("task_binom.py", CHOOSE, ROOTS)
+    result = project.run("--collect-only")
+    assert project.runs() == []
+    result.stdout.fnmatch_lines(
+        [
+            f"*collected {len(ALL_ITEMS)} items*",
+            "*taskproc dry run*",
+            f"taskproc: {len(ALL_ITEMS)} of {len(ALL_ITEMS)} tasks would be computed",
+            "  task_binom.py::Choose[2-0]: no result yet",
+        ]
+    )
+    result.stdout.no_fnmatch_line("taskproc: * computed, *")
+
+    # After Half[3]'s graph is made, only the rest would be computed, each with its reason.
+    project.run("-k", "Half and 3").assert_outcomes(passed=1, deselected=len(ALL_ITEMS) - 1)
+    assert len(project.runs()) == 6  # five Choose tasks and Half 3
+    project.log.write_text("", encoding="utf-8")
+    result = project.run("--collect-only")
+    assert project.runs() == []
+    result.stdout.fnmatch_lines(
+        [
+            f"taskproc: {len(ALL_ITEMS) - 6} of {len(ALL_ITEMS)} tasks would be computed",
+        ]
+    )
+    result.stdout.fnmatch_lines_random(
+        [
+            "  task_binom.py::Choose[4-2]: no result yet",
+            "  task_binom.py::Root: no result yet",
+            "  task_binom.py::Half[[]5]: no result yet",
+        ]
+    )
+    result.stdout.no_fnmatch_line("  task_binom.py::Half[[]3]:*")
+    result.stdout.no_fnmatch_line("  task_binom.py::Choose[[]3-1]:*")

@@ -1,0 +1,232 @@
+"""End-to-end: the ``taskproc`` command-line and ini options, their errors and the graph export."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+HEADER = '''\
+from __future__ import annotations
+
+import pytest
+
+from pytest_taskproc import Const, Requires, TaskBase, infer_task_type
+
+LOG = {log!r}
+
+
+def log(*parts: object) -> None:
+    with open(LOG, "a", encoding="utf-8") as handle:
+        handle.write(" ".join(str(p) for p in parts) + "\\n")
+
+'''
+
+TASKS = """
+@infer_task_type
+class Choose(TaskBase):
+    prev1: Requires[int]
+    prev2: Requires[int]
+
+    def build_task(self, n: int, k: int) -> None:
+        if 0 < k < n:
+            self.prev1 = Choose(n - 1, k - 1)
+            self.prev2 = Choose(n - 1, k)
+        else:
+            self.prev1 = Const(0)
+            self.prev2 = Const(1)
+
+    def run_task(self) -> int:
+        log("Choose", self.task_args["n"], self.task_args["k"])
+        return self.prev1 + self.prev2
+
+
+class Root(TaskBase):
+    top: Requires[int]
+
+    def build_task(self) -> None:
+        self.top = Choose(3, 1)
+
+    def run_task(self) -> int:
+        log("Root")
+        return self.top
+
+
+class Bad(TaskBase):
+    def run_task(self) -> int:
+        raise RuntimeError("boom")
+
+
+class AfterBad(TaskBase):
+    bad: Requires[int]
+
+    def build_task(self) -> None:
+        self.bad = Bad()
+
+    def run_task(self) -> int:
+        return self.bad
+"""
+#: Choose(3, 1) needs Choose(2, 0), (2, 1), (1, 0), (1, 1).
+N_TASKS = 5 + 3
+
+
+def write_tasks(pytester: pytest.Pytester, name: str = "task_graph.py", body: str = TASKS) -> Path:
+    path = pytester.path / name
+    log = pytester.path / "run.log"
+    path.write_text(HEADER.format(log=str(log)) + textwrap.dedent(body), encoding="utf-8")
+    return path
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
+
+
+def runs(pytester: pytest.Pytester) -> list[str]:
+    log = pytester.path / "run.log"
+    return log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+
+
+def error_lines(result: pytest.RunResult) -> list[str]:
+    return [line for line in result.errlines if line.strip()]
+
+
+# -- usage errors -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("notjson", "ERROR: --taskproc-rate-limits: not valid JSON *'notjson'"),
+        ('{"<gpu>": 0}', "ERROR: --taskproc-rate-limits: expected a JSON object *"),
+        ("[1, 2]", "ERROR: --taskproc-rate-limits: expected a JSON object *"),
+    ],
+)
+def test_bad_rate_limits_are_a_one_line_usage_error(
+    pytester: pytest.Pytester, value: str, message: str
+) -> None:
+    write_tasks(pytester)
+    result = run(pytester, "--taskproc", f"--taskproc-rate-limits={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert len(error_lines(result)) == 1
+    result.stderr.fnmatch_lines([message])
+    assert runs(pytester) == []
+
+
+def test_bad_rate_limits_in_the_ini_file_are_a_usage_error(pytester: pytest.Pytester) -> None:
+    write_tasks(pytester)
+    pytester.makeini("[pytest]\ntaskproc_rate_limits = {gpu: 1}\n")
+    result = run(pytester, "--taskproc")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --taskproc-rate-limits: not valid JSON *"])
+
+
+def test_graph_file_must_be_mermaid_or_graphviz(pytester: pytest.Pytester) -> None:
+    write_tasks(pytester)
+    result = run(pytester, "--taskproc", "--taskproc-graph=x.txt")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert len(error_lines(result)) == 1
+    result.stderr.fnmatch_lines(["ERROR: --taskproc-graph: 'x.txt' must end in *.md*.dot*"])
+    assert not (pytester.path / "x.txt").exists()
+
+
+def test_help_lists_the_taskproc_options(pytester: pytest.Pytester) -> None:
+    result = run(pytester, "--help")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        [
+            "cached task graphs (pytest-taskproc):",
+            "  --taskproc *",
+            "  --taskproc-clear *",
+            "  --taskproc-cache-dir=DIR",
+            "  --taskproc-rate-limits=JSON",
+            "  --taskproc-no-source-check",
+            "  --taskproc-graph=FILE",
+        ]
+    )
+    result.stdout.fnmatch_lines_random(
+        ["  taskproc_files (args):*", "  taskproc_cache_dir (string):*"]
+    )
+
+
+# -- graph export -------------------------------------------------------------------
+def test_mermaid_graph_groups_tasks_by_class_with_their_states(pytester: pytest.Pytester) -> None:
+    write_tasks(pytester)
+    cache = f"--taskproc-cache-dir={pytester.path / 'cache'}"
+    run(pytester, "--taskproc", cache, "--taskproc-graph=out/g.md").assert_outcomes(
+        passed=6, failed=1, skipped=1
+    )
+    text = (pytester.path / "out" / "g.md").read_text()
+    assert text.startswith("```mermaid\nflowchart LR\n")
+    assert text.rstrip().endswith("```")
+    assert sum(line.strip().startswith("subgraph") for line in text.splitlines()) == 4
+    for name in ("Choose", "Root", "Bad", "AfterBad"):
+        assert f'["{name}"]' in text
+    assert re.search(r'n\d+\["Choose\[3-1\]<br/>computed"\]:::computed', text)
+    assert re.search(r'n\d+\["Bad<br/>failed"\]:::failed', text)
+    assert re.search(r'n\d+\["AfterBad<br/>skipped"\]:::skipped', text)
+    assert len(re.findall(r"^  n\d+ --> n\d+$", text, re.MULTILINE)) == 2 * 2 + 1 + 1
+
+    run(pytester, "--taskproc", cache, "--taskproc-graph=out/g.md", "-k", "not Bad")
+    text = (pytester.path / "out" / "g.md").read_text()
+    assert re.search(r'n\d+\["Root<br/>cached"\]:::cached', text)
+
+
+def test_graphviz_graph_of_a_dry_run_shows_planned_states(pytester: pytest.Pytester) -> None:
+    write_tasks(pytester)
+    cache = f"--taskproc-cache-dir={pytester.path / 'cache'}"
+    run(pytester, "--taskproc", cache, "-k", "Choose and 2")
+    run(pytester, "--taskproc", cache, "--collect-only", "--taskproc-graph=g.dot")
+    text = (pytester.path / "g.dot").read_text()
+    assert text.startswith("digraph taskproc {")
+    assert text.rstrip().endswith("}")
+    assert len(re.findall(r"subgraph cluster_\d+ \{ label=\"\w+\";", text)) == 4
+    assert re.search(r'label="Choose\[2-1\]\\ncached"', text)
+    assert re.search(r'label="Choose\[3-1\]\\nstale"', text)
+    assert len(re.findall(r"^  n\d+ -> n\d+;$", text, re.MULTILINE)) == 6
+
+
+# -- ini options and the cache root ---------------------------------------------------
+def test_ini_taskproc_files_chooses_the_task_files(pytester: pytest.Pytester) -> None:
+    write_tasks(pytester, "exp_graph.py")
+    write_tasks(pytester, "task_other.py", "class Ignored(TaskBase):\n    pass\n")
+    pytester.makeini("[pytest]\ntaskproc_files = exp_*.py\n")
+    result = run(pytester, "--taskproc", "--collect-only", "-q")
+    ids = [line for line in result.outlines if "::" in line and not line.startswith(" ")]
+    assert len(ids) == N_TASKS
+    assert all(i.startswith("exp_graph.py::") for i in ids)
+
+
+def test_ini_cache_dir_is_relative_to_rootdir(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_tasks(pytester)
+    pytester.makeini("[pytest]\ntaskproc_cache_dir = ini-cache\n")
+    cache = pytester.path / "ini-cache"
+    first = run(pytester, "--taskproc", "-k", "not Bad")
+    first.stdout.fnmatch_lines([f"taskproc: 6 computed, *; cache: {cache}"])
+    assert (cache / "taskproc").is_dir()
+
+    # From a subdirectory, the same cache is found.
+    sub = pytester.mkdir("sub")
+    monkeypatch.chdir(sub)
+    again = run(pytester, "--taskproc", "-k", "not Bad", str(pytester.path))
+    again.stdout.fnmatch_lines([f"taskproc: 0 computed, 6 cached, *; cache: {cache}"])
+    assert not (sub / "ini-cache").exists()
+    # The command line wins over the ini file.
+    elsewhere = pytester.path / "cli-cache"
+    third = run(pytester, "--taskproc", f"--taskproc-cache-dir={elsewhere}", str(pytester.path))
+    third.stdout.fnmatch_lines([f"taskproc: *; cache: {elsewhere}"])
+
+
+def test_default_cache_is_in_rootdir_unless_cp_cache_dir_says_otherwise(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_tasks(pytester)
+    run(pytester, "--taskproc", "-k", "Root").stdout.fnmatch_lines(
+        [f"taskproc: *; cache: {pytester.path / '.cache'}"]
+    )
+    env_cache = pytester.path / "env-cache"
+    monkeypatch.setenv("CP_CACHE_DIR", str(env_cache))
+    run(pytester, "--taskproc", "-k", "Root").stdout.fnmatch_lines(
+        [f"taskproc: 1 computed, 0 cached, *; cache: {env_cache}"]
+    )

@@ -1,0 +1,216 @@
+"""End-to-end: ``pytest --taskproc -n 2`` and concurrent runs on one cache.
+
+Each task appends a line to ``run.log`` when ``run_task`` is called; a task
+computed twice shows up as a duplicate line.  Lines are short single appends,
+so lines from concurrent processes never interleave.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("xdist")
+
+pytestmark = pytest.mark.slow
+
+HEADER = '''\
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from pytest_taskproc import Const, Requires, TaskBase, infer_task_type
+
+LOG = {log!r}
+
+
+def log(*parts: object) -> None:
+    with open(LOG, "a", encoding="utf-8") as handle:
+        handle.write(" ".join(str(p) for p in parts) + "\\n")
+
+'''
+
+#: Roots Half[4..7] share most of their upstream Choose tasks.
+SHARED = """
+@infer_task_type
+class Choose(TaskBase):
+    prev1: Requires[int]
+    prev2: Requires[int]
+
+    def build_task(self, n: int, k: int) -> None:
+        if 0 < k < n:
+            self.prev1 = Choose(n - 1, k - 1)
+            self.prev2 = Choose(n - 1, k)
+        else:
+            self.prev1 = Const(0)
+            self.prev2 = Const(1)
+
+    def run_task(self) -> int:
+        time.sleep(0.02)
+        log("Choose", self.task_args["n"], self.task_args["k"], os.getpid())
+        return self.prev1 + self.prev2
+
+
+@pytest.mark.parametrize("n", [4, 5, 6, 7])
+class Half(TaskBase):
+    mid: Requires[int]
+
+    def build_task(self, n: int) -> None:
+        self.mid = Choose(n, n // 2)
+
+    def run_task(self) -> int:
+        log("Half", self.task_args["n"], os.getpid())
+        return self.mid
+"""
+#: Choose(n, n // 2) for n = 4..7 reach every (n, k) with k <= 3 and n - k <= 4, but (0, 0).
+SHARED_TASKS = sum(1 for n in range(1, 8) for k in range(n + 1) if k <= 3 and n - k <= 4) + 4
+
+CHAIN = """
+class Link(TaskBase):
+    prev: Requires[int]
+
+    def build_task(self, i: int) -> None:
+        self.prev = Link(i - 1) if i > 0 else Const(0)
+
+    def run_task(self) -> int:
+        time.sleep(0.01)
+        log("Link", self.task_args["i"], os.getpid())
+        return self.prev + 1
+
+
+class End(TaskBase):
+    last: Requires[int]
+
+    def build_task(self) -> None:
+        self.last = Link(11)
+
+    def run_task(self) -> int:
+        log("End", self.last, os.getpid())
+        return self.last
+"""
+
+GPU = """
+@pytest.mark.parametrize("i", [0, 1, 2, 3])
+class Gpu(TaskBase, channel="<gpu>"):
+    def build_task(self, i: int) -> None:
+        pass
+
+    def run_task(self) -> int:
+        start = time.time()
+        time.sleep(0.3)
+        log("Gpu", self.task_args["i"], start, time.time(), os.getpid())
+        return 1
+"""
+
+
+class Project:
+    def __init__(self, pytester: pytest.Pytester) -> None:
+        self.pytester = pytester
+        self.path = pytester.path
+        self.log = pytester.path / "run.log"
+        self.cache = pytester.path / "tpcache"
+
+    def task_file(self, name: str, body: str) -> Path:
+        path = self.path / name
+        path.write_text(HEADER.format(log=str(self.log)) + textwrap.dedent(body), encoding="utf-8")
+        return path
+
+    def options(self) -> list[str]:
+        return ["--taskproc", "-p", "no:cacheprovider", f"--taskproc-cache-dir={self.cache}"]
+
+    def run(self, *args: str) -> pytest.RunResult:
+        return self.pytester.runpytest_subprocess(*self.options(), *args, timeout=120)
+
+    def runs(self) -> list[str]:
+        """Log lines, without the pid, since the last call."""
+        if not self.log.exists():
+            return []
+        lines = self.log.read_text(encoding="utf-8").splitlines()
+        self.log.write_text("", encoding="utf-8")
+        return [line.rsplit(" ", 1)[0] for line in lines]
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> Project:
+    return Project(pytester)
+
+
+def assert_each_once(lines: list[str], expected: int) -> None:
+    repeated = [line for line, n in Counter(lines).items() if n > 1]
+    assert repeated == []
+    assert len(lines) == expected
+
+
+@pytest.mark.parametrize("dist", ["load", "worksteal"])
+def test_shared_upstream_tasks_are_computed_once_across_workers(
+    project: Project, dist: str
+) -> None:
+    project.task_file("task_shared.py", SHARED)
+    first = project.run("-n", "2", f"--dist={dist}")
+    assert first.ret == pytest.ExitCode.OK, first.stdout.str()
+    first.stdout.fnmatch_lines([f"taskproc: {SHARED_TASKS} computed, 0 cached, 0 failed, *"])
+    assert_each_once(project.runs(), SHARED_TASKS)
+
+    second = project.run("-n", "2", f"--dist={dist}")
+    assert second.parseoutcomes() == {"cached": SHARED_TASKS}
+    assert project.runs() == []
+
+
+def test_a_deep_chain_runs_on_two_workers_without_deadlock(project: Project) -> None:
+    project.task_file("task_chain.py", CHAIN)
+    result = project.run("-n", "2")
+    assert result.parseoutcomes() == {"passed": 13}, result.stdout.str()
+    lines = project.runs()
+    assert_each_once(lines, 13)
+    assert lines[-1] == "End 12"
+    assert [line for line in lines if line.startswith("Link")] == [f"Link {i}" for i in range(12)]
+
+
+def test_two_runs_started_at_once_compute_each_task_once(project: Project) -> None:
+    project.task_file("task_shared.py", SHARED)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(project.path), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "pytest", *project.options(), "-q"]
+    runs = [
+        subprocess.Popen(
+            command, cwd=project.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=120)[0].decode() for run in runs]
+    for run, output in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, output
+    assert_each_once(project.runs(), SHARED_TASKS)
+    result = project.run()
+    assert result.parseoutcomes() == {"cached": SHARED_TASKS}
+
+
+def test_a_rate_limit_holds_across_workers(project: Project) -> None:
+    project.task_file("task_gpu.py", GPU)
+    result = project.run("-n", "2", '--taskproc-rate-limits={"<gpu>": 1}')
+    assert result.parseoutcomes() == {"passed": 4}, result.stdout.str()
+    lines = project.log.read_text(encoding="utf-8").splitlines()
+    intervals = sorted((float(start), float(end)) for _, _, start, end, _ in map(str.split, lines))
+    assert len(intervals) == 4
+    assert len({line.split()[-1] for line in lines}) == 2  # both workers ran some
+    for (_, end), (start, _) in itertools.pairwise(intervals):
+        assert end <= start
+
+
+def test_clear_with_workers_recomputes_each_selected_task_once(project: Project) -> None:
+    project.task_file("task_shared.py", SHARED)
+    assert project.run().parseoutcomes() == {"passed": SHARED_TASKS}
+    project.runs()
+    result = project.run("-n", "2", "--taskproc-clear")
+    assert result.parseoutcomes() == {"passed": SHARED_TASKS}, result.stdout.str()
+    assert_each_once(project.runs(), SHARED_TASKS)
