@@ -125,7 +125,7 @@ def main() -> int:
 
     speedup = serial / parallel
     overhead = tasks / plain
-    print(f"| measurement | baseline (s) | ours (s) | ratio | goal | verdict |")
+    print("| measurement | baseline (s) | ours (s) | ratio | goal | verdict |")
     print("|---|---:|---:|---:|---|---|")
     print(
         f"| S1 8 x 0.5 s CPU tasks, -n 0 vs -n 2 | {serial:.2f} | {parallel:.2f} | "

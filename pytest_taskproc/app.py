@@ -33,21 +33,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("taskfile", type=Path, help="Python file defining the task")
     parser.add_argument("-e", "--entrypoint", default="Main", help="task class to run")
     parser.add_argument(
-        "-t", "--exec-type", choices=["process", "thread"], default="process",
+        "-t",
+        "--exec-type",
+        choices=["process", "thread"],
+        default="process",
         help="executor type (default: process)",
     )
     parser.add_argument(
-        "-w", "--max-workers", type=int, default=-1,
+        "-w",
+        "--max-workers",
+        type=int,
+        default=-1,
         help="number of workers; negative counts back from the CPU count (default: -1, all)",
     )
-    parser.add_argument("--cache-dir", type=Path, default=None, help="default: TASKFILE's dir/.cache")
-    parser.add_argument("--rate-limits", type=_rate_limits, default=None, help='JSON, e.g. \'{"<gpu>": 1}\'')
     parser.add_argument(
-        "-D", "--detect-source-change", action="store_true",
+        "--cache-dir", type=Path, default=None, help="default: TASKFILE's dir/.cache"
+    )
+    parser.add_argument(
+        "--rate-limits", type=_rate_limits, default=None, help="JSON, e.g. '{\"<gpu>\": 1}'"
+    )
+    parser.add_argument(
+        "-D",
+        "--detect-source-change",
+        action="store_true",
         help="recompute tasks whose class source code changed",
     )
     parser.add_argument(
-        "--dont-force-entrypoint", action="store_true",
+        "--dont-force-entrypoint",
+        action="store_true",
         help="do not recompute the entry-point task when its result is fresh",
     )
     parser.add_argument(
@@ -72,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     entry = getattr(module, args.entrypoint, None)
     if not (isinstance(entry, type) and hasattr(entry, "_tp_config")):
         print(
-            f"error: {taskfile} has no task class {args.entrypoint!r} (use -e NAME)", file=sys.stderr
+            f"error: {taskfile} has no task class {args.entrypoint!r} (use -e NAME)",
+            file=sys.stderr,
         )
         return 2
     task = entry()

@@ -8,6 +8,7 @@ killed half-way leaves only a temporary file that no reader ever opens.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -53,7 +54,5 @@ def remove_tree(path: Path) -> None:
 
 
 def _unlink_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -20,7 +20,6 @@ hands one task another task's value.  A broken id table is rebuilt from the
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import errno
 import os
 import sqlite3
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import diskcache  # type: ignore[import-untyped]
+from filelock import FileLock
 
 from . import serialize
 from .atomic import TMP_MARK, remove_tree, write_atomic, write_text_atomic
@@ -51,7 +51,9 @@ class CacheCorruptionWarning(UserWarning):
 
 def _access_error(action: str, path: Path, exc: OSError) -> CacheAccessError:
     reason = exc.strerror or str(exc)
-    hint = " (is the cache directory read-only?)" if exc.errno in (errno.EACCES, errno.EROFS) else ""
+    hint = (
+        " (is the cache directory read-only?)" if exc.errno in (errno.EACCES, errno.EROFS) else ""
+    )
     return CacheAccessError(f"cannot {action} {path}: {reason}{hint}")
 
 
@@ -258,12 +260,20 @@ class ClassStore:
         except OSError as exc:
             raise _access_error("read", path, exc) from None
         prepare_root(self.root)
-        ensure_directory(self.base)
-        try:
-            write_text_atomic(path, source)
-            return path.stat().st_mtime_ns
-        except OSError as exc:
-            raise _access_error("write", path, exc) from None
+        ensure_directory(self.locks_dir)
+        # Two processes may both find the file missing or old. Without the
+        # lock, the later writer would date the source after results the
+        # other one already stored, and those would be recomputed.
+        with FileLock(str(self.locks_dir / "source.lock")):
+            try:
+                if path.read_text() != source:
+                    write_text_atomic(path, source)
+                return path.stat().st_mtime_ns
+            except FileNotFoundError:
+                write_text_atomic(path, source)
+                return path.stat().st_mtime_ns
+            except OSError as exc:
+                raise _access_error("write", path, exc) from None
 
     # -- results ----------------------------------------------------------
     def _result_file(self, task_id: int) -> tuple[str, int] | None:
@@ -321,7 +331,9 @@ class ClassStore:
             with open(path, "rb") as handle:
                 blob = handle.read()
         except FileNotFoundError:
-            raise ResultMissingError(f"no cached result for {self.name} with arguments {key}") from None
+            raise ResultMissingError(
+                f"no cached result for {self.name} with arguments {key}"
+            ) from None
         try:
             return serialize.decode(os.path.basename(path), blob)
         except ValueError as exc:
@@ -350,7 +362,11 @@ class ClassStore:
                     problem = serialize.check_pickle_frame(handle)
         except FileNotFoundError:
             return None
-        return None if problem is None else f"cached result {path} of {self.name} is damaged: {problem}"
+        return (
+            None
+            if problem is None
+            else f"cached result {path} of {self.name} is damaged: {problem}"
+        )
 
     def begin_run(self, task_id: int, key: str) -> None:
         """Make way for a new result: nothing old may outlive a failed run."""

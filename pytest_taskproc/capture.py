@@ -10,6 +10,7 @@ put back when the last task in the process finishes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -142,10 +143,8 @@ class _LazyFile:
     def finish(self) -> None:
         """Publish what was written; a silent run leaves no file behind."""
         if self._handle is None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
-            except FileNotFoundError:
-                pass
             return
         self._handle.close()
         assert self._tmp is not None

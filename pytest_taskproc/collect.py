@@ -54,7 +54,11 @@ def _parameter_sets(cls: type) -> list[tuple[dict[str, Any], str | None]] | None
     axes: list[list[tuple[dict[str, Any], str | None]]] = []
     for mark in reversed(marks):  # decorators apply bottom-up; pytest ids read top-down
         argnames = mark.args[0]
-        names = [n.strip() for n in argnames.split(",")] if isinstance(argnames, str) else list(argnames)
+        names = (
+            [n.strip() for n in argnames.split(",")]
+            if isinstance(argnames, str)
+            else list(argnames)
+        )
         ids = mark.kwargs.get("ids")
         axis = []
         for index, raw in enumerate(mark.args[1]):
@@ -71,7 +75,7 @@ def _parameter_sets(cls: type) -> list[tuple[dict[str, Any], str | None]] | None
             elif explicit is None and callable(ids):
                 made = ids(values[0] if len(names) == 1 else values)
                 explicit = None if made is None else str(made)
-            axis.append((dict(zip(names, values)), explicit))
+            axis.append((dict(zip(names, values, strict=True)), explicit))
         axes.append(axis)
     combined = []
     for combo in itertools.product(*axes):
@@ -93,9 +97,7 @@ def _value_id(name: str, value: Any) -> str:
         return str(value)
     if hasattr(value, "_tp_config"):
         return type(value).__qualname__
-    digest = hashlib.sha1(
-        json.dumps(value, sort_keys=True, default=repr).encode()
-    ).hexdigest()[:6]
+    digest = hashlib.sha1(json.dumps(value, sort_keys=True, default=repr).encode()).hexdigest()[:6]
     return f"{name}{digest}"
 
 
@@ -143,7 +145,8 @@ class TaskFile(pytest.Module):
                 except Exception as exc:
                     label = explicit_id or "-".join(_value_id(k, v) for k, v in kwargs.items())
                     yield RootError.from_parent(
-                        self, name=f"{cls.__qualname__}[{label}]" if label else cls.__qualname__,
+                        self,
+                        name=f"{cls.__qualname__}[{label}]" if label else cls.__qualname__,
                         error=exc,
                     )
                     continue
@@ -182,6 +185,6 @@ def items_in_upstream_order(items: list[Any], order: dict[NodeKey, int]) -> list
     task_positions = [i for i, item in enumerate(items) if hasattr(item, "task")]
     tasks = sorted((items[i] for i in task_positions), key=lambda it: order[node_key(it.task)])
     reordered = list(items)
-    for position, item in zip(task_positions, tasks):
+    for position, item in zip(task_positions, tasks, strict=True):
         reordered[position] = item
     return reordered

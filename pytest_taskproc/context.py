@@ -55,8 +55,7 @@ class Context:
         if cls.executor_name == "process":
             return ProcessPoolExecutor(max_workers=workers, mp_context=_process_context())
         raise ValueError(
-            f"unknown executor name {cls.executor_name!r} (CP_EXECUTOR); "
-            "use 'process' or 'thread'"
+            f"unknown executor name {cls.executor_name!r} (CP_EXECUTOR); use 'process' or 'thread'"
         )
 
 

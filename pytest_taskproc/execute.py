@@ -137,7 +137,7 @@ class GraphRun:
                 results = future.result()
             except BaseException as exc:
                 results = [(False, exc)] * len(nodes)
-            for node, (ok, value) in zip(nodes, results):
+            for node, (ok, value) in zip(nodes, results, strict=True):
                 self.limiter.release(self._channels(node))
                 if not ok:
                     self._record_failure(node, value)

@@ -19,7 +19,9 @@ def check_spec(spec: str) -> str:
     """Validate an executor spec; raises ValueError with a one-line reason."""
     kind, _, rest = spec.partition(":")
     if kind not in KINDS:
-        raise ValueError(f"unknown executor {spec!r}; use process[:N], thread[:N] or dask[:ADDRESS]")
+        raise ValueError(
+            f"unknown executor {spec!r}; use process[:N], thread[:N] or dask[:ADDRESS]"
+        )
     if kind in ("process", "thread") and rest and not (rest.isdigit() and int(rest) > 0):
         raise ValueError(f"executor {spec!r}: the worker count must be a positive integer")
     return spec

@@ -88,9 +88,8 @@ def _dot(structure: dict[str, Any], statuses: dict[str, str]) -> str:
             state = _state(node, statuses)
             fill, stroke = STATE_STYLE[state]
             label = node["label"].replace('"', "'")
-            lines.append(
-                f'    n{node["id"]} [label="{label}\\n{state}", fillcolor="{fill}", color="{stroke}"];'
-            )
+            attributes = f'label="{label}\\n{state}", fillcolor="{fill}", color="{stroke}"'
+            lines.append(f"    n{node['id']} [{attributes}];")
         lines.append("  }")
     for u, v in structure["edges"]:
         lines.append(f"  n{u} -> n{v};")

@@ -66,7 +66,7 @@ def plan(
         ids = store.task_ids([k[1] for k in keys])
         cls: type = type(graph.tasks[keys[0]])
         source_times[name] = store.source_timestamp(class_source(cls))
-        for key, task_id in zip(keys, ids):
+        for key, task_id in zip(keys, ids, strict=True):
             states[key] = TaskState(
                 task=graph.tasks[key],
                 store=store,

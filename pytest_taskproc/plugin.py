@@ -21,7 +21,9 @@ def parse_rate_limits(text: str) -> dict[str, int]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise pytest.UsageError(f"--taskproc-rate-limits: not valid JSON ({exc}): {text!r}") from None
+        raise pytest.UsageError(
+            f"--taskproc-rate-limits: not valid JSON ({exc}): {text!r}"
+        ) from None
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and type(v) is int and v >= 1 for k, v in value.items()
     ):
@@ -77,7 +79,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="JSON",
         default=None,
         type=parse_rate_limits,
-        help='at most N running tasks per channel, e.g. \'{"<gpu>": 1}\'; holds across '
+        help="at most N running tasks per channel, e.g. '{\"<gpu>\": 1}'; holds across "
         "xdist workers.",
     )
     group.addoption(
@@ -109,9 +111,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="glob patterns of task files collected with --taskproc.",
     )
     parser.addini("taskproc_cache_dir", default="", help="cache root for --taskproc runs.")
-    parser.addini(
-        "taskproc_rate_limits", default="", help="JSON rate limits for --taskproc runs."
-    )
+    parser.addini("taskproc_rate_limits", default="", help="JSON rate limits for --taskproc runs.")
 
 
 def is_enabled(config: pytest.Config) -> bool:
@@ -148,7 +148,9 @@ def _check_cache_root(root: Path) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "taskproc: a task of the task graph (set by pytest-taskproc)")
+    config.addinivalue_line(
+        "markers", "taskproc: a task of the task graph (set by pytest-taskproc)"
+    )
     if not is_enabled(config):
         return
     limits = config.getoption("taskproc_rate_limits")

@@ -24,9 +24,15 @@ def teststatus(report: Any, config: pytest.Config) -> Any:
     if status == "cached" and report.passed:
         return "cached", "c", ("CACHED", {"cyan": True})
     if status == "computed" and report.passed:
-        return "passed", ".", ("PASSED", {"green": True}) if config.option.verbose < 1 else (
-            f"PASSED (computed: {props.get(REASON, '')})",
-            {"green": True},
+        return (
+            "passed",
+            ".",
+            ("PASSED", {"green": True})
+            if config.option.verbose < 1
+            else (
+                f"PASSED (computed: {props.get(REASON, '')})",
+                {"green": True},
+            ),
         )
     return None
 

@@ -90,7 +90,9 @@ class MappedTask(Generic[R]):
 
     def __eq__(self, other: object) -> bool:
         return (
-            isinstance(other, MappedTask) and other.origin is self.origin and other.path == self.path
+            isinstance(other, MappedTask)
+            and other.origin is self.origin
+            and other.path == self.path
         )
 
     def __hash__(self) -> int:

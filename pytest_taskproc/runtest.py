@@ -66,7 +66,10 @@ class TaskItem(pytest.Item):
 
 
 def _output_sections(item: TaskItem, store: Any, task_id: int) -> None:
-    for which, path in (("stdout", store.stdout_path(task_id)), ("stderr", store.stderr_path(task_id))):
+    for which, path in (
+        ("stdout", store.stdout_path(task_id)),
+        ("stderr", store.stderr_path(task_id)),
+    ):
         try:
             text = path.read_text(errors="replace")
         except FileNotFoundError:
@@ -106,9 +109,12 @@ def run_item(item: TaskItem) -> None:
         states = _plan_item(tp, graph, key)
         state = states[key]
         for upstream in graph.order:
-            if upstream != key and states[upstream].stale and tp.has_failed(upstream, states[upstream]):
+            if upstream == key or not states[upstream].stale:
+                continue
+            failure = tp.failure_of(upstream, states[upstream])
+            if failure is not None:
                 item.user_properties.append((STATUS, "skipped"))
-                pytest.skip(f"upstream task {graph.tasks[upstream]!r} failed")
+                pytest.skip(f"upstream task {graph.tasks[upstream]!r} failed ({failure})")
         run = GraphRun(
             graph,
             states,
@@ -134,6 +140,7 @@ def run_item(item: TaskItem) -> None:
     else:
         raise CorruptResultError(f"{task!r}: upstream results kept coming back damaged")
     item.user_properties.append((TASK_ID, state.task_id))
+    tp.computed_here.update(k for k, o in run.outcomes.items() if o.computed)
     outcome = run.outcomes.get(key)
     if outcome is not None and outcome.computed:
         item.user_properties.append((STATUS, "computed"))
@@ -146,7 +153,10 @@ def run_item(item: TaskItem) -> None:
         item.user_properties.append((STATUS, "cached"))
         return
     item.user_properties.append((STATUS, "computed"))
-    item.user_properties.append((REASON, "computed during this run by another process"))
+    where = (
+        "by this process, as an upstream task" if key in tp.computed_here else "by another process"
+    )
+    item.user_properties.append((REASON, f"computed earlier in this run {where}"))
     item.user_properties.append((SECONDS, 0.0))
 
 
@@ -159,9 +169,9 @@ def _report_failure(
     key = node_key(item.task)
     state = states[key]
     item.user_properties.append((TASK_ID, state.task_id))
-    failed = {node for node, _ in run.failures}
-    for node in failed:
-        tp.mark_failed(node, states[node])
+    failed = {node: error for node, error in run.failures}
+    for node, error in failed.items():
+        tp.mark_failed(node, states[node], error)
     if key in failed:
         item.user_properties.append((STATUS, "failed"))
         item.user_properties.append((REASON, state.describe()))
@@ -169,4 +179,4 @@ def _report_failure(
         return
     culprit = next(iter(failed))
     item.user_properties.append((STATUS, "skipped"))
-    pytest.skip(f"upstream task {graph.tasks[culprit]!r} failed")
+    pytest.skip(f"upstream task {graph.tasks[culprit]!r} failed ({tp.failed[culprit]})")

@@ -40,7 +40,9 @@ from .runtest import TaskItem
 class TaskprocSession:
     """Hooks and state of one pytest process of a ``--taskproc`` run."""
 
-    def __init__(self, config: pytest.Config, cache_root: Path, rate_limits: dict[str, int]) -> None:
+    def __init__(
+        self, config: pytest.Config, cache_root: Path, rate_limits: dict[str, int]
+    ) -> None:
         self.config = config
         self.cache_root = cache_root
         Context.cache_dir = cache_root
@@ -60,7 +62,8 @@ class TaskprocSession:
         self.first_file: dict[NodeKey, TaskFile] = {}
         self.graph = TaskGraph([])
         self.cleared: set[NodeKey] = set()
-        self.failed: set[NodeKey] = set()
+        self.failed: dict[NodeKey, str] = {}
+        self.computed_here: set[NodeKey] = set()
         self.tally = Tally()
         self.dry_run: list[tuple[str, str]] | None = None
         self.selected: list[TaskItem] = []
@@ -108,7 +111,7 @@ class TaskprocSession:
         """Items for every task reached so far whose class this file defines."""
         here = source.path.resolve()
         made = []
-        for key, first in list(self.first_file.items()):
+        for key in list(self.first_file):
             if key in self.itemized:
                 continue
             task = self._task_for(key)
@@ -141,11 +144,18 @@ class TaskprocSession:
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, items: list[Any]) -> None:
         tasks = self._all_tasks()
+        late = 0
         for key, task in tasks.items():
             if key in self.itemized:
                 continue
             owner = self.task_files.get(defining_file(type(task)) or Path()) or self.first_file[key]
             items.append(self._make_item(key, task, owner))
+            late += 1
+        # Items made here were in no collect report, so the terminal's
+        # "collected N items" would miss them.
+        reporter: Any = self.config.pluginmanager.get_plugin("terminalreporter")
+        if late and isinstance(getattr(reporter, "_numcollected", None), int):
+            reporter._numcollected += late
         order = {k: i for i, k in enumerate(upstream_first([r for r, _, _ in self.roots]))}
         items[:] = items_in_upstream_order(items, order)
 
@@ -182,8 +192,8 @@ class TaskprocSession:
 
         top = prepare_root(self.cache_root)
         runs = top / ".runs"
-        ensure_directory(runs)
-        marker = runs / f"{self.run_id}.cleared"
+        ensure_directory(runs / self.run_id)
+        marker = runs / self.run_id / "cleared"
         keys = [node_key(i.task) for i in self.selected]
         with FileLock(str(runs / "clear.lock")):
             if not marker.exists():
@@ -194,25 +204,33 @@ class TaskprocSession:
 
     def _failure_marker(self, state: TaskState) -> Path:
         return (
-            self.cache_root / "taskproc" / ".runs" / self.run_id / "failed"
+            self.cache_root
+            / "taskproc"
+            / ".runs"
+            / self.run_id
+            / "failed"
             / f"{state.store.name}.{state.task_id}"
         )
 
-    def mark_failed(self, key: NodeKey, state: TaskState) -> None:
+    def mark_failed(self, key: NodeKey, state: TaskState, error: BaseException) -> None:
         """Remember a failure, and tell the other workers of this run about it."""
-        self.failed.add(key)
+        lines = str(error).strip().splitlines()
+        summary = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+        self.failed[key] = summary
         marker = self._failure_marker(state)
         ensure_directory(marker.parent)
-        write_text_atomic(marker, repr(state.task))
+        write_text_atomic(marker, summary)
 
-    def has_failed(self, key: NodeKey, state: TaskState) -> bool:
-        """Whether a task failed earlier in this run, here or on another xdist worker."""
+    def failure_of(self, key: NodeKey, state: TaskState) -> str | None:
+        """How a task failed earlier in this run, here or on another xdist worker, if it did."""
         if key in self.failed:
-            return True
-        if self._failure_marker(state).exists():
-            self.failed.add(key)
-            return True
-        return False
+            return self.failed[key]
+        try:
+            summary = self._failure_marker(state).read_text()
+        except FileNotFoundError:
+            return None
+        self.failed[key] = summary
+        return summary
 
     def failure_header(self, task: Any) -> str:
         store = get_store(self.cache_root, task.task_name)

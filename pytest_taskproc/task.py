@@ -288,9 +288,7 @@ def _declare_annotated_slots(cls: type) -> None:
     except Exception:  # forward references: fall back to reading the strings
         annotations = inspect.get_annotations(cls)
     for name, annotation in annotations.items():
-        if _is_req_annotation(cls, annotation) and not isinstance(
-            cls.__dict__.get(name), Req
-        ):
+        if _is_req_annotation(cls, annotation) and not isinstance(cls.__dict__.get(name), Req):
             slot: Req[Any, Any] = Req()
             slot.__set_name__(cls, name)
             setattr(cls, name, slot)
@@ -321,7 +319,9 @@ def _check_channels(cls: type, channel: Any) -> tuple[str, ...]:
         return (channel,)
     labels = tuple(channel)
     if not all(isinstance(label, str) for label in labels):
-        raise TypeError(f"{cls.__qualname__}: channel must be a str or a list of str, not {channel!r}")
+        raise TypeError(
+            f"{cls.__qualname__}: channel must be a str or a list of str, not {channel!r}"
+        )
     return labels
 
 

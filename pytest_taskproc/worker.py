@@ -172,7 +172,10 @@ def run_jobs_blob(blob: bytes) -> list[JobResult]:
     """Pool entry point: jobs arrive cloudpickled, errors leave picklable with their traceback."""
     jobs: list[Job] = cloudpickle.loads(blob)
     results = run_jobs(jobs)
-    return [(ok, value if ok else _portable(value, job)) for (ok, value), job in zip(results, jobs)]
+    return [
+        (ok, value if ok else _portable(value, job))
+        for (ok, value), job in zip(results, jobs, strict=True)
+    ]
 
 
 def _portable(exc: BaseException, job: Job) -> BaseException:

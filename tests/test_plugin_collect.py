@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-HEADER = '''\
+HEADER = """\
 from __future__ import annotations
 
 import pytest
@@ -26,7 +26,7 @@ def log(*parts: object) -> None:
     with open(LOG, "a", encoding="utf-8") as handle:
         handle.write(" ".join(str(p) for p in parts) + "\\n")
 
-'''
+"""
 
 CHOOSE = """
 @infer_task_type
@@ -76,8 +76,19 @@ class Half(TaskBase):
 #: The tasks reached from Root, Half[3] and Half[5].
 CHOOSE_ITEMS = {
     f"Choose[{n}-{k}]"
-    for n, k in [(1, 0), (1, 1), (2, 0), (2, 1), (2, 2), (3, 0), (3, 1), (3, 2), (4, 1), (4, 2),
-                 (5, 2)]
+    for n, k in [
+        (1, 0),
+        (1, 1),
+        (2, 0),
+        (2, 1),
+        (2, 2),
+        (3, 0),
+        (3, 1),
+        (3, 2),
+        (4, 1),
+        (4, 2),
+        (5, 2),
+    ]
 }
 ALL_ITEMS = CHOOSE_ITEMS | {"Root", "Half[3]", "Half[5]"}
 

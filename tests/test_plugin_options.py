@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-HEADER = '''\
+HEADER = """\
 from __future__ import annotations
 
 import pytest
@@ -22,7 +22,7 @@ def log(*parts: object) -> None:
     with open(LOG, "a", encoding="utf-8") as handle:
         handle.write(" ".join(str(p) for p in parts) + "\\n")
 
-'''
+"""
 
 TASKS = """
 @infer_task_type

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-HEADER = '''\
+HEADER = """\
 from __future__ import annotations
 
 import pytest
@@ -28,7 +28,7 @@ def log(*parts: object) -> None:
     with open(LOG, "a", encoding="utf-8") as handle:
         handle.write(" ".join(str(p) for p in parts) + "\\n")
 
-'''
+"""
 
 BINOM = """
 @infer_task_type
@@ -77,8 +77,19 @@ class Half(TaskBase):
 #: Choose(4, 2), Choose(3, 1) and Choose(5, 2) need these 11 Choose tasks.
 CHOOSE_RUNS = [
     f"Choose {n} {k}"
-    for n, k in [(1, 0), (1, 1), (2, 0), (2, 1), (2, 2), (3, 0), (3, 1), (3, 2), (4, 1), (4, 2),
-                 (5, 2)]
+    for n, k in [
+        (1, 0),
+        (1, 1),
+        (2, 0),
+        (2, 1),
+        (2, 2),
+        (3, 0),
+        (3, 1),
+        (3, 2),
+        (4, 1),
+        (4, 2),
+        (5, 2),
+    ]
 ]
 ALL_RUNS = [*CHOOSE_RUNS, "Root", "Half 3", "Half 5"]
 N_TASKS = len(ALL_RUNS)
@@ -205,8 +216,9 @@ def test_mixed_run_counts_computed_and_cached_tasks(project: Project) -> None:
     result.stdout.fnmatch_lines(
         [summary_line(5, 9, 0, 0, project.cache), "*= 5 passed, 9 cached in *"]
     )
-    assert sorted(project.runs()) == sorted(["Choose 3 0", "Choose 4 1", "Choose 5 2", "Half 3",
-                                             "Half 5"])
+    assert sorted(project.runs()) == sorted(
+        ["Choose 3 0", "Choose 4 1", "Choose 5 2", "Half 3", "Half 5"]
+    )
 
 
 # -- failures ---------------------------------------------------------------------
@@ -238,7 +250,7 @@ def test_a_failing_task_fails_its_downstream_is_skipped_and_the_rest_goes_on(
     result.stdout.fnmatch_lines(
         [
             summary_line(1, 0, 1, 1, project.cache),
-            "SKIPPED [[]1[]] task_fail.py: upstream task Bad() failed",
+            "SKIPPED [[]1[]] task_fail.py: upstream task Bad() failed (RuntimeError: boom)",
         ]
     )
     # The traceback starts at run_task: no frames of the plugin or of pytest.
@@ -377,7 +389,12 @@ def test_clear_recomputes_the_selected_tasks_and_then_their_downstream(project: 
     result = project.run()
     expect(result, passed=6, cached=N_TASKS - 6)
     assert sorted(project.runs()) == [
-        "Choose 4 1", "Choose 4 2", "Choose 5 2", "Half 3", "Half 5", "Root"
+        "Choose 4 1",
+        "Choose 4 2",
+        "Choose 5 2",
+        "Half 3",
+        "Half 5",
+        "Root",
     ]
 
 
@@ -387,7 +404,10 @@ def test_clear_of_everything_computes_each_task_once(project: Project) -> None:
     project.runs()
     # --taskproc-clear alone implies --taskproc.
     result = project.pytester.runpytest_subprocess(
-        "--taskproc-clear", "-p", "no:cacheprovider", f"--taskproc-cache-dir={project.cache}",
+        "--taskproc-clear",
+        "-p",
+        "no:cacheprovider",
+        f"--taskproc-cache-dir={project.cache}",
         timeout=120,
     )
     expect(result, passed=N_TASKS)
@@ -405,10 +425,7 @@ def test_junit_xml_has_every_task_and_marks_cached_ones(project: Project) -> Non
 
     def testcases(name: str) -> dict[str, dict[str, str]]:
         tree = ET.parse(project.path / name)
-        return {
-            case.attrib["name"]: properties(case)
-            for case in tree.iter("testcase")
-        }
+        return {case.attrib["name"]: properties(case) for case in tree.iter("testcase")}
 
     first = testcases("first.xml")
     assert len(first) == N_TASKS

@@ -21,7 +21,7 @@ pytest.importorskip("xdist")
 
 pytestmark = pytest.mark.slow
 
-HEADER = '''\
+HEADER = """\
 from __future__ import annotations
 
 import os
@@ -38,7 +38,7 @@ def log(*parts: object) -> None:
     with open(LOG, "a", encoding="utf-8") as handle:
         handle.write(" ".join(str(p) for p in parts) + "\\n")
 
-'''
+"""
 
 #: Roots Half[4..7] share most of their upstream Choose tasks.
 SHARED = """
