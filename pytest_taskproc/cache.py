@@ -368,21 +368,48 @@ class ClassStore:
             else f"cached result {path} of {self.name} is damaged: {problem}"
         )
 
-    def begin_run(self, task_id: int, key: str) -> None:
-        """Make way for a new result: nothing old may outlive a failed run."""
+    def begin_run(self, task_id: int, key: str) -> bool:
+        """Make way for a new result: nothing old may outlive a failed run.
+
+        Returns whether the task's folder was created just now, in which case
+        there is nothing old to remove afterwards either.
+        """
         folder = self.folder(task_id)
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            ensure_directory(Path(folder))
+        except OSError as exc:
+            raise _access_error("prepare", Path(folder), exc) from None
+        else:
+            # A new folder holds no result, and a result is only trusted next
+            # to a matching args.json, so args.json need not be written
+            # atomically here: a torn one is simply rewritten next time.
+            try:
+                with open(f"{folder}{os.sep}args.json", "x", encoding="utf-8") as handle:
+                    handle.write(key)
+            except OSError as exc:
+                raise _access_error("prepare", Path(folder), exc) from None
+            return True
         self.discard_result(task_id)
         _remove_leftovers(folder)
         try:
             if not self._owns(task_id, key, warn=False):
-                os.makedirs(folder, exist_ok=True)
                 write_text_atomic(Path(folder, "args.json"), key)
         except OSError as exc:
             raise _access_error("prepare", Path(folder), exc) from None
         remove_tree(Path(folder, "data"))
+        return False
 
     def write_result(
-        self, task_id: int, data: bytes, compress_level: int | None, not_before_ns: int
+        self,
+        task_id: int,
+        data: bytes,
+        compress_level: int | None,
+        not_before_ns: int,
+        new_folder: bool = False,
     ) -> int:
         """Store pickled ``data`` atomically; returns the new result's mtime (ns).
 
@@ -400,8 +427,9 @@ class ClassStore:
                 os.utime(path, ns=(mtime, mtime))
         except OSError as exc:
             raise _access_error("write the result", Path(path), exc) from None
-        other = serialize.GZIP_NAME if name == serialize.RAW_NAME else serialize.RAW_NAME
-        _unlink(f"{folder}{os.sep}{other}")
+        if not new_folder:
+            other = serialize.GZIP_NAME if name == serialize.RAW_NAME else serialize.RAW_NAME
+            _unlink(f"{folder}{os.sep}{other}")
         return mtime
 
     def discard_result(self, task_id: int) -> None:

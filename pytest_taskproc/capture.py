@@ -107,8 +107,9 @@ class _LazyFile:
     atomically when the task ends.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, new_folder: bool = False) -> None:
         self.path = path
+        self.new_folder = new_folder
         self._handle: IO[str] | None = None
         self._tmp: str | None = None
 
@@ -143,8 +144,9 @@ class _LazyFile:
     def finish(self) -> None:
         """Publish what was written; a silent run leaves no file behind."""
         if self._handle is None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+            if not self.new_folder:  # a previous run's output must not linger
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
             return
         self._handle.close()
         assert self._tmp is not None
@@ -152,13 +154,15 @@ class _LazyFile:
 
 
 @contextmanager
-def captured_output(stdout_path: Path, stderr_path: Path, echo: bool = False) -> Iterator[None]:
+def captured_output(
+    stdout_path: Path, stderr_path: Path, echo: bool = False, new_folder: bool = False
+) -> Iterator[None]:
     """Send this thread's prints to the two files, replacing them atomically at the end.
 
     With ``echo`` the prints also reach the streams that were current before.
     """
     _install()
-    out, err = _LazyFile(stdout_path), _LazyFile(stderr_path)
+    out, err = _LazyFile(stdout_path, new_folder), _LazyFile(stderr_path, new_folder)
     previous = (getattr(_local, "stdout", None), getattr(_local, "stderr", None))
     if echo:
         _local.stdout = _Tee(out, previous[0] or _saved["stdout"][0])

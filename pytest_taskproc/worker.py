@@ -105,7 +105,7 @@ def compute(job: Job, store: ClassStore) -> int:
     task = job.task
     config = task._tp_config
     root = Path(job.cache_root)
-    store.begin_run(job.task_id, task._tp_key)
+    new_folder = store.begin_run(job.task_id, task._tp_key)
     loaded: dict[NodeKey, Any] = {}
 
     def load(upstream: Any) -> Any:
@@ -123,7 +123,10 @@ def compute(job: Job, store: ClassStore) -> int:
     try:
         if config.detach_output:
             with captured_output(
-                store.stdout_path(job.task_id), store.stderr_path(job.task_id), job.echo
+                store.stdout_path(job.task_id),
+                store.stderr_path(job.task_id),
+                job.echo,
+                new_folder=new_folder,
             ):
                 value = task.run_task()
         else:
@@ -139,7 +142,9 @@ def compute(job: Job, store: ClassStore) -> int:
             f"serialise ({type(exc).__name__}: {exc}); nothing was cached for "
             f"{describe(task, store, job.task_id)}"
         ) from None
-    return store.write_result(job.task_id, data, config.compress_level, job.not_before)
+    return store.write_result(
+        job.task_id, data, config.compress_level, job.not_before, new_folder=new_folder
+    )
 
 
 class RemoteTraceback(Exception):
