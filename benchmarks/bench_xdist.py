@@ -21,8 +21,19 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
-CPU_TASKS = """
+BURN = """
+def burn(i: int, iterations: int) -> int:
+    total = 0
+    for j in range(iterations):
+        total += (j * i) % 7
+    return total
+"""
+
+CPU_TASKS = (
+    BURN
+    + """
 import pytest
 from pytest_taskproc import RequiresList, TaskBase
 
@@ -34,10 +45,7 @@ class Burn(TaskBase):
         self.i = i
 
     def run_task(self) -> int:
-        total = 0
-        for j in range(ITERATIONS):
-            total += (j * self.i) % 7
-        return total
+        return burn(self.i, ITERATIONS)
 
 
 class Reduce(TaskBase):
@@ -49,6 +57,21 @@ class Reduce(TaskBase):
     def run_task(self) -> int:
         return sum(self.parts)
 """
+)
+
+CPU_TESTS = (
+    BURN
+    + """
+import pytest
+
+ITERATIONS = {iterations}
+
+
+@pytest.mark.parametrize("i", list(range(8)))
+def test_burn(i: int) -> None:
+    assert burn(i, ITERATIONS) >= 0
+"""
+)
 
 TRIVIAL_TASKS = """
 import pytest
@@ -75,13 +98,13 @@ def test_trivial(i: int) -> None:
 
 
 def calibrate(seconds: float) -> int:
-    """Loop iterations of ``Burn.run_task`` that take about ``seconds`` here."""
+    """Iterations of the tasks' own ``burn`` loop that take about ``seconds`` here."""
+    namespace: dict[str, Any] = {}
+    exec(BURN, namespace)
     n = 200_000
     while True:
         start = time.perf_counter()
-        total = 0
-        for j in range(n):
-            total += (j * 3) % 7
+        namespace["burn"](3, n)
         elapsed = time.perf_counter() - start
         if elapsed > 0.1:
             return int(n * seconds / elapsed)
@@ -118,6 +141,9 @@ def main() -> int:
     cpu = CPU_TASKS.format(iterations=iterations)
     serial = best_of(args.repeat, cpu, "task_cpu.py", "--taskproc", "-n", "0")
     parallel = best_of(args.repeat, cpu, "task_cpu.py", "--taskproc", "-n", "2")
+    plain_cpu = CPU_TESTS.format(iterations=iterations)
+    plain_serial = best_of(args.repeat, plain_cpu, "test_cpu.py", "-n", "0")
+    plain_parallel = best_of(args.repeat, plain_cpu, "test_cpu.py", "-n", "2")
     tasks = best_of(
         args.repeat, TRIVIAL_TASKS.format(n=args.tasks), "task_trivial.py", "--taskproc", "-n", "2"
     )
@@ -130,6 +156,11 @@ def main() -> int:
     print(
         f"| S1 8 x 0.5 s CPU tasks, -n 0 vs -n 2 | {serial:.2f} | {parallel:.2f} | "
         f"{speedup:.2f}x faster | >= 1.8x | {'PASS' if speedup >= 1.8 else 'FAIL'} |"
+    )
+    ceiling = plain_serial / plain_parallel
+    print(
+        f"| S1-ref the same CPU work as plain tests, -n 0 vs -n 2 | {plain_serial:.2f} | "
+        f"{plain_parallel:.2f} | {ceiling:.2f}x faster | (xdist's ceiling) | |"
     )
     print(
         f"| S2 {args.tasks} trivial tasks vs plain tests, -n 2 | {plain:.2f} | {tasks:.2f} | "

@@ -35,7 +35,7 @@ def write_atomic(path: str | Path, chunks: Iterable[bytes | memoryview]) -> None
         raise
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: str | Path, text: str) -> None:
     write_atomic(path, [text.encode()])
 
 

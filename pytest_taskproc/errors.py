@@ -57,6 +57,17 @@ class TaskFailedError(TaskprocError, RuntimeError):
     """Stands in for an exception from ``run_task`` that could not be pickled."""
 
 
+class TaskFailedEarlierError(TaskprocError, RuntimeError):
+    """A task already failed in this pytest run (perhaps on another worker); not retried."""
+
+    def __init__(self, message: str, summary: str = "") -> None:
+        super().__init__(message, summary)
+        self.summary = summary
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class UpstreamFailedError(TaskprocError, RuntimeError):
     """A task was not run because a task it requires failed."""
 

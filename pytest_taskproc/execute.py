@@ -90,8 +90,10 @@ class GraphRun:
         echo: bool = False,
         show_progress: bool = False,
         slots: FileSlots | None = None,
+        failure_dir: str | None = None,
     ) -> None:
         self.slots = slots
+        self.failure_dir = failure_dir
         self.graph = graph
         self.states = states
         self.cache_root = cache_root
@@ -218,6 +220,7 @@ class GraphRun:
             lock=self.lock,
             echo=self.echo,
             slots=self.slots,
+            failure_dir=self.failure_dir,
         )
 
     def _submit(self, nodes: list[NodeKey]) -> Future[list[JobResult]]:

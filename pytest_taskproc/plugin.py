@@ -158,16 +158,30 @@ def pytest_configure(config: pytest.Config) -> None:
         limits = parse_rate_limits(config.getini("taskproc_rate_limits"))
     root = resolve_cache_root(config)
     _check_cache_root(root)
-    from .session import TaskprocSession
+    # A broken root must not stop the rest of the experiment.
+    config.option.continue_on_collection_errors = True
+    from .report import TaskprocReporter
 
-    config.pluginmanager.register(
-        TaskprocSession(config, cache_root=root, rate_limits=limits or {}), "taskproc-session"
-    )
+    reporter = TaskprocReporter(config, cache_root=root)
+    config.pluginmanager.register(reporter, "taskproc-reporter")
+    if not _is_xdist_controller(config):
+        from .session import TaskprocSession
+
+        session = TaskprocSession(config, root, limits or {}, reporter)
+        config.pluginmanager.register(session, "taskproc-session")
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    """The xdist controller only distributes and reports; it collects and runs nothing."""
+    if hasattr(config, "workerinput") or config.getoption("collectonly"):
+        return False  # xdist stands aside for --collect-only: this process collects
+    dist = getattr(config.option, "dist", "no")
+    return dist != "no" and bool(getattr(config.option, "tx", None))
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """xdist controller: every worker learns this run's id and start time."""
-    session = node.config.pluginmanager.get_plugin("taskproc-session")
-    if session is not None:
-        node.workerinput["taskproc_run"] = session.run_info()
+    reporter = node.config.pluginmanager.get_plugin("taskproc-reporter")
+    if reporter is not None:
+        node.workerinput["taskproc_run"] = reporter.run_info()

@@ -22,14 +22,10 @@ from .execute import MAX_RECOVERIES, GraphRun, InlineExecutor, discard_corrupt
 from .freshness import Reason, TaskState, plan
 from .graph import NodeKey, TaskGraph, node_key
 from .ratelimit import ChannelLimiter
+from .report import REASON, SECONDS, STATUS, TASK_ID
 
 if TYPE_CHECKING:
     from .session import TaskprocSession
-
-STATUS = "taskproc"
-REASON = "taskproc_reason"
-SECONDS = "taskproc_seconds"
-TASK_ID = "taskproc_task_id"
 
 
 class TaskItem(pytest.Item):
@@ -124,6 +120,7 @@ def run_item(item: TaskItem) -> None:
             lock=True,
             echo=tp.echo,
             slots=tp.slots,
+            failure_dir=str(tp.failure_dir),
         )
         start = time.perf_counter()
         try:
@@ -171,7 +168,7 @@ def _report_failure(
     item.user_properties.append((TASK_ID, state.task_id))
     failed = {node: error for node, error in run.failures}
     for node, error in failed.items():
-        tp.mark_failed(node, states[node], error)
+        tp.mark_failed(node, error)
     if key in failed:
         item.user_properties.append((STATUS, "failed"))
         item.user_properties.append((REASON, state.describe()))

@@ -7,12 +7,7 @@ this run, and the counts behind the ``taskproc:`` summary line.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
@@ -33,17 +28,23 @@ from .context import Context
 from .freshness import TaskState, plan
 from .graph import NodeKey, TaskGraph, node_key
 from .ratelimit import FileSlots
-from .report import Tally, teststatus
+from .report import DRY_RUN_FILE, GRAPH_FILE, TaskprocReporter
 from .runtest import TaskItem
+from .worker import summarize
 
 
 class TaskprocSession:
     """Hooks and state of one pytest process of a ``--taskproc`` run."""
 
     def __init__(
-        self, config: pytest.Config, cache_root: Path, rate_limits: dict[str, int]
+        self,
+        config: pytest.Config,
+        cache_root: Path,
+        rate_limits: dict[str, int],
+        reporter: TaskprocReporter,
     ) -> None:
         self.config = config
+        self.reporter = reporter
         self.cache_root = cache_root
         Context.cache_dir = cache_root
         self.detect_source_change = not config.getoption("taskproc_no_source_check")
@@ -52,10 +53,8 @@ class TaskprocSession:
         self.slots = (
             FileSlots(cache_root / "taskproc" / ".ratelimits", rate_limits) if rate_limits else None
         )
-        info = getattr(config, "workerinput", {}).get("taskproc_run")
-        self.run_id: str = info["run_id"] if info else uuid.uuid4().hex
-        self.started_ns: int = info["started_ns"] if info else time.time_ns()
-        self.is_worker = hasattr(config, "workerinput")
+        self.run_id = reporter.run_id
+        self.started_ns = reporter.started_ns
         self.roots: list[tuple[Any, TaskFile, str | None]] = []
         self.task_files: dict[Path, TaskFile] = {}
         self.itemized: dict[NodeKey, TaskItem] = {}
@@ -64,13 +63,9 @@ class TaskprocSession:
         self.cleared: set[NodeKey] = set()
         self.failed: dict[NodeKey, str] = {}
         self.computed_here: set[NodeKey] = set()
-        self.tally = Tally()
-        self.dry_run: list[tuple[str, str]] | None = None
         self.selected: list[TaskItem] = []
         self._executor: Executor | None = None
         self._close_executor: Callable[[], None] | None = None
-        # A broken root must not stop the rest of the experiment.
-        config.option.continue_on_collection_errors = True
 
     def executor(self) -> Executor | None:
         """The executor of ``--taskproc-executor``, started at first use; None runs inline."""
@@ -82,9 +77,6 @@ class TaskprocSession:
 
             self._executor, self._close_executor = make_executor(spec)
         return self._executor
-
-    def run_info(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "started_ns": self.started_ns}
 
     # -- collection ---------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
@@ -163,10 +155,16 @@ class TaskprocSession:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.selected = [i for i in session.items if isinstance(i, TaskItem)]
         if self.config.option.collectonly:
-            self.dry_run = self._dry_run()
+            stale = self._dry_run()
+            ensure_directory(self.reporter.run_dir)
+            write_text_atomic(
+                self.reporter.run_dir / DRY_RUN_FILE,
+                json.dumps({"total": len(self.selected), "stale": stale}),
+            )
         self._write_graph_structure()
 
     def _dry_run(self) -> list[tuple[str, str]]:
+        """The selected tasks that would be computed, with their reasons."""
         if not self.selected:
             return []
         wanted = {node_key(i.task) for i in self.selected}
@@ -190,43 +188,32 @@ class TaskprocSession:
         """Clear the selected tasks once per run, even with several xdist workers."""
         from filelock import FileLock
 
-        top = prepare_root(self.cache_root)
-        runs = top / ".runs"
-        ensure_directory(runs / self.run_id)
-        marker = runs / self.run_id / "cleared"
+        prepare_root(self.cache_root)
+        run_dir = self.reporter.run_dir
+        ensure_directory(run_dir)
+        marker = run_dir / "cleared"
         keys = [node_key(i.task) for i in self.selected]
-        with FileLock(str(runs / "clear.lock")):
+        with FileLock(str(run_dir / "clear.lock")):
             if not marker.exists():
                 for item in self.selected:
                     item.task.clear_task()
                 write_text_atomic(marker, "\n".join(i.nodeid for i in self.selected))
         self.cleared.update(keys)
 
-    def _failure_marker(self, state: TaskState) -> Path:
-        return (
-            self.cache_root
-            / "taskproc"
-            / ".runs"
-            / self.run_id
-            / "failed"
-            / f"{state.store.name}.{state.task_id}"
-        )
+    @property
+    def failure_dir(self) -> Path:
+        """Where this run records failed tasks (see ``worker.failure_marker``)."""
+        return self.reporter.run_dir / "failed"
 
-    def mark_failed(self, key: NodeKey, state: TaskState, error: BaseException) -> None:
-        """Remember a failure, and tell the other workers of this run about it."""
-        lines = str(error).strip().splitlines()
-        summary = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-        self.failed[key] = summary
-        marker = self._failure_marker(state)
-        ensure_directory(marker.parent)
-        write_text_atomic(marker, summary)
+    def mark_failed(self, key: NodeKey, error: BaseException) -> None:
+        self.failed[key] = summarize(error)
 
     def failure_of(self, key: NodeKey, state: TaskState) -> str | None:
         """How a task failed earlier in this run, here or on another xdist worker, if it did."""
         if key in self.failed:
             return self.failed[key]
         try:
-            summary = self._failure_marker(state).read_text()
+            summary = (self.failure_dir / f"{state.store.name}.{state.task_id}").read_text()
         except FileNotFoundError:
             return None
         self.failed[key] = summary
@@ -253,35 +240,13 @@ class TaskprocSession:
             # pytest would name the plugin line that raised the skip; name the task file.
             report.longrepr = (str(item.path), None, report.longrepr[2])
 
-    def pytest_report_teststatus(self, report: Any, config: pytest.Config) -> Any:
-        return teststatus(report, config)
-
-    def pytest_runtest_logreport(self, report: Any) -> None:
-        self.tally.add(report)
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.is_worker:
-            return
-        if self.dry_run is not None:
-            tr = terminalreporter
-            total = len(self.selected)
-            tr.write_sep("-", "taskproc dry run")
-            tr.write_line(f"taskproc: {len(self.dry_run)} of {total} tasks would be computed")
-            for nodeid, reason in self.dry_run:
-                tr.write_line(f"  {nodeid}: {reason}")
-            return
-        terminalreporter.write_line(self.tally.summary_line(self.cache_root))
-
     # -- graph export -------------------------------------------------------------
-    def _structure_path(self) -> Path:
-        return self.cache_root / "taskproc" / ".runs" / f"{self.run_id}.graph.json"
-
     def _write_graph_structure(self) -> None:
         if self.config.getoption("taskproc_graph") is None or not self.itemized:
             return
         from .export import graph_structure
 
-        path = self._structure_path()
+        path = self.reporter.run_dir / GRAPH_FILE
         ensure_directory(path.parent)
         items = {k: i.nodeid for k, i in self.itemized.items()}
         states: dict[NodeKey, TaskState] | None = None
@@ -292,21 +257,3 @@ class TaskprocSession:
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         if self._close_executor is not None:
             self._close_executor()
-        if not self.is_worker:
-            shutil.rmtree(self.cache_root / "taskproc" / ".runs" / self.run_id, ignore_errors=True)
-
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        target = self.config.getoption("taskproc_graph")
-        if target is None or self.is_worker:
-            return
-        from .export import render_graph
-
-        path = self._structure_path()
-        if not path.exists():
-            return
-        structure = json.loads(path.read_text())
-        out = Path(self.config.invocation_params.dir, target)
-        ensure_directory(out.parent)
-        write_text_atomic(out, render_graph(structure, self.tally.status_by_nodeid, out.suffix))
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)

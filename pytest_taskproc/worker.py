@@ -19,10 +19,11 @@ from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
 
+from .atomic import write_text_atomic
 from .cache import ClassStore, get_store
 from .capture import captured_output
 from .context import Context
-from .errors import ResultNotPicklableError, TaskFailedError
+from .errors import ResultNotPicklableError, TaskFailedEarlierError, TaskFailedError
 from .graph import NodeKey, node_key
 from .locks import task_lock
 from .ratelimit import FileSlots
@@ -48,6 +49,8 @@ class Job:
     origin_pid: int = field(default_factory=os.getpid)
     #: cross-process rate-limit slots (pytest runs); None inside one run_graph
     slots: FileSlots | None = None
+    #: where a pytest run records failed tasks, so no process of it retries one
+    failure_dir: str | None = None
 
 
 @dataclass
@@ -87,16 +90,44 @@ def run_job(job: Job) -> Outcome:
         current = store.result_timestamp(job.task_id, task._tp_key, warn=False)
         if current is not None and current != job.observed and current > job.not_before:
             return Outcome(node_key(task), current, 0.0, computed=False)
+        marker = failure_marker(job, store)
+        if marker is not None and os.path.exists(marker):
+            with open(marker, encoding="utf-8") as handle:
+                summary = handle.read()
+            raise TaskFailedEarlierError(f"{task!r} failed earlier in this run: {summary}", summary)
         start = time.perf_counter()
         slot = job.slots.hold(task._tp_config.channels) if job.slots else contextlib.nullcontext()
-        with slot:
-            if task._tp_config.job_prefix is not None and not job.in_prefix_child:
-                from .jobprefix import run_through_prefix
+        try:
+            with slot:
+                if task._tp_config.job_prefix is not None and not job.in_prefix_child:
+                    from .jobprefix import run_through_prefix
 
-                timestamp = run_through_prefix(replace(job, lock=False, slots=None), store)
-            else:
-                timestamp = compute(job, store)
+                    timestamp = run_through_prefix(replace(job, lock=False, slots=None), store)
+                else:
+                    timestamp = compute(job, store)
+        except Exception as exc:
+            if marker is not None:
+                # Written while the lock is held, so a process waiting for this
+                # task learns of the failure instead of computing it again.
+                os.makedirs(os.path.dirname(marker), exist_ok=True)
+                write_text_atomic(marker, summarize(exc))
+            raise
         return Outcome(node_key(task), timestamp, time.perf_counter() - start, computed=True)
+
+
+def summarize(error: BaseException) -> str:
+    """``Type: first line of the message``, for skip reasons and failure markers."""
+    if isinstance(error, TaskFailedEarlierError):
+        return error.summary
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def failure_marker(job: Job, store: ClassStore) -> str | None:
+    """Where a failure of this job's task is recorded for the run, if the run records them."""
+    if job.failure_dir is None:
+        return None
+    return os.path.join(job.failure_dir, f"{store.name}.{job.task_id}")
 
 
 def compute(job: Job, store: ClassStore) -> int:

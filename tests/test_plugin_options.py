@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -230,3 +232,13 @@ def test_default_cache_is_in_rootdir_unless_cp_cache_dir_says_otherwise(
     run(pytester, "--taskproc", "-k", "Root").stdout.fnmatch_lines(
         [f"taskproc: 1 computed, 0 cached, *; cache: {env_cache}"]
     )
+
+
+def test_the_entry_point_imports_nothing_of_the_library() -> None:
+    """pytest imports the plugin on every run; without --taskproc that must cost nothing."""
+    code = (
+        "import sys, pytest_taskproc.plugin; "
+        "print(sorted(m for m in sys.modules if m.startswith('pytest_taskproc')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "['pytest_taskproc', 'pytest_taskproc.plugin']"

@@ -214,3 +214,44 @@ def test_clear_with_workers_recomputes_each_selected_task_once(project: Project)
     result = project.run("-n", "2", "--taskproc-clear")
     assert result.parseoutcomes() == {"passed": SHARED_TASKS}, result.stdout.str()
     assert_each_once(project.runs(), SHARED_TASKS)
+
+
+FAILING = """
+class Bad(TaskBase):
+    def run_task(self) -> int:
+        log("Bad")
+        time.sleep(0.5)
+        raise ValueError("boom")
+
+
+@pytest.mark.parametrize("i", [0, 1, 2, 3, 4, 5])
+class After(TaskBase):
+    bad: Requires[int]
+
+    def build_task(self, i: int) -> None:
+        self.bad = Bad()
+
+    def run_task(self) -> int:
+        log("After", self.task_args["i"])
+        return self.bad
+"""
+
+
+@pytest.mark.parametrize("dist", ["load", "worksteal"])
+def test_a_failure_on_one_worker_is_not_retried_by_the_other(project: Project, dist: str) -> None:
+    """Both workers reach ``Bad`` at once; it runs once, everything after it is skipped."""
+    project.task_file("task_failing.py", FAILING)
+    result = project.run("-n", "2", f"--dist={dist}", "-rs")
+    assert project.runs() == ["Bad"]
+    result.assert_outcomes(failed=1, skipped=6)
+    result.stdout.fnmatch_lines(["*upstream task Bad() failed (ValueError: boom)*"])
+    result.stdout.fnmatch_lines(["taskproc: 0 computed, 0 cached, 1 failed, 6 skipped;*"])
+
+
+def test_collect_only_with_workers_is_a_dry_run(project: Project) -> None:
+    project.task_file("task_shared.py", SHARED)
+    result = project.run("-n", "2", "--collect-only", "-q")
+    assert project.runs() == []
+    result.stdout.fnmatch_lines(
+        [f"taskproc: {SHARED_TASKS} of {SHARED_TASKS} tasks would be computed"]
+    )
