@@ -160,6 +160,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _check_cache_root(root)
     # A broken root must not stop the rest of the experiment.
     config.option.continue_on_collection_errors = True
+    _default_junit_output(config)
     from .report import TaskprocReporter
 
     reporter = TaskprocReporter(config, cache_root=root)
@@ -169,6 +170,27 @@ def pytest_configure(config: pytest.Config) -> None:
 
         session = TaskprocSession(config, root, limits or {}, reporter)
         config.pluginmanager.register(session, "taskproc-session")
+
+
+def _default_junit_output(config: pytest.Config) -> None:
+    """Put each task's captured output into JUnit XML unless the user chose otherwise.
+
+    pytest leaves report sections out of the XML by default
+    (``junit_logging = no``); for task items the output is the point, so a
+    ``--taskproc`` run defaults to ``system-out``.  pytest offers no public way
+    to change an ini default, hence the guarded use of its ini cache.
+    """
+    overrides = config.getoption("override_ini", None) or []
+    if any(o.split("=", 1)[0].strip() == "junit_logging" for o in overrides):
+        return
+    configured = getattr(config, "_inicfg", None)
+    if configured is None:
+        configured = getattr(config, "inicfg", {})
+    if "junit_logging" in configured:
+        return
+    cache = getattr(config, "_inicache", None)
+    if isinstance(cache, dict):
+        cache["junit_logging"] = "system-out"
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:

@@ -464,3 +464,46 @@ def test_captured_output_of_passing_tasks_shows_with_report_all(project: Project
     project.task_file("task_loud.py", PRINTER.replace("hello", "hello again"))
     shown = project.run("-rA")
     shown.stdout.fnmatch_lines(["*- Captured stdout call -*", "hello again from Loud"])
+
+
+def test_junit_xml_holds_a_task_s_captured_output(project: Project) -> None:
+    """Task output is the point of a task report, so it is in the XML by default."""
+    project.task_file("task_loud.py", PRINTER)
+    expect(project.run("--junitxml=out.xml"), passed=1)
+    (case,) = ET.parse(project.path / "out.xml").getroot().iter("testcase")
+    system_out = case.find("system-out")
+    assert system_out is not None and "hello from Loud" in (system_out.text or "")
+    quiet = project.run("--junitxml=quiet.xml", "-o", "junit_logging=no", "--taskproc-clear")
+    expect(quiet, passed=1)
+    (case,) = ET.parse(project.path / "quiet.xml").getroot().iter("testcase")
+    assert case.find("system-out") is None
+
+
+RECORDING_PDB = """
+class Recorder:
+    '''Stands in for pdb: notes where post-mortem debugging would stop.'''
+
+    quitting = False
+
+    def reset(self) -> None:
+        pass
+
+    def interaction(self, frame, tb) -> None:
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        code = tb.tb_frame.f_code
+        with open("stopped.txt", "w") as handle:
+            handle.write(f"{code.co_name} {code.co_filename} {tb.tb_frame.f_locals.get('self')!r}")
+"""
+
+
+def test_pdb_stops_inside_the_failing_run_task(project: Project) -> None:
+    project.task_file("task_fail.py", FAILING)
+    (project.path / "recorder.py").write_text(textwrap.dedent(RECORDING_PDB), encoding="utf-8")
+    project.pytester.syspathinsert()
+    result = project.run("--pdb", "--pdbcls=recorder:Recorder", "-k", "Bad")
+    expect(result, failed=1, deselected=2)
+    name, filename, task = (project.path / "stopped.txt").read_text().split(" ", 2)
+    assert name == "run_task"
+    assert Path(filename).name == "task_fail.py"
+    assert task == "Bad()"

@@ -151,7 +151,7 @@ def assert_each_once(lines: list[str], expected: int) -> None:
     assert len(lines) == expected
 
 
-@pytest.mark.parametrize("dist", ["load", "worksteal"])
+@pytest.mark.parametrize("dist", ["load", "worksteal", "loadgroup", "loadscope"])
 def test_shared_upstream_tasks_are_computed_once_across_workers(
     project: Project, dist: str
 ) -> None:
@@ -255,3 +255,56 @@ def test_collect_only_with_workers_is_a_dry_run(project: Project) -> None:
     result.stdout.fnmatch_lines(
         [f"taskproc: {SHARED_TASKS} of {SHARED_TASKS} tasks would be computed"]
     )
+
+
+KILLED = """
+import signal
+
+
+class Steady(TaskBase):
+    def build_task(self, i: int) -> None:
+        self.i = i
+
+    def run_task(self) -> int:
+        log("Steady", self.i)
+        return self.i
+
+
+class Doomed(TaskBase):
+    def run_task(self) -> bytes:
+        log("Doomed")
+        if not os.path.exists(os.path.join(os.path.dirname(LOG), "survive")):
+            # What the out-of-memory killer does, half-way through a result.
+            os.kill(os.getpid(), signal.SIGKILL)
+        return b"x" * 1000
+
+
+class Total(TaskBase):
+    parts: RequiresList[int]
+
+    def build_task(self) -> None:
+        self.parts = [Steady(i) for i in range(6)]
+
+    def run_task(self) -> int:
+        log("Total")
+        return sum(self.parts)
+"""
+
+
+def test_a_worker_killed_mid_task_crashes_one_item_and_leaves_nothing_partial(
+    project: Project,
+) -> None:
+    project.task_file("task_killed.py", KILLED.replace("Requires,", "Requires, RequiresList,"))
+    first = project.run("-n", "2")
+    assert first.ret == pytest.ExitCode.TESTS_FAILED
+    first.stdout.fnmatch_lines(["*worker 'gw*' crashed while running*Doomed*"])
+    outcomes = first.parseoutcomes()
+    assert outcomes.get("failed") == 1 and outcomes.get("passed") == 7, first.stdout.str()
+    results = project.cache / "taskproc" / "task_killed.Doomed" / "results"
+    assert list(results.glob("*/result.pkl*")) == []
+    assert Counter(project.runs())["Doomed"] == 1
+
+    (project.path / "survive").write_text("", encoding="utf-8")
+    second = project.run("-n", "2")
+    assert second.parseoutcomes() == {"passed": 1, "cached": 7}
+    assert project.runs() == ["Doomed"]
