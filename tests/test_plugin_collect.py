@@ -8,25 +8,9 @@ from __future__ import annotations
 
 import re
 import textwrap
-from pathlib import Path
 
 import pytest
-
-HEADER = """\
-from __future__ import annotations
-
-import pytest
-
-from pytest_taskproc import Const, Requires, TaskBase, infer_task_type
-
-LOG = {log!r}
-
-
-def log(*parts: object) -> None:
-    with open(LOG, "a", encoding="utf-8") as handle:
-        handle.write(" ".join(str(p) for p in parts) + "\\n")
-
-"""
+from taskproject import HEADER, Project
 
 CHOOSE = """
 @infer_task_type
@@ -91,38 +75,6 @@ CHOOSE_ITEMS = {
     ]
 }
 ALL_ITEMS = CHOOSE_ITEMS | {"Root", "Half[3]", "Half[5]"}
-
-
-class Project:
-    """A pytester directory with task files, a run log and a cache of its own."""
-
-    def __init__(self, pytester: pytest.Pytester) -> None:
-        self.pytester = pytester
-        self.path = pytester.path
-        self.log = pytester.path / "run.log"
-        self.cache = pytester.path / "tpcache"
-
-    def task_file(self, name: str, *bodies: str) -> Path:
-        text = HEADER.format(log=str(self.log)) + "".join(textwrap.dedent(b) for b in bodies)
-        path = self.path / name
-        path.write_text(text, encoding="utf-8")
-        return path
-
-    def run(self, *args: str, taskproc: bool = True) -> pytest.RunResult:
-        options = ["-p", "no:cacheprovider", "-W", "error", f"--taskproc-cache-dir={self.cache}"]
-        if taskproc:
-            options.insert(0, "--taskproc")
-        return self.pytester.runpytest_subprocess(*options, *args, timeout=120)
-
-    def runs(self) -> list[str]:
-        if not self.log.exists():
-            return []
-        return self.log.read_text(encoding="utf-8").splitlines()
-
-    def collected(self, *args: str) -> list[str]:
-        """Node ids listed by ``--collect-only -q``, in order."""
-        result = self.run("--collect-only", "-q", *args)
-        return [line for line in result.outlines if "::" in line and not line.startswith(" ")]
 
 
 @pytest.fixture

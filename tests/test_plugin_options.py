@@ -9,22 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-HEADER = """\
-from __future__ import annotations
-
-import pytest
-
-from pytest_taskproc import Const, Requires, TaskBase, infer_task_type
-
-LOG = {log!r}
-
-
-def log(*parts: object) -> None:
-    with open(LOG, "a", encoding="utf-8") as handle:
-        handle.write(" ".join(str(p) for p in parts) + "\\n")
-
-"""
+from taskproject import HEADER
 
 TASKS = """
 @infer_task_type

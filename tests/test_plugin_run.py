@@ -13,22 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-HEADER = """\
-from __future__ import annotations
-
-import pytest
-
-from pytest_taskproc import Const, Requires, TaskBase, infer_task_type
-
-LOG = {log!r}
-
-
-def log(*parts: object) -> None:
-    with open(LOG, "a", encoding="utf-8") as handle:
-        handle.write(" ".join(str(p) for p in parts) + "\\n")
-
-"""
+from taskproject import Project
 
 BINOM = """
 @infer_task_type
@@ -118,41 +103,6 @@ class Good(TaskBase):
         log("Good")
         return 1
 """
-
-
-class Project:
-    """A pytester directory with task files, a run log and a cache of its own."""
-
-    def __init__(self, pytester: pytest.Pytester) -> None:
-        self.pytester = pytester
-        self.path = pytester.path
-        self.log = pytester.path / "run.log"
-        self.cache = pytester.path / "tpcache"
-
-    def task_file(self, name: str, body: str) -> Path:
-        path = self.path / name
-        path.write_text(HEADER.format(log=str(self.log)) + textwrap.dedent(body), encoding="utf-8")
-        return path
-
-    def run(self, *args: str) -> pytest.RunResult:
-        return self.pytester.runpytest_subprocess(
-            "--taskproc",
-            "-p",
-            "no:cacheprovider",
-            "-W",
-            "error",
-            f"--taskproc-cache-dir={self.cache}",
-            *args,
-            timeout=120,
-        )
-
-    def runs(self) -> list[str]:
-        """Log lines since the last call: what ``run_task`` computed in between."""
-        if not self.log.exists():
-            return []
-        lines = self.log.read_text(encoding="utf-8").splitlines()
-        self.log.write_text("", encoding="utf-8")
-        return lines
 
 
 @pytest.fixture

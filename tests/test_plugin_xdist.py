@@ -11,34 +11,14 @@ import itertools
 import os
 import subprocess
 import sys
-import textwrap
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from taskproject import Project
 
 pytest.importorskip("xdist")
 
 pytestmark = pytest.mark.slow
-
-HEADER = """\
-from __future__ import annotations
-
-import os
-import time
-
-import pytest
-
-from pytest_taskproc import Const, Requires, TaskBase, infer_task_type
-
-LOG = {log!r}
-
-
-def log(*parts: object) -> None:
-    with open(LOG, "a", encoding="utf-8") as handle:
-        handle.write(" ".join(str(p) for p in parts) + "\\n")
-
-"""
 
 #: Roots Half[4..7] share most of their upstream Choose tasks.
 SHARED = """
@@ -113,36 +93,18 @@ class Gpu(TaskBase, channel="<gpu>"):
 """
 
 
-class Project:
-    def __init__(self, pytester: pytest.Pytester) -> None:
-        self.pytester = pytester
-        self.path = pytester.path
-        self.log = pytester.path / "run.log"
-        self.cache = pytester.path / "tpcache"
-
-    def task_file(self, name: str, body: str) -> Path:
-        path = self.path / name
-        path.write_text(HEADER.format(log=str(self.log)) + textwrap.dedent(body), encoding="utf-8")
-        return path
-
-    def options(self) -> list[str]:
-        return ["--taskproc", "-p", "no:cacheprovider", f"--taskproc-cache-dir={self.cache}"]
-
-    def run(self, *args: str) -> pytest.RunResult:
-        return self.pytester.runpytest_subprocess(*self.options(), *args, timeout=120)
+class WorkerProject(Project):
+    """Log lines here end with the pid of the process that wrote them."""
 
     def runs(self) -> list[str]:
-        """Log lines, without the pid, since the last call."""
-        if not self.log.exists():
-            return []
-        lines = self.log.read_text(encoding="utf-8").splitlines()
-        self.log.write_text("", encoding="utf-8")
-        return [line.rsplit(" ", 1)[0] for line in lines]
+        """Log lines since the last call, without the pid."""
+        return [line.rsplit(" ", 1)[0] for line in super().runs()]
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> Project:
-    return Project(pytester)
+def project(pytester: pytest.Pytester) -> WorkerProject:
+    # xdist's execnet emits warnings of its own; they are not this plugin's to fail on.
+    return WorkerProject(pytester, warnings_as_errors=False)
 
 
 def assert_each_once(lines: list[str], expected: int) -> None:
@@ -294,7 +256,7 @@ class Total(TaskBase):
 def test_a_worker_killed_mid_task_crashes_one_item_and_leaves_nothing_partial(
     project: Project,
 ) -> None:
-    project.task_file("task_killed.py", KILLED.replace("Requires,", "Requires, RequiresList,"))
+    project.task_file("task_killed.py", KILLED)
     first = project.run("-n", "2")
     assert first.ret == pytest.ExitCode.TESTS_FAILED
     first.stdout.fnmatch_lines(["*worker 'gw*' crashed while running*Doomed*"])

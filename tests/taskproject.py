@@ -1,0 +1,72 @@
+"""A pytester directory of task files, for the plugin's end-to-end tests.
+
+Every run is a pytest subprocess with a cache of its own; the generated task
+modules share a ``log()`` helper that appends one line to ``run.log`` each
+time it is called, so a test can tell exactly which ``run_task`` calls a run
+made (a task computed twice shows up twice).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+HEADER = """\
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from pytest_taskproc import Const, Requires, RequiresList, TaskBase, infer_task_type
+
+LOG = {log!r}
+
+
+def log(*parts: object) -> None:
+    with open(LOG, "a", encoding="utf-8") as handle:
+        handle.write(" ".join(str(p) for p in parts) + "\\n")
+
+"""
+
+
+class Project:
+    """Task files, a run log and a cache in one pytester directory."""
+
+    def __init__(self, pytester: pytest.Pytester, *, warnings_as_errors: bool = True) -> None:
+        self.pytester = pytester
+        self.path = pytester.path
+        self.log = pytester.path / "run.log"
+        self.cache = pytester.path / "tpcache"
+        self.warnings_as_errors = warnings_as_errors
+
+    def task_file(self, name: str, *bodies: str) -> Path:
+        text = HEADER.format(log=str(self.log)) + "".join(textwrap.dedent(b) for b in bodies)
+        path = self.path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def options(self, taskproc: bool = True) -> list[str]:
+        options = ["-p", "no:cacheprovider", f"--taskproc-cache-dir={self.cache}"]
+        if self.warnings_as_errors:
+            options += ["-W", "error"]
+        return ["--taskproc", *options] if taskproc else options
+
+    def run(self, *args: str, taskproc: bool = True) -> pytest.RunResult:
+        return self.pytester.runpytest_subprocess(*self.options(taskproc), *args, timeout=120)
+
+    def runs(self) -> list[str]:
+        """Log lines since the last call: what ``run_task`` computed in between."""
+        if not self.log.exists():
+            return []
+        lines = self.log.read_text(encoding="utf-8").splitlines()
+        self.log.write_text("", encoding="utf-8")
+        return lines
+
+    def collected(self, *args: str) -> list[str]:
+        """Node ids listed by ``--collect-only -q``, in order."""
+        result = self.run("--collect-only", "-q", *args)
+        return [line for line in result.outlines if "::" in line and not line.startswith(" ")]
