@@ -143,7 +143,10 @@ def compute(job: Job, store: ClassStore) -> int:
         key = node_key(upstream)
         if key not in loaded:
             up_store = get_store(root, upstream.task_name)
-            loaded[key] = up_store.load_result(up_store.task_id(upstream._tp_key), upstream._tp_key)
+            task_id = up_store.task_id(upstream._tp_key)
+            # Every upstream result was checked against its args.json when the
+            # scheduler planned it, or when its job stored it, during this run.
+            loaded[key] = up_store.load_result(task_id, upstream._tp_key, owner_checked=True)
         return loaded[key]
 
     resolved = {
