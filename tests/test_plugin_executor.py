@@ -1,0 +1,84 @@
+"""``--taskproc-executor``: a pytest run computing its tasks on a pool or a Dask cluster."""
+
+from __future__ import annotations
+
+import pytest
+from taskproject import Project
+
+TASKS = """
+class Part(TaskBase):
+    def build_task(self, i: int) -> None:
+        self.i = i
+
+    def run_task(self) -> int:
+        log("Part", self.i, os.getpid())
+        return self.i * self.i
+
+
+class Whole(TaskBase):
+    parts: RequiresList[int]
+
+    def build_task(self) -> None:
+        self.parts = [Part(i) for i in range(4)]
+
+    def run_task(self) -> int:
+        log("Whole", sum(self.parts), os.getpid())
+        return sum(self.parts)
+"""
+
+CONFTEST = """
+import os
+
+
+def pytest_configure(config):
+    with open("pytest.pid", "w") as handle:
+        handle.write(str(os.getpid()))
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> Project:
+    # Dask's cluster start-up warns about things that are not this plugin's.
+    project = Project(pytester, warnings_as_errors=False)
+    project.task_file("task_parts.py", TASKS)
+    (pytester.path / "conftest.py").write_text(CONFTEST, encoding="utf-8")
+    return project
+
+
+@pytest.mark.parametrize("spec", ["process:2", "thread:2", "dask"])
+def test_tasks_run_on_the_named_executor_and_are_cached_after(project: Project, spec: str) -> None:
+    first = project.run(f"--taskproc-executor={spec}")
+    assert first.parseoutcomes() == {"passed": 5}, first.stdout.str()
+    lines = [line.split() for line in project.runs()]
+    assert sorted(line[:2] for line in lines) == [
+        ["Part", "0"],
+        ["Part", "1"],
+        ["Part", "2"],
+        ["Part", "3"],
+        ["Whole", "14"],
+    ]
+    pytest_pid = (project.path / "pytest.pid").read_text()
+    pids = {line[-1] for line in lines}
+    if spec.startswith("thread"):
+        assert pids == {pytest_pid}
+    else:
+        assert pytest_pid not in pids
+    second = project.run(f"--taskproc-executor={spec}")
+    assert second.parseoutcomes() == {"cached": 5}
+    assert project.runs() == []
+
+
+def test_a_task_failing_on_a_pool_fails_its_item_with_the_remote_traceback(
+    project: Project,
+) -> None:
+    project.task_file(
+        "task_fails.py",
+        """
+class Broken(TaskBase):
+    def run_task(self) -> int:
+        raise KeyError("missing column")
+""",
+    )
+    result = project.run("--taskproc-executor=process:2", "-k", "Broken")
+    result.assert_outcomes(failed=1, deselected=5)
+    result.stdout.fnmatch_lines(["*KeyError: 'missing column'*", "*task_fails.py*"])
