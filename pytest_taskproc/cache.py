@@ -106,6 +106,7 @@ class ClassStore:
         self._table: diskcache.Cache | None = None
         self._lock = threading.Lock()
         self._locks_ready = False
+        self._source_seen: tuple[str, int] | None = None
         self._results_prefix = str(self.results_dir) + os.sep
 
     # -- id table ---------------------------------------------------------
@@ -251,6 +252,14 @@ class ClassStore:
         """mtime (ns) of ``source.txt``, rewriting it when the source changed."""
         if source is None:
             return 0
+        # A class's source cannot change within a process; look once.
+        if self._source_seen is not None and self._source_seen[0] == source:
+            return self._source_seen[1]
+        mtime = self._source_timestamp(source)
+        self._source_seen = (source, mtime)
+        return mtime
+
+    def _source_timestamp(self, source: str) -> int:
         path = self.base / "source.txt"
         try:
             if path.read_text() == source:

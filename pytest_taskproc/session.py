@@ -59,7 +59,11 @@ class TaskprocSession:
         self.task_files: dict[Path, TaskFile] = {}
         self.itemized: dict[NodeKey, TaskItem] = {}
         self.first_file: dict[NodeKey, TaskFile] = {}
-        self.graph = TaskGraph([])
+        #: every task reached from a root, the file that reached it first, explicit root ids
+        self.tasks: dict[NodeKey, Any] = {}
+        self.explicit_ids: dict[NodeKey, str] = {}
+        #: item names taken, per file node id
+        self.names: dict[str, set[str]] = {}
         self.cleared: set[NodeKey] = set()
         self.failed: dict[NodeKey, str] = {}
         self.computed_here: set[NodeKey] = set()
@@ -90,6 +94,8 @@ class TaskprocSession:
 
     def add_root(self, root: Any, source: TaskFile, explicit_id: str | None) -> None:
         self.roots.append((root, source, explicit_id))
+        if explicit_id:
+            self.explicit_ids.setdefault(node_key(root), explicit_id)
         stack = [root]
         while stack:
             task = stack.pop()
@@ -97,47 +103,34 @@ class TaskprocSession:
             if key in self.first_file:
                 continue
             self.first_file[key] = source
+            self.tasks[key] = task
             stack.extend(task._tp_upstream)
 
     def claim_items(self, source: TaskFile) -> list[TaskItem]:
         """Items for every task reached so far whose class this file defines."""
         here = source.path.resolve()
-        made = []
-        for key in list(self.first_file):
-            if key in self.itemized:
-                continue
-            task = self._task_for(key)
-            if defining_file(type(task)) == here:
-                made.append(self._make_item(key, task, source))
-        return made
-
-    def _task_for(self, key: NodeKey) -> Any:
-        for root, _, _ in self.roots:
-            if node_key(root) == key:
-                return root
-        return self._all_tasks()[key]
-
-    def _all_tasks(self) -> dict[NodeKey, Any]:
-        if len(self.graph) != len(self.first_file):
-            self.graph = TaskGraph([r for r, _, _ in self.roots])
-        return self.graph.tasks
+        return [
+            self._make_item(key, task, source)
+            for key, task in list(self.tasks.items())
+            if key not in self.itemized and defining_file(type(task)) == here
+        ]
 
     def _make_item(self, key: NodeKey, task: Any, parent: TaskFile) -> TaskItem:
-        explicit = next((e for r, _, e in self.roots if node_key(r) == key and e), None)
+        explicit = self.explicit_ids.get(key)
         name = f"{type(task).__qualname__}[{explicit}]" if explicit else task_item_name(task)
-        taken = {i.name for i in self.itemized.values() if i.parent is parent}
+        taken = self.names.setdefault(parent.nodeid, set())
         unique, n = name, 1
         while unique in taken:
             unique, n = f"{name}#{n}", n + 1
+        taken.add(unique)
         item = TaskItem.from_parent(parent, name=unique, task=task, tp_session=self)
         self.itemized[key] = item
         return item
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, items: list[Any]) -> None:
-        tasks = self._all_tasks()
         late = 0
-        for key, task in tasks.items():
+        for key, task in list(self.tasks.items()):
             if key in self.itemized:
                 continue
             owner = self.task_files.get(defining_file(type(task)) or Path()) or self.first_file[key]
@@ -246,13 +239,14 @@ class TaskprocSession:
             return
         from .export import graph_structure
 
+        graph = TaskGraph([r for r, _, _ in self.roots])
         path = self.reporter.run_dir / GRAPH_FILE
         ensure_directory(path.parent)
         items = {k: i.nodeid for k, i in self.itemized.items()}
         states: dict[NodeKey, TaskState] | None = None
         if self.config.option.collectonly:
-            states = plan(self.graph, self.cache_root, self.detect_source_change)
-        write_text_atomic(path, json.dumps(graph_structure(self.graph, items, states)))
+            states = plan(graph, self.cache_root, self.detect_source_change)
+        write_text_atomic(path, json.dumps(graph_structure(graph, items, states)))
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         if self._close_executor is not None:
