@@ -457,3 +457,30 @@ def test_pdb_stops_inside_the_failing_run_task(project: Project) -> None:
     assert name == "run_task"
     assert Path(filename).name == "task_fail.py"
     assert task == "Bad()"
+
+
+def test_last_failed_reruns_only_the_failed_task(project: Project) -> None:
+    project.task_file("task_fail.py", FAILING)
+    # --lf needs pytest's cache plugin, which the other tests switch off.
+    options = ["--taskproc", f"--taskproc-cache-dir={project.cache}", "-W", "error"]
+    first = project.pytester.runpytest_subprocess(*options, timeout=120)
+    first.assert_outcomes(passed=1, failed=1, skipped=1)
+    assert sorted(project.runs()) == ["Bad", "Good"]
+    again = project.pytester.runpytest_subprocess(*options, "--lf", timeout=120)
+    # pytest filters task files like test modules: only the failed item is collected.
+    assert again.parseoutcomes() == {"failed": 1}, again.stdout.str()
+    again.stdout.fnmatch_lines(
+        ["*run-last-failure*", "FAILED task_fail.py::Bad - RuntimeError: boom"]
+    )
+    assert project.runs() == ["Bad"]
+
+
+def test_the_taskproc_marker_selects_task_items(project: Project) -> None:
+    project.task_file("task_fail.py", FAILING)
+    project.pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
+    only_plain = project.run("-m", "not taskproc")
+    only_plain.assert_outcomes(passed=1, deselected=3)
+    assert project.runs() == []
+    only_tasks = project.run("-m", "taskproc", "-k", "Good")
+    only_tasks.assert_outcomes(passed=1, deselected=3)
+    assert project.runs() == ["Good"]
