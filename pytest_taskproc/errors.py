@@ -68,9 +68,5 @@ class TaskFailedEarlierError(TaskprocError, RuntimeError):
         return str(self.args[0])
 
 
-class UpstreamFailedError(TaskprocError, RuntimeError):
-    """A task was not run because a task it requires failed."""
-
-
 class ResultMissingError(TaskprocError, FileNotFoundError):
     """A task's result was asked for but is not in the cache."""

@@ -53,15 +53,3 @@ class TaskGraph:
 
     def __len__(self) -> int:
         return len(self.tasks)
-
-    def upstream(self, key: NodeKey) -> list[NodeKey]:
-        return list(self.dag.predecessors(key))
-
-    def downstream(self, key: NodeKey) -> list[NodeKey]:
-        return list(self.dag.successors(key))
-
-    def ancestors(self, key: NodeKey) -> set[NodeKey]:
-        return set(nx.ancestors(self.dag, key))
-
-    def descendants(self, key: NodeKey) -> set[NodeKey]:
-        return set(nx.descendants(self.dag, key))
