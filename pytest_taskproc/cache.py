@@ -1,67 +1,64 @@
-"""On-disk layout of the cache, the task id table, and result storage.
+"""The on-disk layout of the cache: result folders, their records, and how both are written.
 
 Layout, per task class::
 
     {root}/taskproc/{module}.{qualname}/
-        source.txt            normalised source; its mtime is the source's timestamp
-        id_table/             diskcache: canonical arguments -> task id
-        locks/{id}.lock       cross-process locks (see locks.py)
+        id_table/             canonical arguments -> task id (see idtable.py)
+        locks/tasks.lock      cross-process locks (see locks.py)
         results/{id}/
-            args.json         canonical arguments; checked on every read
-            result.pkl[.gz]   the result (see serialize.py)
+            args.json         canonical arguments (ground truth for the id table)
+            record.json       what the result was made from (see record.py)
+            result.pkl[.gz]   the pickled value (see serialize.py)
             stdout.txt, stderr.txt, data/
 
-A result counts only when ``args.json`` beside it names the same arguments,
-so a damaged id table or a stray directory can cost a recompute but never
-hands one task another task's value.  A broken id table is rebuilt from the
-``args.json`` files, which keeps every id stable.
+``record.json`` is the commit point.  A new result is written as: remove the
+old record (from then on the old result is no longer trusted), remove the old
+value, run the task, write the value, then rename the new record into place.
+A SIGKILL at any instant leaves the old result whole, the new one whole, or a
+folder without a record, which counts as no result.  A reader trusts a value
+only when the record names the task's arguments and the bytes have the
+recorded digest; a reader that finds the bytes changed under it reads again
+instead of calling it damage, since a writer may have committed meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import sqlite3
 import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
-import diskcache  # type: ignore[import-untyped]
-from filelock import FileLock
-
 from . import serialize
 from .atomic import TMP_MARK, remove_tree, write_atomic, write_text_atomic
-from .errors import CacheAccessError, CorruptResultError, ResultMissingError
+from .errors import CacheCorruptionWarning, CorruptResultError, ResultMissingError
+from .idtable import IdTable, access_error
+from .record import Record, RecordError, parse_record
 
-NEXT_ID = "next_id"  # canonical keys are JSON objects, so this never collides
+__all__ = ["CacheCorruptionWarning", "ClassStore", "get_store"]
+
+RECORD_NAME = "record.json"
+ARGS_NAME = "args.json"
 CACHE_README = """\
 # pytest-taskproc cache
 
 Cached task results written by pytest-taskproc. Each task class has a folder
-`{module}.{qualname}/` with `results/{task_id}/` per task. Delete a folder to
-make its tasks recompute. Results are pickles: only load a cache you trust.
+`{module}.{qualname}/` with `results/{task_id}/` per task: `args.json` (the
+task's arguments), `record.json` (what the result was made from: code digest,
+upstream values read, when and where) and the pickled result. Delete a folder
+to make its tasks recompute. Results are pickles: only load a cache you trust.
 """
 
-
-class CacheCorruptionWarning(UserWarning):
-    """A cache file was damaged; the affected result is recomputed."""
-
-
-def _access_error(action: str, path: Path, exc: OSError) -> CacheAccessError:
-    reason = exc.strerror or str(exc)
-    hint = (
-        " (is the cache directory read-only?)" if exc.errno in (errno.EACCES, errno.EROFS) else ""
-    )
-    return CacheAccessError(f"cannot {action} {path}: {reason}{hint}")
+#: How often a reader re-reads a result that changed under it before giving up.
+READ_ATTEMPTS = 5
 
 
 def ensure_directory(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _access_error("create cache directory", path, exc) from None
+        raise access_error("create cache directory", path, exc) from None
 
 
 _prepared_roots: set[tuple[int, str]] = set()
@@ -88,9 +85,13 @@ def prepare_root(root: Path) -> Path:
             try:
                 write_text_atomic(path, text)
             except OSError as exc:
-                raise _access_error("write", path, exc) from None
+                raise access_error("write", path, exc) from None
     _prepared_roots.add(marker)
     return top
+
+
+def _warn(message: str) -> None:
+    warnings.warn(CacheCorruptionWarning(message), stacklevel=4)
 
 
 class ClassStore:
@@ -102,127 +103,31 @@ class ClassStore:
         self.base = root / "taskproc" / name
         self.results_dir = self.base / "results"
         self.locks_dir = self.base / "locks"
-        self._ids: dict[str, int] = {}
-        self._table: diskcache.Cache | None = None
-        self._lock = threading.Lock()
+        self.ids = IdTable(name, self.base, self.results_dir)
         self._locks_ready = False
-        self._source_seen: tuple[str, int] | None = None
         self._results_prefix = str(self.results_dir) + os.sep
 
-    # -- id table ---------------------------------------------------------
-    def _open_table(self) -> diskcache.Cache:
-        if self._table is None:
-            prepare_root(self.root)
-            ensure_directory(self.results_dir)
-            path = self.base / "id_table"
-            try:
-                self._table = self._open_checked(path)
-            except sqlite3.DatabaseError as exc:
-                self._table = self._rebuild_table(path, exc)
-            except OSError as exc:
-                raise _access_error("open the id table", path, exc) from None
-        return self._table
+    # -- ids --------------------------------------------------------------
+    def lookup_ids(self, keys: list[str]) -> list[int | None]:
+        """Existing ids of ``keys`` (None where there is none); writes nothing."""
+        return self.ids.lookup(keys)
 
-    @staticmethod
-    def _open_checked(path: Path) -> diskcache.Cache:
-        database = path / "cache.db"
-        if database.exists():
-            # diskcache leaks the connection of an open that fails (a ResourceWarning
-            # since Python 3.13), so a file that is no database is caught here first.
-            with contextlib.closing(sqlite3.connect(database)) as connection:
-                connection.execute("PRAGMA schema_version").fetchone()
-        table = diskcache.Cache(
-            str(path), eviction_policy="none", statistics=0, tag_index=0, timeout=60
-        )
-        try:
-            table.get(NEXT_ID)  # touches the database, so damage shows up here
-        except BaseException:
-            table.close()
-            raise
-        return table
-
-    def _rebuild_table(self, path: Path, exc: Exception) -> diskcache.Cache:
-        warnings.warn(
-            CacheCorruptionWarning(
-                f"id table of {self.name} at {path} is damaged ({exc}); "
-                "rebuilding it from results/*/args.json"
-            ),
-            stacklevel=4,
-        )
-        remove_tree(path)
-        table = self._open_checked(path)
-        highest = -1
-        with table.transact(retry=True):
-            for entry in self._result_entries():
-                table.set(entry[1], entry[0])
-                highest = max(highest, entry[0])
-            table.set(NEXT_ID, highest + 1)
-        return table
-
-    def _result_entries(self) -> list[tuple[int, str]]:
-        entries = []
-        try:
-            names = os.listdir(self.results_dir)
-        except FileNotFoundError:
-            return []
-        for name in names:
-            if not name.isdigit():
-                continue
-            try:
-                key = (self.results_dir / name / "args.json").read_text()
-            except OSError:
-                continue
-            entries.append((int(name), key))
-        return entries
+    def known_id(self, key: str) -> int | None:
+        found = self.ids.known(key)
+        return found if found is not None else self.ids.lookup([key])[0]
 
     def task_ids(self, keys: list[str]) -> list[int]:
-        """Ids for ``keys``, assigning new ones in one transaction."""
-        with self._lock:
-            missing = [k for k in dict.fromkeys(keys) if k not in self._ids]
-            if missing:
-                self._assign(missing)
-            return [self._ids[k] for k in keys]
+        """Ids for ``keys``, assigning new ones: only for tasks about to be written."""
+        prepare_root(self.root)
+        ensure_directory(self.results_dir)
+        return self.ids.assign(keys)
 
     def task_id(self, key: str) -> int:
-        found = self._ids.get(key)
-        if found is not None:
-            return found
-        return self.task_ids([key])[0]
+        found = self.ids.known(key)
+        return found if found is not None else self.task_ids([key])[0]
 
     def remember_id(self, key: str, task_id: int) -> None:
-        """Record an id learned from the scheduler, sparing a worker the lookup."""
-        self._ids[key] = task_id
-
-    def _assign(self, keys: list[str]) -> None:
-        try:
-            self._assign_in(self._open_table(), keys)
-        except sqlite3.DatabaseError as exc:
-            self._table = self._rebuild_table(self.base / "id_table", exc)
-            self._assign_in(self._table, keys)
-
-    def _assign_in(self, table: diskcache.Cache, keys: list[str]) -> None:
-        unknown = []
-        for key in keys:
-            found = table.get(key)
-            if found is None:
-                unknown.append(key)
-            else:
-                self._ids[key] = int(found)
-        if not unknown:
-            return
-        try:
-            with table.transact(retry=True):
-                next_id = int(table.get(NEXT_ID, 0))
-                for key in unknown:
-                    found = table.get(key)
-                    if found is None:
-                        found = next_id
-                        next_id += 1
-                        table.set(key, found)
-                    self._ids[key] = int(found)
-                table.set(NEXT_ID, next_id)
-        except OSError as exc:
-            raise _access_error("write the id table of", self.base, exc) from None
+        self.ids.remember(key, task_id)
 
     # -- paths ------------------------------------------------------------
     def folder(self, task_id: int) -> str:
@@ -241,149 +146,140 @@ class ClassStore:
     def data_dir(self, task_id: int) -> Path:
         return self.result_dir(task_id) / "data"
 
+    def record_path(self, task_id: int) -> str:
+        return f"{self.folder(task_id)}{os.sep}{RECORD_NAME}"
+
     def lock_path(self, stem: str) -> str:
         if not self._locks_ready:
             ensure_directory(self.locks_dir)
             self._locks_ready = True
         return f"{self.locks_dir}{os.sep}{stem}.lock"
 
-    # -- source -----------------------------------------------------------
-    def source_timestamp(self, source: str | None) -> int:
-        """mtime (ns) of ``source.txt``, rewriting it when the source changed."""
-        if source is None:
-            return 0
-        # A class's source cannot change within a process; look once.
-        if self._source_seen is not None and self._source_seen[0] == source:
-            return self._source_seen[1]
-        mtime = self._source_timestamp(source)
-        self._source_seen = (source, mtime)
-        return mtime
-
-    def _source_timestamp(self, source: str) -> int:
-        path = self.base / "source.txt"
-        try:
-            if path.read_text() == source:
-                return path.stat().st_mtime_ns
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise _access_error("read", path, exc) from None
-        prepare_root(self.root)
-        ensure_directory(self.locks_dir)
-        # Two processes may both find the file missing or old. Without the
-        # lock, the later writer would date the source after results the
-        # other one already stored, and those would be recomputed.
-        with FileLock(str(self.locks_dir / "source.lock")):
-            try:
-                if path.read_text() != source:
-                    write_text_atomic(path, source)
-                return path.stat().st_mtime_ns
-            except FileNotFoundError:
-                write_text_atomic(path, source)
-                return path.stat().st_mtime_ns
-            except OSError as exc:
-                raise _access_error("write", path, exc) from None
-
-    # -- results ----------------------------------------------------------
-    def _result_file(self, task_id: int) -> tuple[str, int] | None:
-        """The newest result file of a task and its mtime (ns), if any."""
-        best: tuple[str, int] | None = None
-        folder = self.folder(task_id)
-        for name in (serialize.RAW_NAME, serialize.GZIP_NAME):
-            path = f"{folder}{os.sep}{name}"
-            try:
-                mtime = os.stat(path).st_mtime_ns
-            except FileNotFoundError:
-                continue
-            if best is None or mtime > best[1]:
-                best = (path, mtime)
-        return best
-
-    def result_timestamp(self, task_id: int, key: str, warn: bool = True) -> int | None:
-        """When the task's result was written, or None if there is no trustworthy one."""
-        found = self._result_file(task_id)
-        if found is None:
-            return None
-        if not self._owns(task_id, key, warn):
-            return None
-        return found[1]
-
-    def _owns(self, task_id: int, key: str, warn: bool = True) -> bool:
-        path = f"{self.folder(task_id)}{os.sep}args.json"
-        try:
-            with open(path, encoding="utf-8") as handle:
-                stored = handle.read()
-        except FileNotFoundError:
-            stored = None
-        except (OSError, UnicodeDecodeError):
-            stored = ""
-        if stored == key:
-            return True
-        if not warn:
-            return False
-        problem = "is missing" if stored is None else "names other arguments"
-        warnings.warn(
-            CacheCorruptionWarning(
-                f"{path} {problem}; the result of {self.name} with arguments {key} "
-                "is not trusted and will be recomputed"
-            ),
-            stacklevel=3,
-        )
-        return False
-
-    def load_result(self, task_id: int, key: str, owner_checked: bool = False) -> Any:
-        """The stored result; ``owner_checked`` skips re-reading an ``args.json``
-        the caller verified moments ago (the scheduler does, for upstream results)."""
-        found = self._result_file(task_id)
-        if found is None or not (owner_checked or self._owns(task_id, key)):
-            raise ResultMissingError(f"no cached result for {self.name} with arguments {key}")
-        path = found[0]
+    # -- reading ----------------------------------------------------------
+    def _record_text(self, task_id: int) -> bytes | None:
+        path = self.record_path(task_id)
         try:
             with open(path, "rb") as handle:
-                blob = handle.read()
-        except FileNotFoundError:
-            raise ResultMissingError(
-                f"no cached result for {self.name} with arguments {key}"
-            ) from None
+                return handle.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except IsADirectoryError:
+            return b""
+        except OSError as exc:
+            raise access_error("read", path, exc) from None
+
+    def read_record(self, task_id: int, key: str, warn: bool = True) -> Record | None:
+        """The record of a task's result, or None when there is no trustworthy one.
+
+        Only the record is read (and the value file's size checked), so
+        planning a large graph costs one small read per task.
+        """
+        text = self._record_text(task_id)
+        if text is None:
+            return None
+        return self._checked_record(task_id, key, text, warn)
+
+    def _checked_record(self, task_id: int, key: str, text: bytes, warn: bool) -> Record | None:
+        path = self.record_path(task_id)
         try:
-            return serialize.decode(os.path.basename(path), blob)
-        except ValueError as exc:
+            record = parse_record(text)
+        except RecordError as exc:
+            if warn:
+                _warn(f"{path} is damaged ({exc}); the result of {self.name} {key} is recomputed")
+            return None
+        if record.name != self.name or record.key != key:
+            if warn:
+                _warn(
+                    f"{path} belongs to {record.name} {record.key}, not to {self.name} {key}; "
+                    "that result is not trusted and will be recomputed"
+                )
+            return None
+        if record.file not in (serialize.RAW_NAME, serialize.GZIP_NAME):
+            if warn:
+                _warn(f"{path} names no result file; the result of {self.name} {key} is recomputed")
+            return None
+        value_path = f"{self.folder(task_id)}{os.sep}{record.file}"
+        try:
+            size = os.stat(value_path).st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # the record of a result being replaced, or a deleted value file
+        except OSError as exc:
+            raise access_error("read", value_path, exc) from None
+        if size != record.stored_size:
+            if warn:
+                _warn(
+                    f"{value_path} has {size} bytes where its record says {record.stored_size}; "
+                    f"the result of {self.name} {key} is recomputed"
+                )
+            return None
+        return record
+
+    def load_value(self, task_id: int, key: str) -> tuple[Any, Record]:
+        """The stored value and its record, checked against the recorded digest.
+
+        ``ResultMissingError`` when there is no result; ``CorruptResultError``
+        when the stored bytes are damaged.  A result replaced by another
+        process while it is read is read again.
+        """
+        for _ in range(READ_ATTEMPTS):
+            text = self._record_text(task_id)
+            record = None if text is None else self._checked_record(task_id, key, text, True)
+            if record is None or text is None:
+                raise ResultMissingError(f"no cached result for {self.name} with arguments {key}")
+            path = f"{self.folder(task_id)}{os.sep}{record.file}"
+            try:
+                with open(path, "rb") as handle:
+                    blob = handle.read()
+            except FileNotFoundError:
+                continue  # replaced just now: read the new record
+            except OSError as exc:
+                raise access_error("read", path, exc) from None
+            problem = None
+            try:
+                value, intact = serialize.verified_load(
+                    serialize.unpack(record.file, blob), record.digest
+                )
+            except ValueError as exc:
+                value, intact, problem = None, False, str(exc)
+            if intact:
+                return value, record
+            if self._record_text(task_id) != text:
+                continue  # a writer committed in the meantime; the bytes were the new ones
             raise CorruptResultError(
-                f"cached result {path} of {self.name} with arguments {key} is damaged: {exc}",
+                f"cached result {path} of {self.name} with arguments {key} is damaged: "
+                + (problem or "its bytes do not have the digest its record names"),
                 self.name,
                 key,
-            ) from None
-
-    def check_result(self, task_id: int) -> str | None:
-        """A cheap structural check of a stored result; what is wrong, or None.
-
-        A raw pickle must start with a protocol header and end with the STOP
-        opcode, which catches truncation and garbage without unpickling; a
-        gzip stream is decompressed to its end, which checks its CRC.
-        """
-        found = self._result_file(task_id)
-        if found is None:
-            return None
-        path = found[0]
-        try:
-            with open(path, "rb") as handle:
-                if path.endswith(serialize.GZIP_NAME):
-                    problem = serialize.check_gzip_stream(handle)
-                else:
-                    problem = serialize.check_pickle_frame(handle)
-        except FileNotFoundError:
-            return None
-        return (
-            None
-            if problem is None
-            else f"cached result {path} of {self.name} is damaged: {problem}"
+            )
+        raise ResultMissingError(
+            f"the result of {self.name} with arguments {key} kept changing while it was read"
         )
 
-    def begin_run(self, task_id: int, key: str) -> bool:
-        """Make way for a new result: nothing old may outlive a failed run.
+    def verify_value(self, task_id: int, record: Record) -> str | None:
+        """Whether the stored bytes still have the recorded digest; what is wrong, or None."""
+        path = f"{self.folder(task_id)}{os.sep}{record.file}"
+        try:
+            with open(path, "rb") as handle:
+                data = serialize.unpack(record.file, handle.read())
+        except FileNotFoundError:
+            return None  # replaced or cleared meanwhile: not damage
+        except ValueError as exc:
+            return f"cached result {path} of {self.name} is damaged: {exc}"
+        if serialize.value_digest(data) != record.digest:
+            if self._record_text(task_id) is None:
+                return None
+            current = self.read_record(task_id, record.key, warn=False)
+            if current is not None and current.digest != record.digest:
+                return None  # recomputed by another process meanwhile
+            return f"cached result {path} of {self.name} does not have the digest its record names"
+        return None
 
-        Returns whether the task's folder was created just now, in which case
-        there is nothing old to remove afterwards either.
+    # -- writing ----------------------------------------------------------
+    def begin_run(self, task_id: int, key: str) -> tuple[bool, Record | None]:
+        """Make way for a new result; returns (folder is new, the previous record).
+
+        The previous record is removed first: from then on the old value is
+        not trusted, so a failed or killed run leaves no result behind.
         """
         folder = self.folder(task_id)
         try:
@@ -393,60 +289,68 @@ class ClassStore:
         except FileNotFoundError:
             ensure_directory(Path(folder))
         except OSError as exc:
-            raise _access_error("prepare", Path(folder), exc) from None
+            raise access_error("prepare", folder, exc) from None
         else:
-            # A new folder holds no result, and a result is only trusted next
-            # to a matching args.json, so args.json need not be written
-            # atomically here: a torn one is simply rewritten next time.
+            # A new folder holds no record, so args.json need not be written
+            # atomically: a torn one is rewritten by the next run.
             try:
-                with open(f"{folder}{os.sep}args.json", "x", encoding="utf-8") as handle:
+                with open(f"{folder}{os.sep}{ARGS_NAME}", "x", encoding="utf-8") as handle:
                     handle.write(key)
             except OSError as exc:
-                raise _access_error("prepare", Path(folder), exc) from None
-            return True
-        self.discard_result(task_id)
+                raise access_error("prepare", folder, exc) from None
+            return True, None
+        if not os.path.isdir(folder):
+            _warn(f"{folder} is not a folder; replacing it with the result of {self.name} {key}")
+            _unlink(folder)
+            return self.begin_run(task_id, key)
+        previous = self.read_record(task_id, key, warn=False)
+        _unlink(self.record_path(task_id))
+        self.discard_value(task_id)
         _remove_leftovers(folder)
         try:
-            if not self._owns(task_id, key, warn=False):
-                write_text_atomic(Path(folder, "args.json"), key)
-        except OSError as exc:
-            raise _access_error("prepare", Path(folder), exc) from None
+            with open(f"{folder}{os.sep}{ARGS_NAME}", encoding="utf-8") as handle:
+                owned = handle.read() == key
+        except (OSError, UnicodeDecodeError):
+            owned = False
+        if not owned:
+            try:
+                write_text_atomic(Path(folder, ARGS_NAME), key)
+            except OSError as exc:
+                raise access_error("prepare", folder, exc) from None
         remove_tree(Path(folder, "data"))
-        return False
+        return False, previous
 
-    def write_result(
-        self,
-        task_id: int,
-        data: bytes,
-        compress_level: int | None,
-        not_before_ns: int,
-        new_folder: bool = False,
-    ) -> int:
-        """Store pickled ``data`` atomically; returns the new result's mtime (ns).
+    def write_value(self, task_id: int, data: bytes, compress_level: int | None) -> tuple[str, int]:
+        """Store pickled ``data`` in the task's folder; returns the file name and its size.
 
-        The mtime is kept strictly above ``not_before_ns`` (the newest upstream
-        result), so "upstream is newer" never misfires on coarse clocks.
+        Written in place: until the record is committed nobody trusts it.
         """
         name, blob = serialize.encode(data, serialize.choose_encoding(data, compress_level))
-        folder = self.folder(task_id)
-        path = f"{folder}{os.sep}{name}"
+        path = f"{self.folder(task_id)}{os.sep}{name}"
         try:
-            write_atomic(path, [blob])
-            mtime = os.stat(path).st_mtime_ns
-            if mtime <= not_before_ns:
-                mtime = not_before_ns + 1
-                os.utime(path, ns=(mtime, mtime))
+            with open(path, "wb") as handle:
+                handle.write(blob)
         except OSError as exc:
-            raise _access_error("write the result", Path(path), exc) from None
-        if not new_folder:
-            other = serialize.GZIP_NAME if name == serialize.RAW_NAME else serialize.RAW_NAME
-            _unlink(f"{folder}{os.sep}{other}")
-        return mtime
+            raise access_error("write the result", path, exc) from None
+        return name, len(blob)
 
-    def discard_result(self, task_id: int) -> None:
+    def commit(self, task_id: int, record: Record) -> None:
+        """Publish a result: its record replaces whatever record was there, atomically."""
+        path = self.record_path(task_id)
+        try:
+            write_atomic(path, [record.to_json().encode()])
+        except OSError as exc:
+            raise access_error("write", path, exc) from None
+
+    def discard_value(self, task_id: int) -> None:
         folder = self.folder(task_id)
         for name in (serialize.RAW_NAME, serialize.GZIP_NAME):
             _unlink(f"{folder}{os.sep}{name}")
+
+    def discard_result(self, task_id: int) -> None:
+        """Forget a result: the record goes first, so no reader trusts what remains."""
+        _unlink(self.record_path(task_id))
+        self.discard_value(task_id)
 
     def clear_task(self, task_id: int) -> None:
         self.discard_result(task_id)
@@ -474,10 +378,12 @@ def _remove_leftovers(folder: str) -> None:
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         pass
+    except IsADirectoryError:
+        remove_tree(Path(path))
     except OSError as exc:
-        raise _access_error("remove", Path(path), exc) from None
+        raise access_error("remove", path, exc) from None
 
 
 _stores: dict[tuple[int, str, str], ClassStore] = {}

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .graph import NodeKey, node_key
+from .spec import spec_of
 
 if TYPE_CHECKING:
     from .session import TaskprocSession
@@ -103,8 +104,7 @@ def _value_id(name: str, value: Any) -> str:
 
 def task_item_name(task: Any) -> str:
     """``ClassName[ids]`` from the task's arguments, like pytest's parametrize ids."""
-    bound = task._tp_config.signature.bind(*task._tp_call[0], **task._tp_call[1])
-    parts = [_value_id(name, value) for name, value in bound.arguments.items()]
+    parts = [_value_id(name, value) for name, value in spec_of(task).arguments.items()]
     base = type(task).__qualname__
     return f"{base}[{'-'.join(parts)}]" if parts else base
 

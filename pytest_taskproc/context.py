@@ -9,6 +9,7 @@ first used, which lets the pytest plugin and the app choose it first.
 
 from __future__ import annotations
 
+import contextvars
 import multiprocessing
 import os
 import sys
@@ -57,6 +58,45 @@ class Context:
         raise ValueError(
             f"unknown executor name {cls.executor_name!r} (CP_EXECUTOR); use 'process' or 'thread'"
         )
+
+
+#: The cache root of the job running in this thread (set by the worker for the
+#: duration of one task), so task properties used inside ``run_task`` see the
+#: cache the job belongs to, whatever this process's own settings say.
+job_cache_root: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "pytest_taskproc_job_cache_root", default=None
+)
+
+_fixed_root: tuple[object, Path] | None = None
+_fixed_lock = threading.Lock()
+
+
+def cache_root() -> Path:
+    """The cache root tasks use now: the running job's, else this process's fixed root.
+
+    The process's root is resolved when a task first needs it and then kept,
+    so a task that changes the working directory or ``CP_CACHE_DIR`` does not
+    move the cache under the rest of the run.  Assigning ``Context.cache_dir``
+    in code is a deliberate choice and is followed.
+    """
+    global _fixed_root
+    job = job_cache_root.get()
+    if job is not None:
+        return job
+    setting = Context.cache_dir
+    fixed = _fixed_root
+    if fixed is not None and fixed[0] is setting:
+        return fixed[1]
+    with _fixed_lock:
+        path = Context.get_cache_root()
+        _fixed_root = (setting, path)
+    return path
+
+
+def forget_fixed_root() -> None:
+    """Let the next task resolve the cache root again (for tests that move it on purpose)."""
+    global _fixed_root
+    _fixed_root = None
 
 
 def _process_context() -> BaseContext:

@@ -70,3 +70,23 @@ class TaskFailedEarlierError(TaskprocError, RuntimeError):
 
 class ResultMissingError(TaskprocError, FileNotFoundError):
     """A task's result was asked for but is not in the cache."""
+
+
+class UpstreamChangedError(TaskprocError, RuntimeError):
+    """An upstream value changed (or vanished) between planning and reading it.
+
+    Another process cleared or recomputed it; the scheduler plans again
+    instead of computing from a value the plan did not name.
+    """
+
+
+class PlanMismatchError(TaskprocError, RuntimeError):
+    """A worker rebuilt a task that differs from the one the driver planned."""
+
+
+class ClassNameConflictError(TaskprocError, TypeError):
+    """Two different task classes share one module and qualname, hence one cache folder."""
+
+
+class CacheCorruptionWarning(UserWarning):
+    """A cache file was damaged; the affected result is recomputed."""

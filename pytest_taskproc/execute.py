@@ -14,6 +14,7 @@ import os
 import queue
 import sys
 import time
+import uuid
 import warnings
 from collections import defaultdict, deque
 from collections.abc import Mapping
@@ -23,18 +24,24 @@ from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
 
-from .cache import CacheCorruptionWarning, get_store
-from .context import Context
-from .errors import CorruptResultError
-from .freshness import TaskState, plan
-from .graph import NodeKey, TaskGraph, node_key
+from .cache import get_store
+from .context import Context, cache_root
+from .errors import CacheCorruptionWarning, CorruptResultError, UpstreamChangedError
+from .freshness import Reason, TaskState, judge, plan, reads_of
+from .graph import NodeKey, TaskGraph
 from .ratelimit import ChannelLimiter, FileSlots
+from .record import UpstreamRead
+from .spec import node_key, spec_of
 from .worker import Job, JobResult, Outcome, describe, run_jobs, run_jobs_blob
 
 LOGGER = logging.getLogger("pytest_taskproc")
 
-#: How often a damaged cached result may be dropped and the graph re-planned in one call.
+#: How often one call may plan again after a damaged result or an upstream value
+#: that another process changed under it.
 MAX_RECOVERIES = 8
+
+#: Errors after which the graph is planned again instead of failing the call.
+REPLAN_ERRORS = (CorruptResultError, UpstreamChangedError)
 
 
 FAST_TASK_SECONDS = 0.01
@@ -86,11 +93,13 @@ class GraphRun:
         executor: Executor,
         limiter: ChannelLimiter,
         *,
+        detect_source_change: bool = False,
         lock: bool = True,
         echo: bool = False,
         show_progress: bool = False,
         slots: FileSlots | None = None,
         failure_dir: str | None = None,
+        run_id: str | None = None,
     ) -> None:
         self.slots = slots
         self.failure_dir = failure_dir
@@ -99,13 +108,16 @@ class GraphRun:
         self.cache_root = cache_root
         self.executor = executor
         self.limiter = limiter
+        self.detect = detect_source_change
         self.lock = lock
         self.echo = echo
+        self.run_id = run_id or uuid.uuid4().hex
         self.pickle_jobs = not isinstance(executor, (ThreadPoolExecutor, InlineExecutor))
         self.show_progress = show_progress
         self.last_progress = 0.0
-        self.timestamps: dict[NodeKey, int] = {
-            k: s.timestamp for k, s in states.items() if s.timestamp is not None and not s.stale
+        #: the value each finished or fresh task holds now
+        self.values: dict[NodeKey, UpstreamRead] = {
+            k: reads_of(s.record) for k, s in states.items() if not s.stale and s.record
         }
         self.outcomes: dict[NodeKey, Outcome] = {}
         self.failures: list[tuple[NodeKey, BaseException]] = []
@@ -118,20 +130,26 @@ class GraphRun:
         __tracebackhide__ = True
         ran: dict[str, int] = defaultdict(int)
         stale = [k for k in self.graph.order if self.states[k].stale]
-        waiting = {
-            k: sum(1 for u in self.graph.dag.predecessors(k) if self.states[u].stale) for k in stale
-        }
+        self._assign_ids(stale)
+        waiting = {k: sum(1 for u in self.graph.upstream(k) if self.states[u].stale) for k in stale}
         ready: dict[tuple[str, ...], deque[NodeKey]] = defaultdict(deque)
+        settled: deque[NodeKey] = deque()
         for k in stale:
             if waiting[k] == 0:
-                ready[self._channels(k)].append(k)
+                self._make_ready(k, ready, settled)
         done: queue.SimpleQueue[Future[list[JobResult]]] = queue.SimpleQueue()
         pending: dict[Future[list[JobResult]], list[NodeKey]] = {}
         finished = 0
         while True:
+            while settled:  # found fresh once their upstream was done: nothing to run
+                node = settled.popleft()
+                finished += 1
+                self._release_downstream(node, waiting, ready, settled)
             if not self.failures:
                 self._submit_ready(ready, pending, done)
             if not pending:
+                if settled:
+                    continue
                 break
             future = done.get()
             nodes = pending.pop(future)
@@ -148,11 +166,7 @@ class GraphRun:
                 self._learn(node, value)
                 if value.computed:
                     ran[node[0]] += 1
-                for down in self.graph.dag.successors(node):
-                    if down in waiting:
-                        waiting[down] -= 1
-                        if waiting[down] == 0:
-                            ready[self._channels(down)].append(down)
+                self._release_downstream(node, waiting, ready, settled)
             if self.show_progress and (
                 finished == len(stale) or time.monotonic() - self.last_progress > 0.2
             ):
@@ -164,9 +178,55 @@ class GraphRun:
             raise self.failures[0][1]
         return dict(ran)
 
+    def _assign_ids(self, stale: list[NodeKey]) -> None:
+        """Tasks about to be written need ids; planning gave ids only to known ones."""
+        by_class: dict[str, list[NodeKey]] = defaultdict(list)
+        for k in stale:
+            if self.states[k].task_id is None:
+                by_class[k[0]].append(k)
+        for nodes in by_class.values():
+            store = self.states[nodes[0]].store
+            for node, task_id in zip(nodes, store.task_ids([n[1] for n in nodes]), strict=True):
+                self.states[node].task_id = task_id
+
+    def _make_ready(
+        self,
+        node: NodeKey,
+        ready: dict[tuple[str, ...], deque[NodeKey]],
+        settled: deque[NodeKey],
+    ) -> None:
+        """All upstream done: run the task, unless that showed it fresh after all."""
+        state = self.states[node]
+        if state.reason is Reason.UPSTREAM_STALE:
+            upstream = {u: self.values[u] for u in self.graph.upstream(node)}
+            code = state.code if self.detect else None
+            state.reason, state.detail = judge(
+                state.spec, state.record, code, upstream, self.graph.tasks
+            )
+            if state.reason is None and state.record is not None:
+                # Early cutoff: the upstream values it was made from came back unchanged.
+                self.values[node] = reads_of(state.record)
+                self.outcomes[node] = Outcome.of(state.record, 0.0, computed=False)
+                settled.append(node)
+                return
+        ready[self._channels(node)].append(node)
+
+    def _release_downstream(
+        self,
+        node: NodeKey,
+        waiting: dict[NodeKey, int],
+        ready: dict[tuple[str, ...], deque[NodeKey]],
+        settled: deque[NodeKey],
+    ) -> None:
+        for down in self.graph.downstream(node):
+            if down in waiting:
+                waiting[down] -= 1
+                if waiting[down] == 0:
+                    self._make_ready(down, ready, settled)
+
     def _learn(self, node: NodeKey, outcome: Outcome) -> None:
         self.outcomes[node] = outcome
-        self.timestamps[node] = outcome.timestamp
+        self.values[node] = outcome.read()
         if outcome.computed:
             samples = self.durations[node[0]]
             samples[0] += 1
@@ -204,23 +264,25 @@ class GraphRun:
                 future.add_done_callback(done.put)
 
     def _channels(self, node: NodeKey) -> tuple[str, ...]:
-        channels: tuple[str, ...] = self.graph.tasks[node]._tp_config.channels
-        return channels
+        return self.states[node].spec.config.channels
 
     def job(self, node: NodeKey) -> Job:
         state = self.states[node]
-        ups = list(self.graph.dag.predecessors(node))
+        assert state.task_id is not None
+        ups = self.graph.upstream(node)
         return Job(
             task=state.task,
             cache_root=str(self.cache_root),
             task_id=state.task_id,
-            upstream_ids=tuple((u[0], u[1], self.states[u].task_id) for u in ups),
-            observed=state.timestamp,
-            not_before=max((self.timestamps[u] for u in ups), default=0),
+            reads=tuple(self.values[u] for u in ups),
+            upstream_ids=tuple(self.states[u].task_id or 0 for u in ups),
+            code=state.code.digest,
+            detect_source_change=self.detect,
             lock=self.lock,
             echo=self.echo,
             slots=self.slots,
             failure_dir=self.failure_dir,
+            run=self.run_id,
         )
 
     def _submit(self, nodes: list[NodeKey]) -> Future[list[JobResult]]:
@@ -231,12 +293,12 @@ class GraphRun:
 
     def _record_failure(self, node: NodeKey, exc: BaseException) -> None:
         self.failures.append((node, exc))
-        if isinstance(exc, CorruptResultError) or isinstance(self.executor, InlineExecutor):
-            return  # the caller reports these itself
+        if isinstance(exc, REPLAN_ERRORS) or isinstance(self.executor, InlineExecutor):
+            return  # the caller handles these itself
         state = self.states[node]
         LOGGER.error(
             "task %s failed with %s: %s",
-            describe(state.task, state.store, state.task_id),
+            describe(state.task, state.store, -1 if state.task_id is None else state.task_id),
             type(exc).__name__,
             exc,
         )
@@ -256,14 +318,15 @@ def run_graph(
         raise ValueError("run_graph: give either executor or max_workers, not both")
     detect = Context.detect_source_change if detect_source_change is None else detect_source_change
     limiter = ChannelLimiter(rate_limits)
-    cache_root = Context.get_cache_root()
+    root = cache_root()
     graph = TaskGraph([task])
     counts = dict.fromkeys(sorted({k[0] for k in graph.tasks}), 0)
     seconds = 0.0
     own: Executor | None = None
+    run_id = uuid.uuid4().hex
     try:
         for _ in range(MAX_RECOVERIES):
-            states = plan(graph, cache_root, detect)
+            states = plan(graph, root, detect)
             root_state = states[node_key(task)]
             try:
                 if any(s.stale for s in states.values()):
@@ -272,10 +335,12 @@ def run_graph(
                     run = GraphRun(
                         graph,
                         states,
-                        cache_root,
+                        root,
                         executor or own,  # type: ignore[arg-type]
                         limiter,
+                        detect_source_change=detect,
                         show_progress=show_progress,
+                        run_id=run_id,
                     )
                     start = time.perf_counter()
                     try:
@@ -283,14 +348,16 @@ def run_graph(
                             counts[name] += n
                     finally:
                         seconds += time.perf_counter() - start
-                result = root_state.store.load_result(root_state.task_id, task._tp_key)
-            except CorruptResultError as exc:
-                discard_corrupt(cache_root, exc)
+                assert root_state.task_id is not None
+                result = root_state.store.load_value(root_state.task_id, spec_of(task).key)[0]
+            except REPLAN_ERRORS as exc:
+                if isinstance(exc, CorruptResultError):
+                    discard_corrupt(root, exc)
                 continue
             return result, {"stats": counts, "seconds": seconds}
         raise CorruptResultError(
-            f"{task!r}: cached results kept coming back damaged after {MAX_RECOVERIES} "
-            "recomputations; is something else writing to the cache?"
+            f"{task!r}: cached results kept coming back damaged or changed by another process "
+            f"after {MAX_RECOVERIES} attempts; is something else writing to the cache?"
         )
     finally:
         if own is not None:
@@ -301,4 +368,6 @@ def discard_corrupt(cache_root: Path, exc: CorruptResultError) -> None:
     """Warn about a damaged result and drop it, so the next plan recomputes it."""
     warnings.warn(CacheCorruptionWarning(f"{exc}; recomputing it"), stacklevel=3)
     store = get_store(cache_root, exc.task_name)
-    store.discard_result(store.task_id(exc.task_key))
+    task_id = store.known_id(exc.task_key)
+    if task_id is not None:
+        store.discard_result(task_id)

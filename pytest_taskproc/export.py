@@ -41,7 +41,7 @@ def graph_structure(
                 "planned": planned,
             }
         )
-    edges = [[index[u], index[v]] for u, v in graph.dag.edges]
+    edges = [[index[u], index[v]] for u, v in graph.edges()]
     return {"nodes": nodes, "edges": edges}
 
 

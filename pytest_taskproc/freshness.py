@@ -1,21 +1,30 @@
-"""Why each task of a graph is fresh or stale.
+"""Why each task of a graph is fresh or stale, decided from records only.
 
-A task is stale when it has no trustworthy result, when its class's source
-changed after its result was made (if detection is on), when an upstream task
-is stale, or when an upstream result is newer than its own.  The verdict for
-every task comes from one upstream-first pass over stat() calls, with ids
-looked up per class in one batch.
+A task is fresh when its result has a record that matches what the task is
+now: the same upstream tasks, each of them fresh and holding the value the
+record names (digest and lineage), and, with source-change detection on, the
+same code digest.  No file date and no clock is compared anywhere.
+
+Planning reads one record per task, upstream first, and writes nothing.  A
+task whose only problem is a stale upstream task is *pending*: whether it
+must run is decided again once its upstream tasks are done (``judge``), so a
+recomputation that reproduces a value byte for byte leaves its downstream
+fresh (early cutoff).
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .cache import ClassStore, get_store
-from .graph import NodeKey, TaskGraph
-from .source import class_source
+from .graph import TaskGraph
+from .record import Record, UpstreamRead
+from .source import CodeDigest, code_digest
+from .spec import NodeKey, TaskSpec, spec_of
 
 
 class Reason(enum.Enum):
@@ -24,8 +33,10 @@ class Reason(enum.Enum):
     MISSING = "no result yet"
     CLEARED = "its result was cleared"
     SOURCE_CHANGED = "its source code changed"
+    UPSTREAM_SET = "its upstream tasks changed"
+    UPSTREAM_CHANGED = "an upstream result is newer"
     UPSTREAM_STALE = "an upstream task is stale"
-    UPSTREAM_NEWER = "an upstream result is newer"
+    DAMAGED = "its result is damaged"
 
 
 @dataclass
@@ -33,9 +44,11 @@ class TaskState:
     """What the planner knows about one task."""
 
     task: Any
+    spec: TaskSpec
     store: ClassStore
-    task_id: int
-    timestamp: int | None
+    task_id: int | None
+    record: Record | None
+    code: CodeDigest
     reason: Reason | None = None
     detail: str = ""
 
@@ -43,54 +56,115 @@ class TaskState:
     def stale(self) -> bool:
         return self.reason is not None
 
+    @property
+    def pending(self) -> bool:
+        """Stale only because an upstream task is: it may turn out fresh."""
+        return self.reason is Reason.UPSTREAM_STALE
+
     def describe(self) -> str:
         if self.reason is None:
             return "fresh"
         return self.reason.value + (f" ({self.detail})" if self.detail else "")
 
 
+def reads_of(record: Record) -> UpstreamRead:
+    """How a downstream record names this result's value."""
+    return UpstreamRead(record.name, record.key, record.digest, record.lineage)
+
+
+def judge(
+    spec: TaskSpec,
+    record: Record | None,
+    code: CodeDigest | None,
+    upstream: Mapping[NodeKey, UpstreamRead | None],
+    names: Mapping[NodeKey, Any] | None = None,
+) -> tuple[Reason | None, str]:
+    """Whether a result with ``record`` is fresh for ``spec``; (reason, detail) when not.
+
+    ``upstream`` maps each upstream task to the value it holds now, or None
+    while it is stale; ``code`` is None when source changes are ignored.
+    """
+    if record is None:
+        return Reason.MISSING, ""
+    if code is not None and code.digest is not None and record.code != code.digest:
+        return Reason.SOURCE_CHANGED, _code_detail(spec, code, record)
+    recorded = {(u.name, u.key): u for u in record.upstream}
+    if recorded.keys() != upstream.keys():
+        return Reason.UPSTREAM_SET, _set_detail(recorded.keys(), upstream.keys(), names)
+    waiting = None
+    for node, now in upstream.items():
+        if now is None:
+            waiting = waiting or node
+            continue
+        read = recorded[node]
+        if read.digest != now.digest or read.lineage != now.lineage:
+            return Reason.UPSTREAM_CHANGED, _name(node, names)
+    if waiting is not None:
+        return Reason.UPSTREAM_STALE, _name(waiting, names)
+    return None, ""
+
+
+def _name(node: NodeKey, tasks: Mapping[NodeKey, Any] | None) -> str:
+    if tasks is not None and node in tasks:
+        return repr(tasks[node])
+    return f"{node[0].rsplit('.', 1)[-1]} {node[1]}"
+
+
+def _code_detail(spec: TaskSpec, code: CodeDigest, record: Record) -> str:
+    """Which parts changed, when it was not (only) the class itself: helpers, constants."""
+    changed = code.changed_parts(record.code_parts)
+    if changed in ([], [spec.name]):
+        return ""
+    shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+    return f"changed: {shown}"
+
+
+def _set_detail(recorded: Any, now: Any, names: Mapping[NodeKey, Any] | None) -> str:
+    added = [_name(n, names) for n in now if n not in recorded]
+    removed = [f"{n[0].rsplit('.', 1)[-1]} {n[1]}" for n in recorded if n not in now]
+    parts = []
+    if added:
+        parts.append("new: " + ", ".join(added[:3]) + (" ..." if len(added) > 3 else ""))
+    if removed:
+        parts.append("gone: " + ", ".join(removed[:3]) + (" ..." if len(removed) > 3 else ""))
+    return "; ".join(parts)
+
+
 def plan(
     graph: TaskGraph,
-    root: Any,
+    root: Path,
     detect_source_change: bool,
     cleared: frozenset[NodeKey] = frozenset(),
 ) -> dict[NodeKey, TaskState]:
-    """The state of every task in ``graph``, upstream first."""
+    """The state of every task in ``graph``, upstream first; reads records, writes nothing."""
     by_class: dict[str, list[NodeKey]] = {}
     for key in graph.order:
         by_class.setdefault(key[0], []).append(key)
     states: dict[NodeKey, TaskState] = {}
-    source_times: dict[str, int] = {}
     for name, keys in by_class.items():
         store = get_store(root, name)
-        ids = store.task_ids([k[1] for k in keys])
-        cls: type = type(graph.tasks[keys[0]])
-        source_times[name] = store.source_timestamp(class_source(cls))
+        ids = store.lookup_ids([k[1] for k in keys])
+        code = code_digest(type(graph.tasks[keys[0]]))
         for key, task_id in zip(keys, ids, strict=True):
-            states[key] = TaskState(
-                task=graph.tasks[key],
-                store=store,
-                task_id=task_id,
-                timestamp=store.result_timestamp(task_id, key[1]),
-            )
+            task = graph.tasks[key]
+            record = None
+            if task_id is not None and key not in cleared:
+                record = store.read_record(task_id, key[1])
+            states[key] = TaskState(task, spec_of(task), store, task_id, record, code)
     for key in graph.order:
         state = states[key]
         if key in cleared:
             state.reason = Reason.CLEARED
             continue
-        if state.timestamp is None:
-            state.reason = Reason.MISSING
-            continue
-        if detect_source_change and state.timestamp < source_times[key[0]]:
-            state.reason = Reason.SOURCE_CHANGED
-            continue
-        for up in graph.dag.predecessors(key):
-            upstate = states[up]
-            if upstate.stale:
-                state.reason, state.detail = Reason.UPSTREAM_STALE, repr(upstate.task)
-                break
-            assert upstate.timestamp is not None
-            if upstate.timestamp > state.timestamp:
-                state.reason, state.detail = Reason.UPSTREAM_NEWER, repr(upstate.task)
-                break
+        upstream = {
+            up: (None if states[up].stale else reads_of(states[up].record))  # type: ignore[arg-type]
+            for up in graph.upstream(key)
+        }
+        state.reason, state.detail = judge(
+            state.spec,
+            state.record,
+            state.code if detect_source_change else None,
+            upstream,
+            graph.tasks,
+        )
     return states

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -54,7 +55,44 @@ def bind_arguments(
 
 def canonical_arguments(owner: str, bound: inspect.BoundArguments) -> dict[str, Any]:
     """The JSON data that identifies a task, from its bound ``build_task`` arguments."""
-    return {name: _canonical(value, owner, name) for name, value in bound.arguments.items()}
+    canonical = {}
+    for name, value in bound.arguments.items():
+        try:
+            canonical[name] = _canonical(value, owner, name)
+        except RecursionError:
+            raise TaskArgumentError(
+                f"{owner}: argument {name!r} is nested too deeply to serve as a task's "
+                "identity; pass a flatter value (or a task holding the data)"
+            ) from None
+    return canonical
+
+
+def plain_value(value: Any) -> Any:
+    """``value`` with NumPy scalars replaced by the Python values they equal.
+
+    ``np.float64(0.5)`` and ``0.5`` must be one task (sweeps over
+    ``np.linspace`` are common), and ``task_args`` should show what the
+    identity means.  Without NumPy imported there is nothing to replace.
+    """
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return value
+    return _plain(value, numpy.generic)
+
+
+def _plain(value: Any, generic: type) -> Any:
+    kind = type(value)
+    if kind in _SCALARS or kind is float:
+        return value
+    if isinstance(value, generic):
+        return value.item()  # type: ignore[attr-defined]
+    if kind is list:
+        return [_plain(v, generic) for v in value]
+    if kind is tuple:
+        return tuple(_plain(v, generic) for v in value)
+    if kind is dict:
+        return {_plain(k, generic): _plain(v, generic) for k, v in value.items()}
+    return value
 
 
 def encode_key(canonical: dict[str, Any]) -> str:
@@ -76,6 +114,9 @@ def _canonical(value: Any, owner: str, where: str) -> Any:
         return {TUPLE_TAG: [_canonical(v, owner, f"{where}[{i}]") for i, v in enumerate(value)]}
     if kind is dict:
         return _canonical_dict(value, owner, where)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, numpy.generic):
+        return _canonical(value.item(), owner, where)
     identity = getattr(value, "_tp_identity", None)
     # a task class has the method too, unbound: it is a forgotten call, rejected below
     if identity is not None and callable(identity) and not isinstance(value, type):

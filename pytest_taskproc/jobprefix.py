@@ -24,20 +24,23 @@ import cloudpickle  # type: ignore[import-untyped]
 
 from .atomic import write_atomic
 from .cache import ClassStore, ensure_directory, get_store
-from .context import Context
+from .context import job_cache_root
 from .errors import JobPrefixError
-from .worker import Job, compute, describe
+from .job import Job, compute, describe
+from .record import Record
+from .spec import spec_of
 
 
-def run_through_prefix(job: Job, store: ClassStore) -> int:
+def run_through_prefix(job: Job, store: ClassStore) -> Record:
+    """Compute the job in a subprocess started through its class's ``job_prefix``."""
     task = job.task
-    prefix = list(task._tp_config.job_prefix)
+    prefix = list(spec_of(task).config.job_prefix or ())
     jobs_dir = Path(job.cache_root) / "taskproc" / ".jobs"
     ensure_directory(jobs_dir)
-    folder = Path(tempfile.mkdtemp(prefix=f"{task.task_id}-", dir=jobs_dir))
+    folder = Path(tempfile.mkdtemp(prefix=f"{job.task_id}-", dir=jobs_dir))
     try:
         job_path, outcome_path = folder / "job.pkl", folder / "outcome.pkl"
-        child = replace(job, in_prefix_child=True)
+        child = replace(job, in_prefix_child=True, lock=False, slots=None)
         write_atomic(folder / "sys_path.json", [json.dumps(sys.path).encode()])
         write_atomic(job_path, [cloudpickle.dumps(child)])
         argv = [*prefix, sys.executable, "-m", "pytest_taskproc.jobprefix"]
@@ -53,7 +56,8 @@ def run_through_prefix(job: Job, store: ClassStore) -> int:
         if outcome_path.exists():
             status, value = cloudpickle.loads(outcome_path.read_bytes())
             if status == "ok":
-                return int(value)
+                record: Record = value
+                return record
             raise value
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-10:]
         raise JobPrefixError(
@@ -68,9 +72,9 @@ def run_through_prefix(job: Job, store: ClassStore) -> int:
 def main(argv: list[str]) -> int:
     job_path, outcome_path = Path(argv[0]), Path(argv[1])
     job: Job = _load_job(job_path)
-    # The child does not share the caller's settings; task properties used in
-    # run_task (task_directory, task_id) must resolve in the caller's cache.
-    Context.cache_dir = Path(job.cache_root)
+    # Task properties used in run_task (task_directory, task_id) must resolve
+    # in the caller's cache, whatever this process would choose itself.
+    job_cache_root.set(Path(job.cache_root))
     outcome: tuple[str, Any]
     try:
         store = get_store(Path(job.cache_root), job.task.task_name)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from .errors import RequirementTypeError, UnsetRequirementError
+from .spec import is_task
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -119,11 +120,6 @@ class MappedTask(Generic[R]):
         out = dict(self.origin._tp_identity())
         out[TASK_ITEM_TAG] = [_canonical(k, repr(self.origin), "key") for k in self.path]
         return out
-
-
-def is_task(value: Any) -> bool:
-    # A task class has the config too; in a slot it is a forgotten call, not a task.
-    return hasattr(value, "_tp_config") and not isinstance(value, type)
 
 
 def iter_slot_tasks(owner: Any, slot: str, value: Any) -> Iterator[Any]:

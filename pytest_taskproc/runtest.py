@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .cache import CacheCorruptionWarning
-from .errors import CorruptResultError
-from .execute import MAX_RECOVERIES, GraphRun, InlineExecutor, discard_corrupt
+from .errors import CacheCorruptionWarning, CorruptResultError
+from .execute import MAX_RECOVERIES, REPLAN_ERRORS, GraphRun, InlineExecutor, discard_corrupt
 from .freshness import Reason, TaskState, plan
 from .graph import NodeKey, TaskGraph, node_key
 from .ratelimit import ChannelLimiter
@@ -83,9 +82,9 @@ def _plan_item(tp: TaskprocSession, graph: TaskGraph, key: NodeKey) -> dict[Node
         if states[cleared].reason is Reason.MISSING:
             states[cleared].reason = Reason.CLEARED
     own = states[key]
-    if not own.stale:
-        # "cached" promises a result that loads; check this item's own file.
-        problem = own.store.check_result(own.task_id)
+    if not own.stale and own.record is not None and own.task_id is not None:
+        # "cached" promises a result that loads; check this item's own bytes.
+        problem = own.store.verify_value(own.task_id, own.record)
         if problem is not None:
             warnings.warn(
                 CacheCorruptionWarning(f"{problem}; recomputing {own.task!r}"), stacklevel=2
@@ -117,16 +116,21 @@ def run_item(item: TaskItem) -> None:
             tp.cache_root,
             tp.executor() or InlineExecutor(),
             ChannelLimiter(None),
+            detect_source_change=tp.detect_source_change,
             lock=True,
             echo=tp.echo,
             slots=tp.slots,
             failure_dir=str(tp.failure_dir),
+            run_id=tp.run_id,
         )
         start = time.perf_counter()
         try:
             run.run()
-        except CorruptResultError as exc:
-            discard_corrupt(tp.cache_root, exc)  # an upstream result was damaged: recompute it
+        except REPLAN_ERRORS as exc:
+            # An upstream result was damaged (recompute it) or changed by another
+            # process while this item ran: plan again from what the cache holds now.
+            if isinstance(exc, CorruptResultError):
+                discard_corrupt(tp.cache_root, exc)
             continue
         except Exception:
             _report_failure(item, graph, states, run)
@@ -145,8 +149,8 @@ def run_item(item: TaskItem) -> None:
         item.user_properties.append((SECONDS, round(elapsed, 6)))
         _output_sections(item, state.store, state.task_id)
         return
-    timestamp = outcome.timestamp if outcome is not None else state.timestamp
-    if timestamp is not None and timestamp < tp.started_ns:
+    made_by = outcome.run if outcome is not None else _made_by(state)
+    if made_by != tp.run_id:
         item.user_properties.append((STATUS, "cached"))
         return
     item.user_properties.append((STATUS, "computed"))
@@ -155,6 +159,11 @@ def run_item(item: TaskItem) -> None:
     )
     item.user_properties.append((REASON, f"computed earlier in this run {where}"))
     item.user_properties.append((SECONDS, 0.0))
+
+
+def _made_by(state: TaskState) -> str | None:
+    run: str | None = state.record.made.get("run") if state.record is not None else None
+    return run
 
 
 def _report_failure(

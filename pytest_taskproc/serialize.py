@@ -9,8 +9,10 @@ is reported as corruption instead of being half-read.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
+import threading
 import zlib
 from typing import Any, BinaryIO
 
@@ -61,20 +63,56 @@ def encode(data: bytes, level: int) -> tuple[str, bytes]:
     return GZIP_NAME, packer.compress(data) + packer.flush()
 
 
-def decode(name: str, blob: bytes) -> Any:
-    """The value stored in ``blob``; raises ``ValueError`` if it is damaged."""
-    if name == GZIP_NAME:
-        unpacker = zlib.decompressobj(_GZIP_WBITS)
-        try:
-            data = unpacker.decompress(blob)
-        except zlib.error as exc:
-            raise ValueError(f"gzip stream is damaged ({exc})") from None
-        if not unpacker.eof:
-            raise ValueError("gzip stream is truncated")
-        if unpacker.unused_data:
-            raise ValueError("unexpected bytes after the gzip stream")
-    else:
-        data = blob
+def value_digest(data: bytes) -> str:
+    """The digest naming a pickled value in records (SHA-256, hex)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def unpack(name: str, blob: bytes) -> bytes:
+    """The pickle bytes stored in ``blob``; raises ``ValueError`` if the container is damaged."""
+    if name != GZIP_NAME:
+        return blob
+    unpacker = zlib.decompressobj(_GZIP_WBITS)
+    try:
+        data = unpacker.decompress(blob)
+    except zlib.error as exc:
+        raise ValueError(f"gzip stream is damaged ({exc})") from None
+    if not unpacker.eof:
+        raise ValueError("gzip stream is truncated")
+    if unpacker.unused_data:
+        raise ValueError("unexpected bytes after the gzip stream")
+    return data
+
+
+#: Above this size the digest is computed in a second thread while the value
+#: is unpickled: hashlib releases the GIL, so checking costs almost no time.
+PARALLEL_DIGEST = 4 * 1024 * 1024
+
+
+def verified_load(data: bytes, digest: str) -> tuple[Any, bool]:
+    """Unpickle ``data`` and tell whether it has ``digest``; raises ``ValueError`` if undecodable.
+
+    The value is only handed out when the digest matches; unpickling first
+    (while the digest is computed alongside) keeps large results fast.
+    """
+    if len(data) < PARALLEL_DIGEST:
+        if value_digest(data) != digest:
+            return None, False
+        return unpickle(data), True
+    found: list[str] = []
+    hasher = threading.Thread(target=lambda: found.append(value_digest(data)))
+    hasher.start()
+    try:
+        value = unpickle(data)
+    finally:
+        hasher.join()
+    if found[0] != digest:
+        return None, False
+    return value, True
+
+
+def unpickle(data: bytes) -> Any:
+    """The value pickled in ``data``; raises ``ValueError`` if it cannot be loaded whole."""
     stream = io.BytesIO(data)
     try:
         value = pickle.Unpickler(stream).load()
@@ -83,6 +121,11 @@ def decode(name: str, blob: bytes) -> Any:
     if stream.tell() != len(data):
         raise ValueError("unexpected bytes after the pickle")
     return value
+
+
+def decode(name: str, blob: bytes) -> Any:
+    """The value stored in ``blob``; raises ``ValueError`` if it is damaged."""
+    return unpickle(unpack(name, blob))
 
 
 def check_pickle_frame(handle: BinaryIO) -> str | None:

@@ -10,17 +10,18 @@ rebuilds what it needs with ``build_task``.
 from __future__ import annotations
 
 import inspect
-import json
+import sys
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar, cast
 
 from .cache import ClassStore, ensure_directory, get_store
-from .context import Context
-from .errors import RequirementTypeError, TaskCycleError
+from .context import cache_root
+from .errors import ClassNameConflictError, RequirementTypeError, ResultMissingError, TaskCycleError
+from .execute import run_graph as _run_graph
 from .identity import (
     TASK_ARGS_TAG,
     TASK_TAG,
@@ -28,8 +29,11 @@ from .identity import (
     build_signature,
     canonical_arguments,
     encode_key,
+    plain_value,
 )
+from .locks import task_lock
 from .requires import Const, MappedTask, Req, iter_slot_tasks
+from .spec import SPEC_ATTR, TaskClassConfig, TaskSpec, spec_of
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -40,20 +44,6 @@ T = TypeVar("T")
 K = TypeVar("K")
 
 _REQ_NAMES = frozenset({"Req", "Requires", "RequiresList", "RequiresDict"})
-
-
-@dataclass
-class TaskClassConfig:
-    """What the class keywords and the class body say about a task class."""
-
-    name: str
-    channels: tuple[str, ...]
-    compress_level: int | None
-    job_prefix: tuple[str, ...] | None
-    detach_output: bool
-    signature: inspect.Signature
-    slots: tuple[Req[Any, Any], ...]
-    registry: dict[str, TaskType[..., Any]] = field(default_factory=dict)
 
 
 class _Runs(Protocol[R]):
@@ -72,10 +62,6 @@ class TaskType(Generic[P, R]):
 
     _tp_config: ClassVar[TaskClassConfig]
     task_name: ClassVar[str]
-    _tp_key: str
-    _tp_canonical: dict[str, Any]
-    _tp_call: tuple[tuple[Any, ...], dict[str, Any]]
-    _tp_upstream: tuple[TaskType[..., Any], ...]
 
     def build_task(self, *args: P.args, **kwargs: P.kwargs) -> None:
         """Declare upstream requirements and attributes; override in subclasses."""
@@ -112,32 +98,42 @@ class TaskType(Generic[P, R]):
         if config is None:
             raise TypeError(f"{cls.__qualname__} is not a task class; subclass TaskBase")
         owner = cls.__qualname__
-        bound = bind_arguments(owner, config.signature, args, kwargs)
+        bound = bind_arguments(owner, config.signature, plain_value(args), plain_value(kwargs))
         canonical = canonical_arguments(owner, bound)
         key = encode_key(canonical)
         with _construct_lock:
             existing = config.registry.get(key)
             if existing is not None:
                 return cast("Self", existing)
+            if not config.registry:
+                _claim_name(cls)
             self = object.__new__(cls)
-            state = self.__dict__
-            state["_tp_key"] = key
-            state["_tp_canonical"] = canonical
-            state["_tp_call"] = (bound.args, bound.kwargs)
             stack: list[tuple[str, str, str]] = _building.__dict__.setdefault("stack", [])
-            marker = (config.name, key, repr(self))
+            marker = (config.name, key, "")
             for depth, entry in enumerate(stack):
                 if entry[:2] == marker[:2]:
-                    path = " -> ".join(e[2] for e in [*stack[depth:], marker])
+                    shown = [e[2] for e in stack[depth:]] + [stack[depth][2]]
                     raise TaskCycleError(
-                        f"{owner}: tasks require each other in a cycle, so none can run: {path}"
+                        f"{owner}: tasks require each other in a cycle, so none can run: "
+                        + " -> ".join(shown)
                     )
-            stack.append(marker)
+            spec = TaskSpec(
+                name=config.name,
+                key=key,
+                canonical=canonical,
+                args=bound.args,
+                kwargs=bound.kwargs,
+                arguments=dict(bound.arguments),
+                upstream=(),
+                config=config,
+            )
+            self.__dict__[SPEC_ATTR] = spec
+            stack.append((config.name, key, repr(self)))
             try:
                 self.build_task(*bound.args, **bound.kwargs)
             finally:
                 stack.pop()
-            state["_tp_upstream"] = _collect_upstream(self, config)
+            spec.upstream = _collect_upstream(self, config)
             config.registry[key] = self
             return self
 
@@ -145,35 +141,55 @@ class TaskType(Generic[P, R]):
         """Construction happens in ``__new__``, once per distinct task."""
 
     def __reduce__(self) -> tuple[Any, ...]:
-        args, kwargs = self._tp_call
-        return (_rebuild_task, (type(self), args, kwargs))
+        spec = spec_of(self)
+        return (_rebuild_task, (type(self), spec.args, spec.kwargs))
 
     def __repr__(self) -> str:
-        args, kwargs = self._tp_call
+        spec = spec_of(self)
+        args, kwargs = spec.args, spec.kwargs
         shown = [_short_repr(a) for a in args]
         shown += [f"{k}={_short_repr(v)}" for k, v in kwargs.items()]
         return f"{type(self).__qualname__}({', '.join(shown)})"
 
     def _tp_identity(self) -> dict[str, Any]:
-        return {TASK_TAG: self.task_name, TASK_ARGS_TAG: self._tp_canonical}
+        return {TASK_TAG: self.task_name, TASK_ARGS_TAG: spec_of(self).canonical}
 
     def _tp_store(self) -> ClassStore:
-        return get_store(Context.get_cache_root(), self.task_name)
+        return get_store(cache_root(), self.task_name)
+
+    # Kept for the pytest plugin until it reads specs; not part of the API.
+    @property
+    def _tp_key(self) -> str:
+        return spec_of(self).key
+
+    @property
+    def _tp_upstream(self) -> tuple[Any, ...]:
+        return spec_of(self).upstream
 
     # -- properties ---------------------------------------------------------
     @property
     def task_id(self) -> int:
-        return self._tp_store().task_id(self._tp_key)
+        """A small integer naming this task's folder, stable for the life of the cache."""
+        return self._tp_store().task_id(spec_of(self).key)
 
     @property
     def task_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = json.loads(self._tp_key)
-        return args
+        """The bound arguments as given (defaults applied; tuples and int keys kept)."""
+        return dict(spec_of(self).arguments)
+
+    @property
+    def task_record(self) -> dict[str, Any] | None:
+        """What the cached result was made from (see the README), or None without one."""
+        store = self._tp_store()
+        key = spec_of(self).key
+        task_id = store.known_id(key)
+        record = None if task_id is None else store.read_record(task_id, key)
+        return None if record is None else record.as_dict()
 
     @property
     def task_directory(self) -> Path:
         store = self._tp_store()
-        path = store.data_dir(store.task_id(self._tp_key))
+        path = store.data_dir(store.task_id(spec_of(self).key))
         ensure_directory(path)
         return path
 
@@ -181,28 +197,39 @@ class TaskType(Generic[P, R]):
     def task_stdout(self) -> Path:
         """What the last run printed; empty when it printed nothing or never ran."""
         store = self._tp_store()
-        return _existing_output(store.stdout_path(store.task_id(self._tp_key)))
+        return _existing_output(store.stdout_path(store.task_id(spec_of(self).key)))
 
     @property
     def task_stderr(self) -> Path:
         store = self._tp_store()
-        return _existing_output(store.stderr_path(store.task_id(self._tp_key)))
+        return _existing_output(store.stderr_path(store.task_id(spec_of(self).key)))
 
     # -- cache --------------------------------------------------------------
     def get_task_result(self: _Runs[T]) -> T:
-        """The cached result, without running anything."""
+        """The cached result, without running anything (and without writing to the cache)."""
         me = cast("TaskType[..., T]", self)
         store = me._tp_store()
-        result: T = store.load_result(store.task_id(me._tp_key), me._tp_key)
+        key = spec_of(me).key
+        task_id = store.known_id(key)
+        if task_id is None:
+            raise ResultMissingError(f"no cached result for {me!r} ({store.name} {key})")
+        result: T = store.load_value(task_id, key)[0]
         return result
 
     def clear_task(self) -> None:
+        """Forget this task's result and its data directory."""
         store = self._tp_store()
-        store.clear_task(store.task_id(self._tp_key))
+        task_id = store.known_id(spec_of(self).key)
+        if task_id is None:
+            return
+        # Under the task's lock: a process computing this task finishes first,
+        # so the clear is not undone by a result committed just after it.
+        with task_lock(store, task_id):
+            store.clear_task(task_id)
 
     @classmethod
     def clear_all_tasks(cls) -> None:
-        get_store(Context.get_cache_root(), cls.task_name).clear_all()
+        get_store(cache_root(), cls.task_name).clear_all()
 
     # -- running ------------------------------------------------------------
     def run_graph(
@@ -234,10 +261,8 @@ class TaskType(Generic[P, R]):
         show_progress: bool = False,
     ) -> tuple[T, dict[str, Any]]:
         """Like :meth:`run_graph`; also returns ``{'stats': {class name: tasks run}}``."""
-        from .execute import run_graph
-
         del dump_generations  # accepted for compatibility; generations are not recorded
-        result, stats = run_graph(
+        result, stats = _run_graph(
             self,
             executor=executor,
             max_workers=max_workers,
@@ -301,6 +326,38 @@ def _collect_slots(cls: type) -> list[Req[Any, Any]]:
             if isinstance(value, Req):
                 seen[name] = value
     return list(seen.values())
+
+
+_claims: dict[str, tuple[weakref.ref[type], object]] = {}
+
+
+def _claim_name(cls: type) -> None:
+    """One class object per task name in a process: two would share one cache folder.
+
+    A class whose module was imported again (a reload, a test importing a
+    fresh copy) is replaced, not in conflict: its module is gone from
+    ``sys.modules``.  Two live classes of one module and qualname, such as
+    two classes made by one factory function, are refused by name.
+    """
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    module = sys.modules.get(cls.__module__)
+    claim = _claims.get(name)
+    other = claim[0]() if claim is not None else None
+    same_module = claim is not None and claim[1] is module and module is not None
+    if other is not None and other is not cls and same_module:
+        raise ClassNameConflictError(
+            f"two different task classes are both named {name} ({_where(other)} and "
+            f"{_where(cls)}); they would share one cache folder, so the second may not be "
+            "used. Give each class its own name (e.g. set __qualname__ in the factory)."
+        )
+    _claims[name] = (weakref.ref(cls), module)
+
+
+def _where(cls: type) -> str:
+    try:
+        return f"{inspect.getsourcefile(cls)}:{inspect.getsourcelines(cls)[1]}"
+    except (OSError, TypeError):
+        return f"class object at {id(cls):#x}"
 
 
 def _collect_upstream(task: TaskType[..., Any], config: TaskClassConfig) -> tuple[Any, ...]:

@@ -1,9 +1,10 @@
-"""Computing one task, wherever it runs: in the caller, a pool worker, or a job_prefix child.
+"""Where a job runs: the task's lock, a last look at the cache, the failure ledger, the slots.
 
-A :class:`Job` carries only what the computation needs: the task (pickled as
-class + arguments), the cache root, its id and its direct upstream ids, and
-what the scheduler saw of its result.  Upstream results are read from the
-cache, never shipped along.
+``run_job`` is the same wherever it is called: in the caller's thread, a
+thread or process pool, a Dask worker, or (for ``job_prefix`` tasks) on the
+way to a batch job.  Under the task's lock it looks at the cache once more,
+since another process may have made the result while this one waited;
+``run_jobs_blob`` is the entry point for pools whose jobs arrive pickled.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import os
 import pickle
 import time
 import traceback
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,98 +21,71 @@ import cloudpickle  # type: ignore[import-untyped]
 
 from .atomic import write_text_atomic
 from .cache import ClassStore, get_store
-from .capture import captured_output
-from .context import Context
-from .errors import ResultNotPicklableError, TaskFailedEarlierError, TaskFailedError
-from .graph import NodeKey, node_key
+from .context import job_cache_root
+from .errors import TaskFailedEarlierError, TaskFailedError
+from .freshness import judge
+from .job import Job, Outcome, compute, describe
+from .jobprefix import run_through_prefix
 from .locks import task_lock
-from .ratelimit import FileSlots
-from .requires import RESOLVED_ATTR, resolve_slot_value
-from .serialize import dump_result
+from .record import Record
+from .source import code_digest
+from .spec import spec_of
 
-
-@dataclass
-class Job:
-    """One task to compute, self-contained enough to cross a process boundary."""
-
-    task: Any
-    cache_root: str
-    task_id: int
-    upstream_ids: tuple[tuple[str, str, int], ...] = ()
-    #: the result mtime the scheduler saw; a different one means another process made it
-    observed: int | None = None
-    #: newest upstream result mtime; the new result must be newer
-    not_before: int = 0
-    lock: bool = True
-    echo: bool = False
-    in_prefix_child: bool = False
-    origin_pid: int = field(default_factory=os.getpid)
-    #: cross-process rate-limit slots (pytest runs); None inside one run_graph
-    slots: FileSlots | None = None
-    #: where a pytest run records failed tasks, so no process of it retries one
-    failure_dir: str | None = None
-
-
-@dataclass
-class Outcome:
-    """What became of a job."""
-
-    node: NodeKey
-    timestamp: int
-    seconds: float
-    computed: bool
-
-
-def describe(task: Any, store: ClassStore, task_id: int) -> str:
-    """One line naming a task for error messages: class, arguments, id and output files."""
-    return (
-        f"{task.task_name} {task._tp_key} (task id {task_id}; "
-        f"stdout {store.stdout_path(task_id)}, stderr {store.stderr_path(task_id)})"
-    )
+__all__ = ["Job", "Outcome", "describe", "run_job", "run_jobs", "run_jobs_blob", "summarize"]
 
 
 def run_job(job: Job) -> Outcome:
     """Compute the job's task unless another process already did; see :class:`Outcome`."""
     __tracebackhide__ = True
     task = job.task
+    spec = spec_of(task)
     root = Path(job.cache_root)
-    if os.getpid() != job.origin_pid and Context.get_cache_root() != root:
-        # A worker process may not share the caller's settings (fork server,
-        # Dask, job_prefix); task properties used inside run_task must see
-        # the caller's cache.
-        Context.cache_dir = root
-    store = get_store(root, task.task_name)
-    store.remember_id(task._tp_key, job.task_id)
-    for name, key, task_id in job.upstream_ids:
-        get_store(root, name).remember_id(key, task_id)
-    guard = task_lock(store, job.task_id) if job.lock else contextlib.nullcontext()
-    with guard:
-        current = store.result_timestamp(job.task_id, task._tp_key, warn=False)
-        if current is not None and current != job.observed and current > job.not_before:
-            return Outcome(node_key(task), current, 0.0, computed=False)
-        marker = failure_marker(job, store)
-        if marker is not None and os.path.exists(marker):
-            with open(marker, encoding="utf-8") as handle:
-                summary = handle.read()
-            raise TaskFailedEarlierError(f"{task!r} failed earlier in this run: {summary}", summary)
-        start = time.perf_counter()
-        slot = job.slots.hold(task._tp_config.channels) if job.slots else contextlib.nullcontext()
-        try:
-            with slot:
-                if task._tp_config.job_prefix is not None and not job.in_prefix_child:
-                    from .jobprefix import run_through_prefix
+    store = get_store(root, spec.name)
+    store.remember_id(spec.key, job.task_id)
+    token = job_cache_root.set(root)
+    try:
+        guard = task_lock(store, job.task_id) if job.lock else contextlib.nullcontext()
+        with guard:
+            done = _fresh_now(job, store)
+            if done is not None:
+                return Outcome.of(done, 0.0, computed=False)
+            marker = failure_marker(job, store)
+            if marker is not None and os.path.exists(marker):
+                with open(marker, encoding="utf-8") as handle:
+                    summary = handle.read()
+                raise TaskFailedEarlierError(
+                    f"{task!r} failed earlier in this run: {summary}", summary
+                )
+            start = time.perf_counter()
+            slot = job.slots.hold(spec.config.channels) if job.slots else contextlib.nullcontext()
+            try:
+                with slot:
+                    if spec.config.job_prefix is not None and not job.in_prefix_child:
+                        record = run_through_prefix(job, store)
+                    else:
+                        record = compute(job, store)
+            except Exception as exc:
+                if marker is not None:
+                    # Written while the lock is held, so a process waiting for this
+                    # task learns of the failure instead of computing it again.
+                    os.makedirs(os.path.dirname(marker), exist_ok=True)
+                    write_text_atomic(marker, summarize(exc))
+                raise
+            return Outcome.of(record, time.perf_counter() - start, computed=True)
+    finally:
+        job_cache_root.reset(token)
 
-                    timestamp = run_through_prefix(replace(job, lock=False, slots=None), store)
-                else:
-                    timestamp = compute(job, store)
-        except Exception as exc:
-            if marker is not None:
-                # Written while the lock is held, so a process waiting for this
-                # task learns of the failure instead of computing it again.
-                os.makedirs(os.path.dirname(marker), exist_ok=True)
-                write_text_atomic(marker, summarize(exc))
-            raise
-        return Outcome(node_key(task), timestamp, time.perf_counter() - start, computed=True)
+
+def _fresh_now(job: Job, store: ClassStore) -> Record | None:
+    """The task's result, if one that matches the plan exists (made by another process)."""
+    spec = spec_of(job.task)
+    record = store.read_record(job.task_id, spec.key, warn=False)
+    if record is None:
+        return None
+    code = code_digest(type(job.task)) if job.detect_source_change else None
+    upstream = {(r.name, r.key): r for r in job.reads}
+    reason, _ = judge(spec, record, code, upstream)
+    return record if reason is None else None
 
 
 def summarize(error: BaseException) -> str:
@@ -128,57 +101,6 @@ def failure_marker(job: Job, store: ClassStore) -> str | None:
     if job.failure_dir is None:
         return None
     return os.path.join(job.failure_dir, f"{store.name}.{job.task_id}")
-
-
-def compute(job: Job, store: ClassStore) -> int:
-    """Run ``run_task`` with upstream results in place and store what it returns."""
-    __tracebackhide__ = True
-    task = job.task
-    config = task._tp_config
-    root = Path(job.cache_root)
-    new_folder = store.begin_run(job.task_id, task._tp_key)
-    loaded: dict[NodeKey, Any] = {}
-
-    def load(upstream: Any) -> Any:
-        key = node_key(upstream)
-        if key not in loaded:
-            up_store = get_store(root, upstream.task_name)
-            task_id = up_store.task_id(upstream._tp_key)
-            # Every upstream result was checked against its args.json when the
-            # scheduler planned it, or when its job stored it, during this run.
-            loaded[key] = up_store.load_result(task_id, upstream._tp_key, owner_checked=True)
-        return loaded[key]
-
-    resolved = {
-        slot.public_name: resolve_slot_value(slot.raw_value(task), load) for slot in config.slots
-    }
-    loaded.clear()
-    task.__dict__[RESOLVED_ATTR] = resolved
-    try:
-        if config.detach_output:
-            with captured_output(
-                store.stdout_path(job.task_id),
-                store.stderr_path(job.task_id),
-                job.echo,
-                new_folder=new_folder,
-            ):
-                value = task.run_task()
-        else:
-            value = task.run_task()
-    finally:
-        task.__dict__.pop(RESOLVED_ATTR, None)
-    del resolved
-    try:
-        data = dump_result(value)
-    except Exception as exc:
-        raise ResultNotPicklableError(
-            f"{task!r}: run_task returned a {type(value).__qualname__} that cloudpickle cannot "
-            f"serialise ({type(exc).__name__}: {exc}); nothing was cached for "
-            f"{describe(task, store, job.task_id)}"
-        ) from None
-    return store.write_result(
-        job.task_id, data, config.compress_level, job.not_before, new_folder=new_folder
-    )
 
 
 class RemoteTraceback(Exception):

@@ -14,6 +14,7 @@ import pytest
 
 from pytest_taskproc import Context
 from pytest_taskproc import cache as cache_module
+from pytest_taskproc import context as context_module
 
 #: Prepended to every generated task module: the public API and a ``log``
 #: helper that appends one line to the run log, from any thread or process.
@@ -119,11 +120,10 @@ def isolated_process_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
 def forget_stores() -> None:
     """Close every open id table and forget the stores, as a process exit would."""
     for store in list(cache_module._stores.values()):
-        table = store._table
-        if table is not None:
-            table.close()
+        store.ids.close()
     cache_module._stores.clear()
     cache_module._prepared_roots.clear()
+    context_module.forget_fixed_root()
 
 
 @pytest.fixture

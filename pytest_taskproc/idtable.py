@@ -1,0 +1,290 @@
+"""Task ids: canonical arguments -> a small integer, stable for the life of the cache.
+
+The table is a ``diskcache`` database per class, written only when a task
+gets a new id (that is, when it is about to be computed).  Looking ids up
+never writes: planning, dry runs and ``get_task_result()`` open the database
+read-only with ``sqlite3`` (``mode=ro``), which works on a cache the user may
+read but not write and leaves every byte as it was.  The table keeps SQLite's
+rollback journal rather than its write-ahead log for that reason: a read-only
+reader of a write-ahead log would have to create its shared-memory file.
+
+The result folders are the ground truth: each holds its ``args.json``.  A
+missing, empty or damaged table is rebuilt from them with the same ids, so
+nothing is recomputed; until it can be rebuilt on disk (a read-only cache),
+lookups are served from the folders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sqlite3
+import threading
+import warnings
+from pathlib import Path
+
+import diskcache  # type: ignore[import-untyped]
+from filelock import FileLock
+
+from .atomic import remove_tree
+from .errors import CacheAccessError, CacheCorruptionWarning
+
+NEXT_ID = "next_id"  # canonical keys are JSON objects, so this never collides
+TABLE_FILE = "cache.db"
+
+
+def access_error(action: str, path: Path | str, exc: OSError) -> CacheAccessError:
+    reason = exc.strerror or str(exc)
+    hint = (
+        " (is the cache directory read-only?)" if exc.errno in (errno.EACCES, errno.EROFS) else ""
+    )
+    return CacheAccessError(f"cannot {action} {path}: {reason}{hint}")
+
+
+class IdTable:
+    """The id table of one task class under one cache root."""
+
+    def __init__(self, name: str, base: Path, results_dir: Path) -> None:
+        self.name = name
+        self.path = base / "id_table"
+        self.results_dir = results_dir
+        self._ids: dict[str, int] = {}
+        self._loaded = False
+        self._lock = threading.Lock()
+        self._writer: diskcache.Cache | None = None
+        #: the table on disk could not be read; ids come from the result folders
+        self._damaged: str | None = None
+
+    # -- reading ----------------------------------------------------------
+    def lookup(self, keys: list[str]) -> list[int | None]:
+        """The ids of ``keys``, None for keys that have none yet; writes nothing."""
+        with self._lock:
+            if not self._loaded:
+                self._load()
+            missing = [k for k in keys if k not in self._ids]
+            if missing and self._loaded:
+                self._refresh(missing)  # another process may have assigned them since
+            return [self._ids.get(k) for k in keys]
+
+    def known(self, key: str) -> int | None:
+        return self._ids.get(key)
+
+    def remember(self, key: str, task_id: int) -> None:
+        """An id learned from whoever planned the job, sparing a worker the lookup."""
+        self._ids[key] = task_id
+
+    def _load(self) -> None:
+        found = self._read_table(None)
+        if found is None:
+            self._ids.update(self._from_folders())
+        else:
+            self._ids.update(found)
+        self._loaded = True
+
+    def _refresh(self, keys: list[str]) -> None:
+        found = self._read_table(keys)
+        if found:
+            self._ids.update(found)
+
+    def _read_table(self, keys: list[str] | None) -> dict[str, int] | None:
+        """Ids from the table on disk, or None when it is missing or damaged."""
+        database = self.path / TABLE_FILE
+        try:
+            size = os.stat(database).st_size
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise access_error("read the id table", database, exc) from None
+        if size == 0:
+            self._damaged = "it is empty"
+            return None
+        try:
+            # Opening with os.open first tells a permission problem (an error
+            # to report) from damage (a table to rebuild): sqlite says neither.
+            os.close(os.open(database, os.O_RDONLY))
+        except OSError as exc:
+            raise access_error("read the id table", database, exc) from None
+        try:
+            with contextlib.closing(
+                sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=60)
+            ) as connection:
+                if keys is None:
+                    rows = connection.execute("SELECT key, value FROM Cache WHERE raw = 1")
+                    return {k: int(v) for k, v in rows if k != NEXT_ID and isinstance(k, str)}
+                found = {}
+                for start in range(0, len(keys), 500):
+                    chunk = keys[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    query = f"SELECT key, value FROM Cache WHERE raw = 1 AND key IN ({marks})"
+                    found.update({k: int(v) for k, v in connection.execute(query, chunk)})
+                return found
+        except sqlite3.DatabaseError as exc:
+            self._damaged = str(exc)
+            return None
+
+    def _from_folders(self) -> dict[str, int]:
+        """The ids of existing results, read from their ``args.json`` files."""
+        found: dict[str, int] = {}
+        for task_id, key in result_folders(self.results_dir):
+            if key is not None:
+                found[key] = task_id
+        return found
+
+    # -- writing ----------------------------------------------------------
+    def assign(self, keys: list[str]) -> list[int]:
+        """Ids for ``keys``, giving new ones (in one transaction) to those without."""
+        with self._lock:
+            if not self._loaded:
+                self._load()
+            missing = [k for k in dict.fromkeys(keys) if k not in self._ids]
+            if missing:
+                try:
+                    self._assign_in(self._open_writer(), missing)
+                except sqlite3.DatabaseError as exc:
+                    self._damaged = str(exc)
+                    self._close_writer()
+                    self._assign_in(self._open_writer(), missing)
+            return [self._ids[k] for k in keys]
+
+    def _open_writer(self) -> diskcache.Cache:
+        if self._writer is not None:
+            return self._writer
+        # Creating, checking or rebuilding the table must not race another
+        # process doing the same: one could take the other's half-made table
+        # for a damaged one and remove it.
+        locks = self.path.parent / "locks"
+        try:
+            locks.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise access_error("create cache directory", locks, exc) from None
+        with FileLock(str(locks / "id_table.lock")):
+            return self._open_writer_locked()
+
+    def _open_writer_locked(self) -> diskcache.Cache:
+        # What readers saw may have been a table another process was creating;
+        # under the lock, nobody is, so damage seen now is real.
+        self._damaged = _probe(self.path / TABLE_FILE)
+        rebuild = self._damaged is not None
+        if self._damaged == MISSING:
+            # A deleted table must not hand out ids that result folders still use.
+            rebuild = any(True for _ in result_folders(self.results_dir))
+            self._damaged = "it is missing" if rebuild else None
+        if rebuild:
+            self._warn_rebuild()
+            remove_tree(self.path)
+        try:
+            writer = _open_diskcache(self.path)
+        except OSError as exc:
+            raise access_error("open the id table", self.path, exc) from None
+        if rebuild:
+            self._fill_from_folders(writer)
+        self._damaged = None
+        self._writer = writer
+        return writer
+
+    def _warn_rebuild(self) -> None:
+        problem = self._damaged or "it is missing"
+        warnings.warn(
+            CacheCorruptionWarning(
+                f"id table of {self.name} at {self.path} cannot be used ({problem}); "
+                "rebuilding it from results/*/args.json with the same ids"
+            ),
+            stacklevel=5,
+        )
+
+    def _fill_from_folders(self, writer: diskcache.Cache) -> None:
+        highest = -1
+        with writer.transact(retry=True):
+            for task_id, key in result_folders(self.results_dir):
+                highest = max(highest, task_id)
+                if key is not None and writer.get(key) is None:
+                    writer.set(key, task_id)
+                    self._ids[key] = task_id
+            writer.set(NEXT_ID, max(highest + 1, int(writer.get(NEXT_ID, 0))))
+
+    def _assign_in(self, table: diskcache.Cache, keys: list[str]) -> None:
+        try:
+            with table.transact(retry=True):
+                next_id = int(table.get(NEXT_ID, 0))
+                for key in keys:
+                    found = table.get(key)
+                    if found is None:
+                        found = next_id
+                        next_id += 1
+                        table.set(key, found)
+                    self._ids[key] = int(found)
+                table.set(NEXT_ID, next_id)
+        except OSError as exc:
+            raise access_error("write the id table of", self.path, exc) from None
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_writer()
+
+
+MISSING = "missing"
+
+
+def _probe(database: Path) -> str | None:
+    """What is wrong with the table's database file, or None if it reads fine."""
+    try:
+        size = os.stat(database).st_size
+    except FileNotFoundError:
+        return MISSING
+    except OSError as exc:
+        raise access_error("read the id table", database, exc) from None
+    if size == 0:
+        return "it is empty"
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=60)
+        ) as connection:
+            connection.execute("SELECT count(*) FROM Cache").fetchone()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None
+
+
+def _open_diskcache(path: Path) -> diskcache.Cache:
+    table = diskcache.Cache(
+        str(path),
+        eviction_policy="none",
+        statistics=0,
+        tag_index=0,
+        timeout=60,
+        sqlite_journal_mode="delete",
+    )
+    try:
+        table.get(NEXT_ID)  # touches the database, so damage shows up here
+    except BaseException:
+        table.close()
+        raise
+    return table
+
+
+def result_folders(results_dir: Path) -> list[tuple[int, str | None]]:
+    """``(task id, args.json text or None)`` of every result folder."""
+    try:
+        names = os.listdir(results_dir)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise access_error("list", results_dir, exc) from None
+    found: list[tuple[int, str | None]] = []
+    for name in names:
+        if not name.isdigit():
+            continue
+        key: str | None
+        try:
+            with open(os.path.join(results_dir, name, "args.json"), encoding="utf-8") as handle:
+                key = handle.read()
+        except (OSError, UnicodeDecodeError, NotADirectoryError):
+            key = None
+        found.append((int(name), key))
+    return found

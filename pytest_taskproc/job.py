@@ -1,0 +1,223 @@
+"""One task's computation: upstream values bound, output captured, value and record stored.
+
+A :class:`Job` is what the scheduler planned for one task, complete enough
+to cross a process boundary: the task (pickled as class + arguments), the
+cache root, its id, the upstream values it must read (task, digest, lineage)
+and the code digest the planner saw.  The process that computes it rebuilds
+the task with ``build_task``; if what it rebuilds differs from the plan (a
+module global or the code differs in that environment), it refuses instead
+of caching a value made from another graph.  Whatever it reads is exactly
+what the record it writes names.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cache import ClassStore, get_store
+from .capture import captured_output
+from .errors import (
+    CorruptResultError,
+    PlanMismatchError,
+    ResultMissingError,
+    ResultNotPicklableError,
+    UpstreamChangedError,
+)
+from .record import Record, UpstreamRead, made_now, new_lineage
+from .requires import RESOLVED_ATTR, resolve_slot_value
+from .serialize import dump_result, value_digest
+from .source import code_digest
+from .spec import NodeKey, node_key, spec_of
+
+
+@dataclass
+class Job:
+    """One task to compute, self-contained enough to cross a process boundary."""
+
+    task: Any
+    cache_root: str
+    task_id: int
+    #: the upstream values the planner expects this task to read
+    reads: tuple[UpstreamRead, ...] = ()
+    #: ids of the upstream tasks, sparing the computing process the lookups
+    upstream_ids: tuple[int, ...] = ()
+    #: the code digest the planner saw (None: no source available there)
+    code: str | None = None
+    #: whether a changed code digest makes the stored result stale
+    detect_source_change: bool = False
+    lock: bool = True
+    echo: bool = False
+    in_prefix_child: bool = False
+    origin_pid: int = field(default_factory=os.getpid)
+    #: cross-process rate-limit slots (pytest runs); None inside one run_graph
+    slots: Any = None
+    #: where a pytest run records failed tasks, so no process of it retries one
+    failure_dir: str | None = None
+    #: the run that computes it, written into the record
+    run: str | None = None
+
+    @property
+    def node(self) -> NodeKey:
+        return node_key(self.task)
+
+
+@dataclass
+class Outcome:
+    """What became of a job: the value the task now holds, and whether this job made it."""
+
+    node: NodeKey
+    digest: str
+    lineage: str
+    seconds: float
+    computed: bool
+    #: the run that made the value (None for results of unknown runs)
+    run: str | None = None
+
+    @classmethod
+    def of(cls, record: Record, seconds: float, computed: bool) -> Outcome:
+        return cls(
+            (record.name, record.key),
+            record.digest,
+            record.lineage,
+            seconds,
+            computed,
+            record.made.get("run"),
+        )
+
+    def read(self) -> UpstreamRead:
+        return UpstreamRead(self.node[0], self.node[1], self.digest, self.lineage)
+
+
+def describe(task: Any, store: ClassStore, task_id: int) -> str:
+    """One line naming a task for error messages: class, arguments, id and output files."""
+    return (
+        f"{task.task_name} {spec_of(task).key} (task id {task_id}; "
+        f"stdout {store.stdout_path(task_id)}, stderr {store.stderr_path(task_id)})"
+    )
+
+
+def check_plan(job: Job) -> None:
+    """Refuse to compute a task that differs here from what the planner saw."""
+    spec = spec_of(job.task)
+    planned = [(r.name, r.key) for r in job.reads]
+    rebuilt = [node_key(u) for u in spec.upstream]
+    if sorted(planned) != sorted(rebuilt):
+        missing = sorted(set(planned) - set(rebuilt))[:3]
+        extra = sorted(set(rebuilt) - set(planned))[:3]
+        raise PlanMismatchError(
+            f"{job.task!r}: rebuilt in process {os.getpid()}, its build_task requires other "
+            f"upstream tasks than the plan it was sent with (planned but not required here: "
+            f"{missing}; required here but not planned: {extra}). This process's environment "
+            "differs from the planner's (another version of the code, another module global); "
+            "nothing was computed or cached for it."
+        )
+    code = code_digest(type(job.task)).digest
+    if job.code is not None and code is not None and code != job.code:
+        raise PlanMismatchError(
+            f"{job.task!r}: the code of {spec.name} in process {os.getpid()} differs from the "
+            "code the planner saw (another version of the task file or of a helper it uses); "
+            "nothing was computed or cached for it."
+        )
+
+
+def compute(job: Job, store: ClassStore) -> Record:
+    """Run ``run_task`` with upstream values in place; store the value and its record."""
+    __tracebackhide__ = True
+    task = job.task
+    spec = spec_of(task)
+    config = spec.config
+    root = Path(job.cache_root)
+    check_plan(job)
+    new_folder, previous = store.begin_run(job.task_id, spec.key)
+    expected = {(r.name, r.key): r for r in job.reads}
+    ids = dict(zip(((r.name, r.key) for r in job.reads), job.upstream_ids, strict=False))
+    loaded: dict[NodeKey, Any] = {}
+
+    def load(upstream: Any) -> Any:
+        node = node_key(upstream)
+        if node not in loaded:
+            loaded[node] = _read_upstream(root, upstream, expected[node], ids.get(node))
+        return loaded[node]
+
+    resolved = {
+        slot.public_name: resolve_slot_value(slot.raw_value(task), load) for slot in config.slots
+    }
+    loaded.clear()
+    task.__dict__[RESOLVED_ATTR] = resolved
+    start = time.perf_counter()
+    try:
+        if config.detach_output:
+            with captured_output(
+                store.stdout_path(job.task_id),
+                store.stderr_path(job.task_id),
+                job.echo,
+                new_folder=new_folder,
+            ):
+                value = task.run_task()
+        else:
+            value = task.run_task()
+    finally:
+        task.__dict__.pop(RESOLVED_ATTR, None)
+    seconds = time.perf_counter() - start
+    del resolved
+    try:
+        data = dump_result(value)
+    except Exception as exc:
+        raise ResultNotPicklableError(
+            f"{task!r}: run_task returned a {type(value).__qualname__} that cloudpickle cannot "
+            f"serialise ({type(exc).__name__}: {exc}); nothing was cached for "
+            f"{describe(task, store, job.task_id)}"
+        ) from None
+    del value
+    digest = value_digest(data)
+    name, stored_size = store.write_value(job.task_id, data, config.compress_level)
+    # A value reproduced byte for byte from the same upstream values (say,
+    # after a code edit) keeps its lineage, so what was computed from it stays
+    # fresh.  Anything else is a new value, and so is anything computed from a
+    # new value: clearing a task recomputes everything downstream of it.
+    same = previous is not None and previous.digest == digest
+    lineage = previous.lineage if same and previous.upstream == job.reads else None
+    record = Record(
+        name=spec.name,
+        key=spec.key,
+        code=code_digest(type(task)).digest,
+        code_parts=code_digest(type(task)).parts,
+        upstream=job.reads,
+        digest=digest,
+        size=len(data),
+        file=name,
+        stored_size=stored_size,
+        lineage=lineage or new_lineage(),
+        made=made_now(seconds, job.run),
+    )
+    store.commit(job.task_id, record)
+    return record
+
+
+def _read_upstream(root: Path, upstream: Any, expected: UpstreamRead, task_id: int | None) -> Any:
+    """The value of an upstream task, exactly the one the plan named."""
+    spec = spec_of(upstream)
+    store = get_store(root, spec.name)
+    if task_id is not None:
+        store.remember_id(spec.key, task_id)
+    found = store.known_id(spec.key)
+    try:
+        if found is None:
+            raise ResultMissingError(f"no cached result for {spec.name} {spec.key}")
+        value, record = store.load_value(found, spec.key)
+    except ResultMissingError:
+        raise UpstreamChangedError(
+            f"{upstream!r}: its result vanished while a downstream task was about to read it "
+            "(cleared by another process?)"
+        ) from None
+    except CorruptResultError:
+        raise
+    if record.digest != expected.digest or record.lineage != expected.lineage:
+        raise UpstreamChangedError(
+            f"{upstream!r}: its value changed after it was planned (recomputed by another process?)"
+        )
+    return value

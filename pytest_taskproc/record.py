@@ -1,0 +1,162 @@
+"""The record of a result: what it was made from, as JSON next to it.
+
+Freshness is decided from records only (see ``freshness.py``): a result is
+fresh when its record names the task's arguments and code and, for each
+upstream task, the value it read, and every one of those is still what the
+cache holds.  The record also says when, how long, where and by which run
+the result was made, for people and for provenance tools.
+
+An upstream value is named by two things: the digest of its pickled bytes,
+and its *lineage*.  A recomputation that yields byte-identical bytes keeps the
+lineage (so downstream stays fresh: early cutoff); a result made after the
+task was cleared, or made for the first time, starts a new lineage, so a
+cleared task's downstream is recomputed, as clearing promises.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import os
+import platform
+import socket
+import sys
+import uuid
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from .identity import encode_key
+
+FORMAT = "pytest-taskproc/record-1"
+
+
+@dataclass(frozen=True)
+class UpstreamRead:
+    """One upstream value a result was computed from."""
+
+    name: str
+    key: str
+    digest: str
+    lineage: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.name,
+            "args": json.loads(self.key),
+            "digest": self.digest,
+            "lineage": self.lineage,
+        }
+
+
+@dataclass(frozen=True)
+class Record:
+    """Everything a result was made from, and where it came from."""
+
+    name: str
+    key: str
+    code: str | None
+    code_parts: dict[str, str]
+    upstream: tuple[UpstreamRead, ...]
+    digest: str
+    size: int
+    file: str
+    stored_size: int
+    lineage: str
+    made: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        document = {
+            "format": FORMAT,
+            "task": self.name,
+            "args": json.loads(self.key),
+            "code": {"digest": self.code, "parts": self.code_parts},
+            "upstream": [u.to_json() for u in self.upstream],
+            "value": {
+                "digest": self.digest,
+                "size": self.size,
+                "file": self.file,
+                "stored_size": self.stored_size,
+                "lineage": self.lineage,
+            },
+            "made": self.made,
+        }
+        return json.dumps(document, indent=1, sort_keys=False) + "\n"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as plain JSON data (what ``task_record`` returns)."""
+        document: dict[str, Any] = json.loads(self.to_json())
+        return document
+
+
+class RecordError(ValueError):
+    """A record file that is not a record of this format."""
+
+
+def parse_record(text: str | bytes) -> Record:
+    """A record from its JSON text; ``RecordError`` when it is not one."""
+    try:
+        data = json.loads(text)
+        if data.get("format") != FORMAT:
+            raise RecordError(f"unknown record format {data.get('format')!r}")
+        code = data["code"]
+        value = data["value"]
+        upstream = tuple(
+            UpstreamRead(u["task"], encode_key(u["args"]), u["digest"], u["lineage"])
+            for u in data["upstream"]
+        )
+        return Record(
+            name=data["task"],
+            key=encode_key(data["args"]),
+            code=code["digest"],
+            code_parts=dict(code["parts"]),
+            upstream=upstream,
+            digest=value["digest"],
+            size=int(value["size"]),
+            file=value["file"],
+            stored_size=int(value["stored_size"]),
+            lineage=value["lineage"],
+            made=dict(data.get("made") or {}),
+        )
+    except RecordError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise RecordError(f"not a valid record ({type(exc).__name__}: {exc})") from None
+
+
+def new_lineage() -> str:
+    return uuid.uuid4().hex
+
+
+@functools.cache
+def _environment() -> dict[str, Any]:
+    packages = {}
+    for name in ("pytest-taskproc", "cloudpickle"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    return {
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "platform": sys.platform,
+        "packages": packages,
+    }
+
+
+def made_now(seconds: float, run: str | None) -> dict[str, Any]:
+    """The ``made`` part of a new record: when, how long, where and by which run."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    made: dict[str, Any] = {
+        "at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "seconds": round(seconds, 6),
+        "pid": os.getpid(),
+    }
+    made.update(_environment())
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        made["packages"] = {**made["packages"], "numpy": getattr(numpy, "__version__", None)}
+    made["run"] = run
+    return made

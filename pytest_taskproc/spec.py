@@ -1,0 +1,84 @@
+"""The typed view of a task and of its class, shared by every stage of the pipeline.
+
+A task object is user code (a ``TaskBase`` subclass instance); what the
+library needs to know about it lives in one :class:`TaskSpec` made at
+construction: its class name, canonical key, arguments, upstream tasks and
+class configuration.  Modules read tasks through :func:`spec_of` instead of
+reaching into private attributes, which keeps the modules that plan, store
+and compute tasks independent of the module that defines them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The attribute of a task instance that holds its spec (in the instance ``__dict__``).
+SPEC_ATTR = "_tp_spec"
+#: The attribute of a task class that holds its :class:`TaskClassConfig`.
+CONFIG_ATTR = "_tp_config"
+
+NodeKey = tuple[str, str]
+
+
+@dataclass
+class TaskClassConfig:
+    """What the class keywords and the class body say about a task class."""
+
+    name: str
+    channels: tuple[str, ...]
+    compress_level: int | None
+    job_prefix: tuple[str, ...] | None
+    detach_output: bool
+    signature: inspect.Signature
+    slots: tuple[Any, ...]
+    #: canonical key -> the one task object of that key in this process
+    registry: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class TaskSpec:
+    """Everything the library knows about one task, fixed once ``build_task`` has run."""
+
+    name: str
+    key: str
+    canonical: dict[str, Any]
+    #: the call as bound to ``build_task`` (defaults applied), for pickling and repr
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    #: parameter name -> value as given (NumPy scalars as plain values)
+    arguments: dict[str, Any]
+    #: the tasks its requirement slots name, each once, in slot order
+    upstream: tuple[Any, ...]
+    config: TaskClassConfig
+
+    @property
+    def node(self) -> NodeKey:
+        return (self.name, self.key)
+
+
+def spec_of(task: Any) -> TaskSpec:
+    """The spec of a task object (raises ``KeyError`` for anything that is not a task)."""
+    spec: TaskSpec = task.__dict__[SPEC_ATTR]
+    return spec
+
+
+def node_key(task: Any) -> NodeKey:
+    """``(class name, canonical key)``: the identity of a task across processes."""
+    spec: TaskSpec = task.__dict__[SPEC_ATTR]
+    return (spec.name, spec.key)
+
+
+def config_of(cls: type) -> TaskClassConfig:
+    config: TaskClassConfig = cls.__dict__[CONFIG_ATTR]
+    return config
+
+
+def is_task(value: Any) -> bool:
+    """A task object (not a task class, which in a slot is a forgotten call)."""
+    return not isinstance(value, type) and SPEC_ATTR in getattr(value, "__dict__", ())
+
+
+def is_task_class(obj: Any) -> bool:
+    return isinstance(obj, type) and CONFIG_ATTR in obj.__dict__
