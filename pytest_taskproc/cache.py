@@ -180,24 +180,27 @@ class ClassStore:
         return self._checked_record(task_id, key, text, warn)
 
     def _checked_record(self, task_id: int, key: str, text: bytes, warn: bool) -> Record | None:
+        found = self._check_record(task_id, key, text)
+        if isinstance(found, str):
+            if warn:
+                _warn(found + "; recomputing it")
+            return None
+        return found
+
+    def _check_record(self, task_id: int, key: str, text: bytes) -> Record | str | None:
+        """The record if it is trustworthy, None if there is no result, else what is wrong."""
         path = self.record_path(task_id)
         try:
             record = parse_record(text)
         except RecordError as exc:
-            if warn:
-                _warn(f"{path} is damaged ({exc}); the result of {self.name} {key} is recomputed")
-            return None
+            return f"{path} of {self.name} {key} is damaged ({exc})"
         if record.name != self.name or record.key != key:
-            if warn:
-                _warn(
-                    f"{path} belongs to {record.name} {record.key}, not to {self.name} {key}; "
-                    "that result is not trusted and will be recomputed"
-                )
-            return None
+            return (
+                f"{path} belongs to {record.name} {record.key}, not to {self.name} {key}, "
+                "so that result is not trusted"
+            )
         if record.file not in (serialize.RAW_NAME, serialize.GZIP_NAME):
-            if warn:
-                _warn(f"{path} names no result file; the result of {self.name} {key} is recomputed")
-            return None
+            return f"{path} of {self.name} {key} names no result file"
         value_path = f"{self.folder(task_id)}{os.sep}{record.file}"
         try:
             size = os.stat(value_path).st_size
@@ -206,12 +209,10 @@ class ClassStore:
         except OSError as exc:
             raise access_error("read", value_path, exc) from None
         if size != record.stored_size:
-            if warn:
-                _warn(
-                    f"{value_path} has {size} bytes where its record says {record.stored_size}; "
-                    f"the result of {self.name} {key} is recomputed"
-                )
-            return None
+            return (
+                f"cached result {value_path} of {self.name} {key} is damaged: it has {size} "
+                f"bytes where its record says {record.stored_size}"
+            )
         return record
 
     def load_value(self, task_id: int, key: str) -> tuple[Any, Record]:
@@ -223,7 +224,9 @@ class ClassStore:
         """
         for _ in range(READ_ATTEMPTS):
             text = self._record_text(task_id)
-            record = None if text is None else self._checked_record(task_id, key, text, True)
+            record = None if text is None else self._check_record(task_id, key, text)
+            if isinstance(record, str):
+                raise CorruptResultError(record, self.name, key)
             if record is None or text is None:
                 raise ResultMissingError(f"no cached result for {self.name} with arguments {key}")
             path = f"{self.folder(task_id)}{os.sep}{record.file}"
@@ -331,6 +334,8 @@ class ClassStore:
             with open(path, "wb") as handle:
                 handle.write(blob)
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # a partial value is no result, and a full disk needs the room
             raise access_error("write the result", path, exc) from None
         return name, len(blob)
 

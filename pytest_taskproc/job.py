@@ -179,8 +179,9 @@ def compute(job: Job, store: ClassStore) -> Record:
     # after a code edit) keeps its lineage, so what was computed from it stays
     # fresh.  Anything else is a new value, and so is anything computed from a
     # new value: clearing a task recomputes everything downstream of it.
-    same = previous is not None and previous.digest == digest
-    lineage = previous.lineage if same and previous.upstream == job.reads else None
+    lineage = None
+    if previous is not None and previous.digest == digest and previous.upstream == job.reads:
+        lineage = previous.lineage
     record = Record(
         name=spec.name,
         key=spec.key,

@@ -131,7 +131,7 @@ def new_lineage() -> str:
 
 @functools.cache
 def _environment() -> dict[str, Any]:
-    packages = {}
+    packages: dict[str, str | None] = {}
     for name in ("pytest-taskproc", "cloudpickle"):
         try:
             packages[name] = metadata.version(name)

@@ -60,7 +60,9 @@ class TaskItem(pytest.Item):
         return header + "\n" + str(rendered)
 
 
-def _output_sections(item: TaskItem, store: Any, task_id: int) -> None:
+def _output_sections(item: TaskItem, store: Any, task_id: int | None) -> None:
+    if task_id is None:
+        return
     for which, path in (
         ("stdout", store.stdout_path(task_id)),
         ("stderr", store.stderr_path(task_id)),

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gc
 import gzip
+import hashlib
 import json
 import os
 import pickle
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -100,9 +102,18 @@ def test_layout_of_a_class_folder(tasks: ModuleType, cache_root: Path) -> None:
         assert pickle.load(handle) == {"n": 3, "label": "x"}
     assert (folder / "stdout.txt").read_text() == "value 3\n"
     assert (base / "id_table").is_dir()
-    source = (base / "source.txt").read_text()
-    assert source.startswith("class Value(TaskBase):")
-    assert "log('run', 'Value', self.n)" in source  # normalised through the AST
+    record = json.loads((folder / "record.json").read_text())
+    assert record["task"] == "tasks.Value"
+    assert record["args"] == {"n": 3, "label": "x"}
+    assert record["upstream"] == []
+    with open(folder / "result.pkl", "rb") as handle:
+        data = handle.read()
+    assert record["value"]["digest"] == hashlib.sha256(data).hexdigest()
+    assert record["value"]["size"] == len(data)
+    assert record["value"]["file"] == "result.pkl"
+    assert set(record["code"]["parts"]) >= {"tasks.Value"}
+    assert record["made"]["python"] and record["made"]["host"]
+    assert not (base / "source.txt").exists()
 
 
 def test_cache_root_is_marked_for_backup_tools_and_git(tasks: ModuleType, cache_root: Path) -> None:
@@ -265,26 +276,39 @@ def test_damaged_result_read_directly_is_an_error_not_a_wrong_value(
         tasks.Value(2).get_task_result()
 
 
-@pytest.mark.parametrize("how", ["deleted", "other arguments", "unreadable bytes"])
-def test_result_without_matching_args_json_warns_and_is_recomputed(
+@pytest.mark.parametrize("how", ["other arguments", "unreadable bytes", "another task's"])
+def test_result_whose_record_does_not_match_warns_and_is_recomputed(
     tasks: ModuleType, modules: TaskModules, cache_root: Path, how: str
 ) -> None:
     run(tasks.Total(2))
-    args = result_folder(cache_root, tasks.Value(1)) / "args.json"
-    if how == "deleted":
-        args.unlink()
-    elif how == "other arguments":
-        args.write_text(tasks.Value(7)._tp_key)
-    else:
-        args.write_bytes(b"\xff\xfe\x00")
+    run(tasks.Value(7))
+    record = result_folder(cache_root, tasks.Value(1)) / "record.json"
+    if how == "other arguments":
+        record.write_text(record.read_text().replace('"n": 1', '"n": 7'))
+    elif how == "unreadable bytes":
+        record.write_bytes(b"\xff\xfe\x00")
+    else:  # another task's valid result copied over this one
+        other = result_folder(cache_root, tasks.Value(7))
+        for name in ("record.json", "result.pkl", "args.json"):
+            shutil.copy(other / name, record.parent / name)
     modules.clear_log()
-    with pytest.warns(CacheCorruptionWarning, match=r"args\.json .*tasks\.Value"):
+    with pytest.warns(CacheCorruptionWarning, match=r"record\.json .*tasks\.Value"):
         assert run(tasks.Total(2)) == 1
     assert sorted(modules.runs()) == ["run Total", "run Value 1"]
-    assert args.read_text() == tasks.Value(1)._tp_key
+    assert json.loads(record.read_text())["args"] == {"n": 1, "label": "v"}
     modules.clear_log()
     run(tasks.Total(2))
     assert modules.runs() == []
+
+
+def test_deleted_record_means_no_result(
+    tasks: ModuleType, modules: TaskModules, cache_root: Path
+) -> None:
+    run(tasks.Total(2))
+    (result_folder(cache_root, tasks.Value(1)) / "record.json").unlink()
+    modules.clear_log()
+    assert run(tasks.Total(2)) == 1
+    assert sorted(modules.runs()) == ["run Total", "run Value 1"]
 
 
 def test_damaged_id_table_is_rebuilt_with_the_same_ids(
@@ -297,13 +321,15 @@ def test_damaged_id_table_is_rebuilt_with_the_same_ids(
     for path in table.iterdir():
         path.write_bytes(b"garbage, not an sqlite database " * 100)
     modules.clear_log()
-    with pytest.warns(CacheCorruptionWarning, match=r"id table of tasks\.Value .* is damaged"):
-        assert run(tasks.Total(3)) == 3
+    # Reading needs no table: the result folders say which id is whose.
+    assert run(tasks.Total(3)) == 3
     assert modules.runs() == []
-    assert {n: tasks.Value(n).task_id for n in range(3)} == ids
     assert tasks.Value(1).get_task_result() == {"n": 1, "label": "v"}
-    # new tasks get new ids, never one of a known task
-    assert tasks.Value(99).task_id not in ids.values()
+    # The first new id rebuilds the table with the same ids, never reusing one.
+    with pytest.warns(CacheCorruptionWarning, match=r"id table of tasks\.Value .* rebuilding"):
+        new_id = tasks.Value(99).task_id
+    assert new_id not in ids.values()
+    assert {n: tasks.Value(n).task_id for n in range(3)} == ids
     # a connection leaked by the failed open would raise ResourceWarning (3.13+) here
     gc.collect()
 

@@ -280,7 +280,8 @@ def wait_for(proc: subprocess.Popen[bytes], ready: Callable[[], bool]) -> bool:
 
 
 def results_being_written(cache: Path, known: set[Path]) -> bool:
-    """Whether a temporary result file not in ``known`` exists: a result is being written."""
+    """Whether a result not in ``known`` is being written: a value file in a folder whose
+    record (the commit point) is not there yet, or a record's temporary file."""
     top = cache / "taskproc"
     try:
         class_dirs = os.listdir(top)
@@ -291,9 +292,11 @@ def results_being_written(cache: Path, known: set[Path]) -> bool:
         try:
             folders = os.listdir(results)
             for folder in folders:
-                for name in os.listdir(results / folder):
-                    is_result = name.startswith(".result") and ".tmp-" in name
-                    if is_result and results / folder / name not in known:
+                names = os.listdir(results / folder)
+                for name in names:
+                    uncommitted = name.startswith("result.pkl") and "record.json" not in names
+                    temporary = name.startswith(".record.json") and ".tmp-" in name
+                    if (uncommitted or temporary) and results / folder / name not in known:
                         return True
         except (FileNotFoundError, NotADirectoryError):
             continue
@@ -313,7 +316,8 @@ def result_files(cache: Path) -> dict[str, list[Path]]:
         cls = class_dir.name.rsplit(".", 1)[1]
         for folder in results.iterdir():
             files = [folder / n for n in ("result.pkl", "result.pkl.gz") if (folder / n).exists()]
-            if not folder.name.isdigit() or not files:
+            # A value counts only once its record is there: the record is the commit point.
+            if not folder.name.isdigit() or not files or not (folder / "record.json").exists():
                 continue
             args = json.loads((folder / "args.json").read_text(encoding="utf-8"))
             found[f"{cls}:{args['n']}" if args else cls] = files
@@ -338,6 +342,15 @@ def check_cache(cache: Path) -> set[str]:
 
 def temporary_files(cache: Path) -> set[Path]:
     return {p for p in cache.rglob(".*") if ".tmp-" in p.name}
+
+
+def uncommitted_values(cache: Path) -> set[Path]:
+    """Value files whose record is missing: written, but not (yet) a result."""
+    return {
+        p
+        for p in cache.rglob("result.pkl*")
+        if p.parent.name.isdigit() and not (p.parent / "record.json").exists()
+    }
 
 
 def last_line(text: str) -> str:
@@ -389,7 +402,7 @@ class KillHarness:
         self, proc: subprocess.Popen[bytes], log: Path, missing: list[str], cache: Path
     ) -> None:
         large = [label for label in missing if label.startswith(LARGE)]
-        before = temporary_files(cache)
+        before = temporary_files(cache) | uncommitted_values(cache)
         dice = self.rng.random()
         if large and dice < 0.3:
             # The moment a temporary result file shows up: a result is being written.
@@ -424,8 +437,8 @@ class KillHarness:
             self.notes.append(f"run {self.runs}: finished before the kill ({where})")
             return
         self.kills += 1
-        new_tmp = temporary_files(cache) - before
-        if any(p.name.startswith(".result") for p in new_tmp):
+        new_tmp = (temporary_files(cache) | uncommitted_values(cache)) - before
+        if any(p.name.startswith(("result", ".record")) for p in new_tmp):
             self.mid_write += 1
         kinds = sorted({p.name.split(".tmp-")[0] for p in new_tmp})
         self.notes.append(f"run {self.runs}: killed {where}; temporary files left: {kinds}")
@@ -725,16 +738,15 @@ def test_damaged_upstream_result_in_a_process_pool(modules: TaskModules, cache_r
     assert sorted(modules.runs()) == ["run Total", "run Value:2"]
 
 
-def test_missing_args_json_warns_and_is_recomputed(modules: TaskModules, cache_root: Path) -> None:
-    mod = modules.load("noargs", DAMAGE_TASKS)
+def test_missing_record_is_no_result(modules: TaskModules, cache_root: Path) -> None:
+    mod = modules.load("norecord", DAMAGE_TASKS)
     with ThreadPoolExecutor(2) as pool:
         assert mod.Total(3).run_graph(executor=pool) == TOTAL
-    (folder_of(cache_root, mod.Value(1)) / "args.json").unlink()
+    (folder_of(cache_root, mod.Value(1)) / "record.json").unlink()
     modules.clear_log()
-    warns = pytest.warns(CacheCorruptionWarning, match=r"args\.json is missing")
-    with warns, ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(2) as pool:
         assert mod.Total(3).run_graph(executor=pool) == TOTAL
-    # Value(1) is recomputed, so Total's upstream is newer: it is recomputed too.
+    # Value(1) is a new value (nothing says it equals the old one): Total follows.
     assert sorted(modules.runs()) == ["run Total", "run Value:1"]
     modules.clear_log()
     with ThreadPoolExecutor(2) as pool:
@@ -754,13 +766,18 @@ def test_id_table_overwritten_with_garbage_warns_and_keeps_results(
     assert database.is_file()
     database.write_bytes(os.urandom(8192))
     modules.clear_log()
-    warns = pytest.warns(CacheCorruptionWarning, match=r"id table of idtable\.Value")
-    with warns, ThreadPoolExecutor(2) as pool:
+    # Reading needs no table (the result folders name their arguments): no
+    # warning, nothing recomputed, nothing written.
+    with ThreadPoolExecutor(2) as pool:
         assert mod.Total(3).run_graph(executor=pool) == TOTAL
     assert [mod.Value(n).task_id for n in range(3)] == ids
-    # The table is rebuilt from args.json: every result is still trusted (README).
     assert modules.runs() == []
     assert mod.Value(2).get_task_result() == {"n": 2, "square": 4}
+    # The first new id rebuilds the table from args.json, keeping every id.
+    with pytest.warns(CacheCorruptionWarning, match=r"id table of idtable\.Value"):
+        assert mod.Value(7).task_id not in ids
+    forget_stores()
+    assert [mod.Value(n).task_id for n in range(3)] == ids
 
 
 PLUGIN_DAMAGE_TASKS = """\
@@ -801,7 +818,7 @@ class Total(TaskBase):
         "upstream truncated",
         "upstream garbage",
         "root truncated",
-        "args.json deleted",
+        "record deleted",
         "id table garbage",
     ],
 )
@@ -819,26 +836,27 @@ def test_damaged_cache_under_the_plugin(pytester: pytest.Pytester, damage: str) 
         "upstream truncated": ["Total", "Value:1"],
         "upstream garbage": ["Total", "Value:1"],
         "root truncated": ["Total"],
-        "args.json deleted": ["Total", "Value:1"],
+        "record deleted": ["Total", "Value:1"],
         "id table garbage": [],
     }[damage]
+    warned = damage not in ("record deleted", "id table garbage")
     if damage.startswith("upstream"):
         damage_file(value1 / "result.pkl", damage.split()[1])
         # Total must be recomputed, so it has to read the damaged result of Value(1).
         (total / "result.pkl").unlink()
     elif damage == "root truncated":
         damage_file(total / "result.pkl", "truncated")
-    elif damage == "args.json deleted":
-        (value1 / "args.json").unlink()
+    elif damage == "record deleted":
+        (value1 / "record.json").unlink()
     else:
         (base / "task_damage.Value" / "id_table" / "cache.db").write_bytes(os.urandom(8192))
     log.write_text("")
     second = pytester.runpytest_subprocess(*args, timeout=120)
     output = second.stdout.str()
     assert second.ret == 0, output
-    assert "CacheCorruptionWarning" in output
+    assert ("CacheCorruptionWarning" in output) == warned, output
     assert sorted(started(complete_lines(log))) == expected_runs, output
-    second.assert_outcomes(passed=len(expected_runs), warnings=1)
+    second.assert_outcomes(passed=len(expected_runs), warnings=int(warned))
     assert load_file(total / "result.pkl") == 5
     assert load_file(value1 / "result.pkl") == 1
 

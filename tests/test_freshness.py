@@ -170,7 +170,7 @@ def test_plan_gives_a_reason_for_every_stale_task(graph: ModuleType) -> None:
 
     run(graph.B())
     states = plan(tasks, root, False)
-    assert states[node_key(graph.C())].reason is Reason.UPSTREAM_NEWER
+    assert states[node_key(graph.C())].reason is Reason.UPSTREAM_CHANGED
     assert states[node_key(graph.Root())].reason is Reason.UPSTREAM_STALE
 
 

@@ -19,6 +19,7 @@ from pytest_taskproc import (
     infer_task_type,
 )
 from pytest_taskproc.requires import MappedTask
+from pytest_taskproc.spec import spec_of
 
 TASKS = """
 class Leaf(TaskBase):
@@ -355,9 +356,8 @@ def test_item_references_as_arguments_are_distinct_tasks(modules: TaskModules) -
     assert mod.Keyed(mod.Multi()["a"]) is mod.Keyed(mod.Multi()["a"])
     assert mod.Keyed(mod.Multi()["a"]) is not mod.Keyed(mod.Multi()["c"])
     assert mod.Keyed(mod.Multi()["a"]) is not mod.Keyed(mod.Multi())
-    assert mod.Keyed(mod.Multi()["a"]).task_args == {
-        "ref": {"__task__": "items.Multi", "__args__": {}, "__key__": ["a"]}
-    }
+    assert mod.Keyed(mod.Multi()["a"]).task_args == {"ref": mod.Multi()["a"]}
+    assert mod.Keyed(mod.Multi()["a"]).task_args["ref"].get_origin() is mod.Multi()
 
 
 def test_tasks_as_arguments_serialise_as_references(tasks: ModuleType) -> None:
@@ -369,11 +369,10 @@ def test_tasks_as_arguments_serialise_as_references(tasks: ModuleType) -> None:
     assert WithTask([tasks.Leaf(1)]) is first
     assert WithTask([tasks.Leaf(1, 2)]) is not first
     assert WithTask([tasks.Sum([1])]) is not first
-    assert first.task_args == {
-        "upstream": [{"__task__": "tasks.Leaf", "__args__": {"n": 1, "scale": 1}}]
-    }
+    assert first.task_args == {"upstream": [tasks.Leaf(1)]}
+    assert first.task_args["upstream"][0] is tasks.Leaf(1)
     # an argument is not a requirement: only slots make edges
-    assert first._tp_upstream == ()
+    assert spec_of(first).upstream == ()
 
 
 def test_const_is_a_frozen_value() -> None:
@@ -409,10 +408,14 @@ def test_task_ids_are_small_distinct_and_stable(tasks: ModuleType) -> None:
     assert tasks.Leaf(8).task_id == 3
 
 
-def test_task_args_are_the_bound_arguments_as_json(tasks: ModuleType) -> None:
+def test_task_args_are_the_bound_arguments_as_given(tasks: ModuleType) -> None:
     assert tasks.Leaf(4).task_args == {"n": 4, "scale": 1}
     assert tasks.Leaf(n=4, scale=2).task_args == {"n": 4, "scale": 2}
     assert tasks.Sum([3, 4]).task_args == {"ns": [3, 4]}
+    # tuples stay tuples and integer keys stay integers: no internal tags
+    assert tasks.Sum((3, 4)).task_args == {"ns": (3, 4)}
+    assert type(tasks.Sum((3, 4)).task_args["ns"]) is tuple
+    assert tasks.Leaf({0: "a", 1: (2,)}).task_args == {"n": {0: "a", 1: (2,)}, "scale": 1}
 
 
 def test_task_directory_is_created_emptied_per_run_and_kept(
