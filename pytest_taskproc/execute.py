@@ -120,6 +120,8 @@ class GraphRun:
             k: reads_of(s.record) for k, s in states.items() if not s.stale and s.record
         }
         self.outcomes: dict[NodeKey, Outcome] = {}
+        #: tasks computed by this pass, per class (also when the pass fails)
+        self.ran: dict[str, int] = defaultdict(int)
         self.failures: list[tuple[NodeKey, BaseException]] = []
         self.durations: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
         self.workers = executor_width(executor)
@@ -128,7 +130,7 @@ class GraphRun:
     def run(self) -> dict[str, int]:
         """Compute every stale task; returns per-class counts of tasks computed here."""
         __tracebackhide__ = True
-        ran: dict[str, int] = defaultdict(int)
+        ran = self.ran
         stale = [k for k in self.graph.order if self.states[k].stale]
         self._assign_ids(stale)
         waiting = {k: sum(1 for u in self.graph.upstream(k) if self.states[u].stale) for k in stale}
@@ -344,10 +346,11 @@ def run_graph(
                     )
                     start = time.perf_counter()
                     try:
-                        for name, n in run.run().items():
-                            counts[name] += n
+                        run.run()
                     finally:
                         seconds += time.perf_counter() - start
+                        for name, n in run.ran.items():
+                            counts[name] += n
                 assert root_state.task_id is not None
                 result = root_state.store.load_value(root_state.task_id, spec_of(task).key)[0]
             except REPLAN_ERRORS as exc:

@@ -77,7 +77,10 @@ def plain_value(value: Any) -> Any:
     numpy = sys.modules.get("numpy")
     if numpy is None:
         return value
-    return _plain(value, numpy.generic)
+    try:
+        return _plain(value, numpy.generic)
+    except RecursionError:
+        return value  # canonical_arguments rejects it, naming the argument
 
 
 def _plain(value: Any, generic: type) -> Any:

@@ -158,8 +158,13 @@ class IdTable:
             locks.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise access_error("create cache directory", locks, exc) from None
-        with FileLock(str(locks / "id_table.lock")):
-            return self._open_writer_locked()
+        try:
+            with FileLock(str(locks / "id_table.lock")):
+                return self._open_writer_locked()
+        except OSError as exc:
+            if isinstance(exc, CacheAccessError):
+                raise
+            raise access_error("lock the id table in", locks, exc) from None
 
     def _open_writer_locked(self) -> diskcache.Cache:
         # What readers saw may have been a table another process was creating;
@@ -198,7 +203,15 @@ class IdTable:
         with writer.transact(retry=True):
             for task_id, key in result_folders(self.results_dir):
                 highest = max(highest, task_id)
-                if key is not None and writer.get(key) is None:
+                if key is None:
+                    warnings.warn(
+                        CacheCorruptionWarning(
+                            f"{self.results_dir / str(task_id)} has no readable args.json (or is "
+                            "not a folder); its result is not used and its task is recomputed"
+                        ),
+                        stacklevel=6,
+                    )
+                elif writer.get(key) is None:
                     writer.set(key, task_id)
                     self._ids[key] = task_id
             writer.set(NEXT_ID, max(highest + 1, int(writer.get(NEXT_ID, 0))))

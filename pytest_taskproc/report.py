@@ -26,7 +26,6 @@ SECONDS = "taskproc_seconds"
 TASK_ID = "taskproc_task_id"
 
 GRAPH_FILE = "graph.json"
-DRY_RUN_FILE = "dry_run.json"
 
 
 def _properties(report: Any) -> dict[str, Any]:
@@ -96,6 +95,8 @@ class TaskprocReporter:
         self.started_ns: int = info["started_ns"] if info else time.time_ns()
         self.is_worker = hasattr(config, "workerinput")
         self.tally = Tally()
+        #: what a --collect-only run would compute (set by the session in this process)
+        self.dry_run: dict[str, Any] | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -114,10 +115,7 @@ class TaskprocReporter:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker:
             return
-        try:
-            dry_run = json.loads((self.run_dir / DRY_RUN_FILE).read_text())
-        except FileNotFoundError:
-            dry_run = None
+        dry_run = self.dry_run
         if dry_run is not None:
             tr = terminalreporter
             stale = dry_run["stale"]

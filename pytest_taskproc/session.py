@@ -28,7 +28,7 @@ from .context import Context
 from .freshness import TaskState, plan
 from .graph import NodeKey, TaskGraph, node_key
 from .ratelimit import FileSlots
-from .report import DRY_RUN_FILE, GRAPH_FILE, TaskprocReporter
+from .report import GRAPH_FILE, TaskprocReporter
 from .runtest import TaskItem
 from .worker import summarize
 
@@ -148,12 +148,9 @@ class TaskprocSession:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.selected = [i for i in session.items if isinstance(i, TaskItem)]
         if self.config.option.collectonly:
-            stale = self._dry_run()
-            ensure_directory(self.reporter.run_dir)
-            write_text_atomic(
-                self.reporter.run_dir / DRY_RUN_FILE,
-                json.dumps({"total": len(self.selected), "stale": stale}),
-            )
+            # Kept in memory: a dry run writes nothing into the cache, and with
+            # --collect-only this process also reports (xdist stands aside).
+            self.reporter.dry_run = {"total": len(self.selected), "stale": self._dry_run()}
         self._write_graph_structure()
 
     def _dry_run(self) -> list[tuple[str, str]]:

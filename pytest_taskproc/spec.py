@@ -36,6 +36,14 @@ class TaskClassConfig:
     #: canonical key -> the one task object of that key in this process
     registry: dict[str, Any] = field(default_factory=dict)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A class pickled by value (made by a factory, defined in __main__)
+        # carries its config; the tasks of this process stay here, since
+        # rebuilding them there would run build_task on a half-restored class.
+        state = dict(self.__dict__)
+        state["registry"] = {}
+        return state
+
 
 @dataclass(eq=False)
 class TaskSpec:

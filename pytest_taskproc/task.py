@@ -33,6 +33,7 @@ from .identity import (
 )
 from .locks import task_lock
 from .requires import Const, MappedTask, Req, iter_slot_tasks
+from .source import code_digest
 from .spec import SPEC_ATTR, TaskClassConfig, TaskSpec, spec_of
 
 if TYPE_CHECKING:
@@ -344,13 +345,20 @@ def _claim_name(cls: type) -> None:
     claim = _claims.get(name)
     other = claim[0]() if claim is not None else None
     same_module = claim is not None and claim[1] is module and module is not None
-    if other is not None and other is not cls and same_module:
+    if other is not None and other is not cls and same_module and not _same_code(other, cls):
         raise ClassNameConflictError(
             f"two different task classes are both named {name} ({_where(other)} and "
             f"{_where(cls)}); they would share one cache folder, so the second may not be "
             "used. Give each class its own name (e.g. set __qualname__ in the factory)."
         )
     _claims[name] = (weakref.ref(cls), module)
+
+
+def _same_code(one: type, other: type) -> bool:
+    """Copies of one class (a process pool unpickles a factory-made class by value) are
+    not a conflict; classes whose code or closed-over values differ are."""
+    mine, theirs = code_digest(one).digest, code_digest(other).digest
+    return mine is not None and mine == theirs
 
 
 def _where(cls: type) -> str:

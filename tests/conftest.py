@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+# The whole library is imported before any test runs: pytester restores
+# sys.modules after each test, which would drop modules a test imported first
+# and leave classes and functions that no longer pickle by reference.
+import pytest_taskproc.app
+import pytest_taskproc.executors
+import pytest_taskproc.export
+import pytest_taskproc.task  # noqa: F401
 from pytest_taskproc import Context
 from pytest_taskproc import cache as cache_module
 from pytest_taskproc import context as context_module
+from pytest_taskproc import locks as locks_module
 
 #: Prepended to every generated task module: the public API and a ``log``
 #: helper that appends one line to the run log, from any thread or process.
@@ -136,3 +145,43 @@ def cache_root(isolated_process_state: Path) -> Path:
 def modules(tmp_path: Path) -> TaskModules:
     """Generated, importable task modules with a shared run log."""
     return TaskModules(tmp_path / "modules", tmp_path / "run.log")
+
+
+def release_locks(under: Path) -> None:
+    """Close this process's lock files under ``under`` (they stay open for its life)."""
+    for key, held in list(locks_module._class_locks.items()):
+        if str(under) in key[1]:
+            os.close(held.fd)
+            del locks_module._class_locks[key]
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mounts small tmpfs file systems under tmp_path; unmounts them afterwards."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        target = tmp_path / f"mnt{len(mounted)}"
+        target.mkdir()
+        try:
+            done = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)],
+                capture_output=True,
+                text=True,
+            )
+            reason = done.stderr.strip()
+        except OSError as exc:
+            done, reason = None, str(exc)
+        if done is None or done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs (needs root and CAP_SYS_ADMIN): {reason}")
+        mounted.append(target)
+        return target
+
+    try:
+        yield mount
+    finally:
+        forget_stores()
+        for target in mounted:
+            release_locks(target)
+            if subprocess.run(["umount", str(target)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(target)], check=True)

@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -47,7 +47,6 @@ from pytest_taskproc import (
     TaskCycleError,
     UnsetRequirementError,
 )
-from pytest_taskproc import locks as locks_module
 from pytest_taskproc.cache import CacheCorruptionWarning
 
 pytestmark = pytest.mark.slow
@@ -862,42 +861,6 @@ def test_damaged_cache_under_the_plugin(pytester: pytest.Pytester, damage: str) 
 
 
 # -- 4. and 5. full and read-only disks --------------------------------------------------------
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
-    """Mounts small tmpfs file systems under tmp_path; unmounts them afterwards."""
-    mounted: list[Path] = []
-
-    def mount(size: str) -> Path:
-        target = tmp_path / f"mnt{len(mounted)}"
-        target.mkdir()
-        try:
-            done = subprocess.run(
-                ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)],
-                capture_output=True,
-                text=True,
-            )
-            reason = done.stderr.strip()
-        except OSError as exc:
-            done, reason = None, str(exc)
-        if done is None or done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs (needs root and CAP_SYS_ADMIN): {reason}")
-        mounted.append(target)
-        return target
-
-    try:
-        yield mount
-    finally:
-        forget_stores()
-        for target in mounted:
-            # The per-class lock files stay open for the life of a process.
-            for key, held in list(locks_module._class_locks.items()):
-                if str(target) in key[1]:
-                    os.close(held.fd)
-                    del locks_module._class_locks[key]
-            if subprocess.run(["umount", str(target)], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", str(target)], check=True)
 
 
 DISK_TASKS = """
