@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .context import Context
 from .ratelimit import check_limits
+from .spec import is_task_class
 
 
 def _rate_limits(text: str) -> dict[str, int]:
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(taskfile.parent))
     module = importlib.import_module(taskfile.stem)
     entry = getattr(module, args.entrypoint, None)
-    if not (isinstance(entry, type) and hasattr(entry, "_tp_config")):
+    if not is_task_class(entry):
         print(
             f"error: {taskfile} has no task class {args.entrypoint!r} (use -e NAME)",
             file=sys.stderr,

@@ -19,8 +19,6 @@ from .spec import is_task
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from .task import TaskType
-
 T = TypeVar("T")
 R = TypeVar("R")
 K = TypeVar("K")
@@ -79,7 +77,9 @@ class MappedTask(Generic[R]):
 
     __slots__ = ("origin", "path")
 
-    def __init__(self, origin: TaskType[..., Any], path: tuple[Any, ...]) -> None:
+    # The origin is a task object; typed loosely so that this module stays
+    # below task.py, which builds on it.
+    def __init__(self, origin: Any, path: tuple[Any, ...]) -> None:
         self.origin = origin
         self.path = path
 
@@ -99,7 +99,7 @@ class MappedTask(Generic[R]):
     def __hash__(self) -> int:
         return hash((id(self.origin), repr(self.path)))
 
-    def get_origin(self) -> TaskType[..., Any]:
+    def get_origin(self) -> Any:
         return self.origin
 
     def get_args(self) -> list[Any]:

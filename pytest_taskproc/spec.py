@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 #: The attribute of a task instance that holds its spec (in the instance ``__dict__``).
 SPEC_ATTR = "_tp_spec"
@@ -88,5 +88,5 @@ def is_task(value: Any) -> bool:
     return not isinstance(value, type) and SPEC_ATTR in getattr(value, "__dict__", ())
 
 
-def is_task_class(obj: Any) -> bool:
+def is_task_class(obj: Any) -> TypeGuard[type[Any]]:
     return isinstance(obj, type) and CONFIG_ATTR in obj.__dict__
