@@ -86,11 +86,11 @@ def judge(
     """
     if record is None:
         return Reason.MISSING, ""
-    if code is not None and code.digest is not None and record.code != code.digest:
-        return Reason.SOURCE_CHANGED, _code_detail(spec, code, record)
     recorded = {(u.name, u.key): u for u in record.upstream}
     if recorded.keys() != upstream.keys():
         return Reason.UPSTREAM_SET, _set_detail(recorded.keys(), upstream.keys(), names)
+    if code is not None and code.digest is not None and record.code != code.digest:
+        return Reason.SOURCE_CHANGED, _code_detail(spec, code, record)
     waiting = None
     for node, now in upstream.items():
         if now is None:

@@ -721,3 +721,75 @@ def test_a_task_that_moves_cwd_or_cp_cache_dir_does_not_move_the_cache(
     assert module.Mover().get_task_result().startswith(str(root))
     assert module.After().get_task_result() == after
     assert not (tmp_path / "elsewhere").exists()
+
+
+# -- what the plugin says -----------------------------------------------------------------
+
+PLUGIN_TASKS = """
+FACTOR = 10
+GRID = [1, 2, 3]
+
+
+def scale(x: int) -> int:
+    return x * FACTOR
+
+
+class Cell(TaskBase):
+    def build_task(self, x: int) -> None:
+        self.x = x
+
+    def run_task(self) -> int:
+        log("Cell", self.x)
+        return scale(self.x)
+
+
+class Table(TaskBase):
+    cells: RequiresList[int]
+
+    def build_task(self) -> None:
+        self.cells = [Cell(x) for x in GRID]
+
+    def run_task(self) -> list[int]:
+        log("Table")
+        return list(self.cells)
+"""
+
+
+def test_stale_reasons_name_the_helper_constant_or_upstream_that_changed(
+    pytester: pytest.Pytester,
+) -> None:
+    from taskproject import Project
+
+    project = Project(pytester)
+    path = project.task_file("task_reasons.py", PLUGIN_TASKS)
+    project.run().assert_outcomes(passed=4)
+    project.runs()
+
+    path.write_text(path.read_text().replace("FACTOR = 10", "FACTOR = 20"))
+    result = project.run("-v")
+    result.stdout.fnmatch_lines(
+        [
+            "*Cell[[]1[]] PASSED (computed: its source code changed"
+            " (changed: task_reasons.FACTOR))*",
+            "*Table PASSED (computed: an upstream result is newer (Cell(1)))*",
+        ]
+    )
+    assert sorted(project.runs()) == ["Cell 1", "Cell 2", "Cell 3", "Table"]
+
+    path.write_text(path.read_text().replace("GRID = [1, 2, 3]", "GRID = [1, 2]"))
+    result = project.run("-v")
+    result.stdout.fnmatch_lines(
+        ['*Table PASSED (computed: its upstream tasks changed (gone: Cell {"x":3}))*']
+    )
+    assert project.runs() == ["Table"]
+
+    # the dry run gives the same reasons and computes nothing
+    path.write_text(path.read_text().replace("return x * FACTOR", "return x * FACTOR + 1"))
+    result = project.run("--collect-only", "-q")
+    result.stdout.fnmatch_lines(
+        [
+            "*task_reasons.py::Cell[[]1[]]: its source code changed (changed: task_reasons.scale)",
+            "*task_reasons.py::Table: an upstream task is stale (Cell(1))",
+        ]
+    )
+    assert project.runs() == []
