@@ -62,6 +62,7 @@ class TaskType(Generic[P, R]):
     """Base of every task; subclass :class:`TaskBase` in user code."""
 
     _tp_config: ClassVar[TaskClassConfig]
+    _task_config: ClassVar[_OriginalConfigView]
     task_name: ClassVar[str]
 
     def build_task(self, *args: P.args, **kwargs: P.kwargs) -> None:
@@ -84,7 +85,7 @@ class TaskType(Generic[P, R]):
         name = f"{cls.__module__}.{cls.__qualname__}"
         _declare_annotated_slots(cls)
         cls.task_name = name
-        cls._tp_config = TaskClassConfig(
+        cls._tp_config = config = TaskClassConfig(
             name=name,
             channels=(name, *_check_channels(cls, channel)),
             compress_level=_check_compress_level(cls, compress_level),
@@ -93,6 +94,7 @@ class TaskType(Generic[P, R]):
             signature=build_signature(cls.build_task),
             slots=tuple(_collect_slots(cls)),
         )
+        cls._task_config = _OriginalConfigView(config)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         config = cls.__dict__.get("_tp_config")
@@ -166,6 +168,12 @@ class TaskType(Generic[P, R]):
     @property
     def _tp_upstream(self) -> tuple[Any, ...]:
         return spec_of(self).upstream
+
+    @property
+    def _task_worker(self) -> _OriginalWorkerView:
+        """What tests written for taskproc 0.11.2 read of a task's internals."""
+        store = self._tp_store()
+        return _OriginalWorkerView(store.data_dir(store.task_id(spec_of(self).key)))
 
     # -- properties ---------------------------------------------------------
     @property
@@ -275,6 +283,28 @@ class TaskType(Generic[P, R]):
 
     def __getitem__(self: _Runs[Mapping[K, T]], key: K) -> MappedTask[T]:
         return MappedTask(cast("TaskType[..., Any]", self), (key,))
+
+
+class _OriginalConfigView:
+    """``Cls._task_config`` as taskproc 0.11.2 had it (name, channels, db.compress_level),
+    so tests written for it run unchanged; not part of this package's API."""
+
+    def __init__(self, config: TaskClassConfig) -> None:
+        self.name = config.name
+        self.channels = config.channels
+        self.db = _OriginalDatabaseView(config.compress_level)
+
+
+class _OriginalDatabaseView:
+    def __init__(self, compress_level: int | None) -> None:
+        self.compress_level = compress_level
+
+
+class _OriginalWorkerView:
+    """``task._task_worker`` of taskproc 0.11.2: where the task directory will be."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory_uninit = directory
 
 
 def _existing_output(path: Path) -> Path:
