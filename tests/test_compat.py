@@ -154,7 +154,7 @@ def test_task_directories_follow_clearing_as_in_taskproc(original: ModuleType) -
 
 
 def test_keyword_parameters_items_and_errors_as_in_taskproc(original: ModuleType) -> None:
-    result = original.Sizes(x=[1, 2], y=dict(zip(range(3), "abc")), z=42).run_graph()
+    result = original.Sizes(x=[1, 2], y={0: "a", 1: "b", 2: "c"}, z=42).run_graph()
     assert result == {"x": 2, "y": 3, "z": None}
     assert original.Picked().run_graph() == "value"
     with pytest.raises(ValueError):
