@@ -98,9 +98,14 @@ def _plain(value: Any, generic: type) -> Any:
     return value
 
 
+#: One encoder for every key: ``json.dumps`` with options builds a new one per call,
+#: which dominated planning large graphs (a key is encoded per record read).
+_KEY_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def encode_key(canonical: dict[str, Any]) -> str:
     """The one string form of canonical arguments: sorted keys, no spaces."""
-    return json.dumps(canonical, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return _KEY_ENCODER.encode(canonical)
 
 
 def _canonical(value: Any, owner: str, where: str) -> Any:

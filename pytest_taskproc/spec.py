@@ -60,6 +60,10 @@ class TaskSpec:
     #: the tasks its requirement slots name, each once, in slot order
     upstream: tuple[Any, ...]
     config: TaskClassConfig
+    #: build_task has run (and ``upstream`` is final)
+    built: bool = False
+    #: build_task is running now
+    building: bool = False
 
     @property
     def node(self) -> NodeKey:

@@ -111,16 +111,7 @@ class TaskType(Generic[P, R]):
             if not config.registry:
                 _claim_name(cls)
             self = object.__new__(cls)
-            stack: list[tuple[str, str, str]] = _building.__dict__.setdefault("stack", [])
-            marker = (config.name, key, "")
-            for depth, entry in enumerate(stack):
-                if entry[:2] == marker[:2]:
-                    shown = [e[2] for e in stack[depth:]] + [stack[depth][2]]
-                    raise TaskCycleError(
-                        f"{owner}: tasks require each other in a cycle, so none can run: "
-                        + " -> ".join(shown)
-                    )
-            spec = TaskSpec(
+            self.__dict__[SPEC_ATTR] = TaskSpec(
                 name=config.name,
                 key=key,
                 canonical=canonical,
@@ -130,14 +121,15 @@ class TaskType(Generic[P, R]):
                 upstream=(),
                 config=config,
             )
-            self.__dict__[SPEC_ATTR] = spec
-            stack.append((config.name, key, repr(self)))
-            try:
-                self.build_task(*bound.args, **bound.kwargs)
-            finally:
-                stack.pop()
-            spec.upstream = _collect_upstream(self, config)
             config.registry[key] = self
+            batch: list[Any] | None = _building.__dict__.get("batch")
+            if batch is not None:
+                # Made inside another task's build_task: built later by the
+                # outermost construction, so a chain of tasks of any length
+                # never nests build_task calls (no RecursionError).
+                batch.append(self)
+                return self
+            _build_batch(self)
             return self
 
     def __init__(self, *args: P.args, **kwargs: P.kwargs) -> None:
@@ -153,6 +145,17 @@ class TaskType(Generic[P, R]):
         shown = [_short_repr(a) for a in args]
         shown += [f"{k}={_short_repr(v)}" for k, v in kwargs.items()]
         return f"{type(self).__qualname__}({', '.join(shown)})"
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes not set yet: a task named inside another
+        # task's build_task is built later, unless someone needs its
+        # attributes now (build_task code reading an upstream task's fields).
+        spec = self.__dict__.get(SPEC_ATTR)
+        if spec is not None and not spec.built and not spec.building and name[:2] != "__":
+            with _construct_lock:
+                _build(self)
+            return getattr(self, name)
+        raise AttributeError(f"{type(self).__qualname__!r} object has no attribute {name!r}")
 
     def _tp_identity(self) -> dict[str, Any]:
         return {TASK_TAG: self.task_name, TASK_ARGS_TAG: spec_of(self).canonical}
@@ -317,6 +320,68 @@ def _existing_output(path: Path) -> Path:
         except FileExistsError:
             pass
     return path
+
+
+def _build_batch(first: Any) -> None:
+    """Run ``build_task`` of ``first`` and of every new task it names, one after another."""
+    batch = [first]
+    _building.batch = batch
+    try:
+        index = 0
+        while index < len(batch):  # grows while build_task names new tasks
+            _build(batch[index])
+            index += 1
+        _refuse_cycles(batch)
+    except BaseException:
+        for task in batch:  # nothing of a failed construction stays registered
+            spec = spec_of(task)
+            spec.config.registry.pop(spec.key, None)
+        raise
+    finally:
+        _building.batch = None
+
+
+def _build(task: Any) -> None:
+    spec = spec_of(task)
+    if spec.built:
+        return
+    spec.building = True
+    try:
+        task.build_task(*spec.args, **spec.kwargs)
+    finally:
+        spec.building = False
+    spec.upstream = _collect_upstream(task, spec.config)
+    spec.built = True
+
+
+def _refuse_cycles(batch: list[Any]) -> None:
+    """Tasks that require each other can never run: name them, in order."""
+    members = {id(t) for t in batch}
+    state: dict[int, int] = {}  # 1: on the current path, 2: done
+    for root in batch:
+        if state.get(id(root)):
+            continue
+        path = [root]
+        stack = [iter(spec_of(root).upstream)]
+        state[id(root)] = 1
+        while stack:
+            for up in stack[-1]:
+                if id(up) not in members:
+                    continue  # made by an earlier construction: complete and acyclic
+                if state.get(id(up)) == 1:
+                    loop = path[path.index(up) :] + [up]
+                    raise TaskCycleError(
+                        f"{type(loop[0]).__qualname__}: tasks require each other in a cycle, "
+                        "so none can run: " + " -> ".join(repr(t) for t in loop)
+                    )
+                if not state.get(id(up)):
+                    state[id(up)] = 1
+                    path.append(up)
+                    stack.append(iter(spec_of(up).upstream))
+                    break
+            else:
+                state[id(path.pop())] = 2
+                stack.pop()
 
 
 def _rebuild_task(cls: type[TaskType[..., Any]], args: tuple[Any, ...], kwargs: Any) -> Any:

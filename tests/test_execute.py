@@ -13,6 +13,7 @@ import pytest
 from conftest import TaskModules
 
 from pytest_taskproc import Context, ResultMissingError
+from pytest_taskproc.execute import InlineExecutor
 
 CHOOSE = """
 @infer_task_type
@@ -470,3 +471,48 @@ def test_unpicklable_exception_from_a_worker_keeps_its_traceback(modules: TaskMo
     message = str(info.value)
     assert "Raises() raised LockedError, which cannot be pickled" in message
     assert "carries a lock" in message
+
+
+# -- deep graphs --------------------------------------------------------------------------------
+
+DEEP = """
+class Step(TaskBase):
+    prev: Requires[int]
+
+    def build_task(self, i: int) -> None:
+        self.prev = Step(i - 1) if i > 0 else Const(0)
+
+    def run_task(self) -> int:
+        return self.prev + 1
+
+
+class Peek(TaskBase):
+    def build_task(self, i: int) -> None:
+        self.i = i
+        # reads an attribute an upstream build_task sets: built on demand
+        self.below = Peek(i - 1).label if i > 0 else "base"
+        self.label = f"{self.below}/{i}"
+
+    def run_task(self) -> str:
+        return self.label
+"""
+
+
+def test_a_chain_of_100000_tasks_builds_and_plans_without_recursion(
+    modules: TaskModules, cache_root: Path
+) -> None:
+    from pytest_taskproc.freshness import plan
+    from pytest_taskproc.graph import TaskGraph
+
+    mod = modules.load("deep", DEEP)
+    root = mod.Step(100_000)
+    graph = TaskGraph([root])
+    assert len(graph) == 100_001
+    assert graph.order[0] == ("deep.Step", '{"i":0}') and graph.order[-1] == (
+        "deep.Step",
+        '{"i":100000}',
+    )
+    states = plan(graph, cache_root, False)
+    assert all(state.stale for state in states.values())
+    assert mod.Step(2000).run_graph(executor=InlineExecutor()) == 2001
+    assert mod.Peek(2).label == "base/0/1/2"
