@@ -369,7 +369,7 @@ def _refuse_cycles(batch: list[Any]) -> None:
                 if id(up) not in members:
                     continue  # made by an earlier construction: complete and acyclic
                 if state.get(id(up)) == 1:
-                    loop = path[path.index(up) :] + [up]
+                    loop = [*path[path.index(up) :], up]
                     raise TaskCycleError(
                         f"{type(loop[0]).__qualname__}: tasks require each other in a cycle, "
                         "so none can run: " + " -> ".join(repr(t) for t in loop)

@@ -514,5 +514,5 @@ def test_a_chain_of_100000_tasks_builds_and_plans_without_recursion(
     )
     states = plan(graph, cache_root, False)
     assert all(state.stale for state in states.values())
-    assert mod.Step(2000).run_graph(executor=InlineExecutor()) == 2001
+    assert mod.Step(1500).run_graph(executor=InlineExecutor()) == 1501
     assert mod.Peek(2).label == "base/0/1/2"
