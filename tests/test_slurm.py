@@ -41,7 +41,8 @@ def slurm_conf() -> str:
     missing = [
         tool
         for tool in ("munged", "slurmctld", "slurmd", "srun", "scancel", "scontrol")
-        if shutil.which(tool) is None
+        # The daemons live in sbin, which a non-login PATH may lack.
+        if shutil.which(tool, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") is None
     ]
     if missing:
         pytest.skip(

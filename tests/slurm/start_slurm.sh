@@ -15,6 +15,8 @@
 # as the submitting user) and the Debian packages slurm-wlm and munge.
 # Stop it with stop_slurm.sh.
 set -euo pipefail
+# The daemons live in sbin, which a non-login PATH may lack.
+PATH=$PATH:/usr/sbin:/sbin
 
 dir=${TASKPROC_SLURM_DIR:-${TMPDIR:-/tmp}/taskproc-slurm}
 conf=$dir/slurm.conf
