@@ -10,12 +10,13 @@ controller knows that job.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -206,9 +207,16 @@ def test_srun_computes_a_task_in_a_slurm_job(
     assert [line.split()[1] for line in modules.runs()] == ["Up", "OnNode"]
 
 
-def test_srun_from_the_default_process_pool(slurm: str, modules: TaskModules) -> None:
+def test_srun_from_a_process_pool(slurm: str, modules: TaskModules) -> None:
+    """The job goes from a pool worker through srun and back through the cache.
+
+    The pool is started here, after ``SLURM_CONF`` was set: the library's own
+    pool may fork its workers from a fork server that an earlier test
+    started, whose environment (without ``SLURM_CONF``) they would inherit.
+    """
     mod = modules.load("on_slurm_pool", TASKS)
-    job, stats = mod.Check().run_graph_with_stats()
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        job, stats = mod.Check().run_graph_with_stats(executor=pool)
     assert job_state(job) in ENDED
     assert stats["stats"] == {
         "on_slurm_pool.Up": 1,
@@ -271,7 +279,8 @@ def test_cancelled_job_fails_its_task_and_the_next_run_computes_only_it(
 
     modules.clear_log()
     (tmp_path / "release").touch()
-    result, stats = mod.Held().run_graph_with_stats()
+    with ThreadPoolExecutor(2) as pool:
+        result, stats = mod.Held().run_graph_with_stats(executor=pool)
     assert result == "released 1"
     assert stats["stats"] == {"held_lib.Sibling": 0, "held_lib.Held": 1}
     assert [line.split()[1] for line in modules.runs()] == ["Held"]
