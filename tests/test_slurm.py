@@ -102,8 +102,6 @@ def scancel(job_id: str) -> None:
 
 
 TASKS = f"""
-import socket
-
 SRUN = {SRUN!r}
 
 
