@@ -31,7 +31,6 @@ from concurrent.futures import Executor, Future
 from contextlib import suppress
 from functools import cache
 from pathlib import Path
-from types import FunctionType, ModuleType
 from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
@@ -322,50 +321,29 @@ def run_on_worker(blob: bytes, root: str, token: str, label: str) -> list[JobRes
 # workers that join or restart later.
 
 
-def project_files(modules: Iterable[str]) -> dict[str, bytes]:
-    """The project's Python files the given task modules need, by path relative to sys.path.
+def project_files(task_modules: Iterable[str]) -> dict[str, bytes]:
+    """The project's Python files, by path relative to the ``sys.path`` entry they load from.
 
-    That is each task module, every ``.py`` file and package next to it, and
-    the project modules they refer to at module level (helpers in other
-    directories), followed transitively.  Installed packages, the standard
-    library and ``__main__`` are left out: workers must have those installed.
+    That is every module of the project loaded in this process (task files,
+    the helpers and packages they import, whatever they import them as), and
+    every ``.py`` file and package next to a task module, for imports made
+    only inside ``run_task``.  Installed packages, the standard library and
+    ``__main__`` are left out: workers must have those installed.
     """
     files: dict[str, bytes] = {}
-    seen: set[str] = set()
-    todo = [m for m in modules if _is_project_module(m)]
-    for name in todo:
+    for name in task_modules:
         directory = _source_dir(name)
-        if directory is None:
+        if directory is None or not _is_project_module(name):
             continue
         package = name if _is_package(name) else name.rpartition(".")[0]
         for path, relative in _python_files(directory, package):
             files.setdefault(relative, path.read_bytes())
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        module = sys.modules[name]
-        parts = name.split(".")
-        for depth in range(1, len(parts) + 1):
-            _add_module_file(files, ".".join(parts[:depth]))
-        for value in list(vars(module).values()):
-            used = value.__name__ if isinstance(value, ModuleType) else None
-            if isinstance(value, (type, FunctionType)):
-                used = getattr(value, "__module__", None)
-            if used and used not in seen and _is_project_module(used):
-                todo.append(used)
+    for name in list(sys.modules):
+        origin = getattr(sys.modules.get(name), "__file__", None)
+        if origin and _is_project_module(name):
+            relative = name.replace(".", "/") + ("/__init__.py" if _is_package(name) else ".py")
+            files[relative] = Path(origin).read_bytes()
     return files
-
-
-def _add_module_file(files: dict[str, bytes], name: str) -> None:
-    module = sys.modules.get(name)
-    path = getattr(module, "__file__", None)
-    if module is None or not path or not path.endswith(".py"):
-        return  # a namespace package needs no file
-    relative = name.replace(".", "/") + ("/__init__.py" if _is_package(name) else ".py")
-    if relative not in files:
-        files[relative] = Path(path).read_bytes()
 
 
 def _python_files(directory: Path, package: str) -> Iterable[tuple[Path, str]]:
@@ -393,7 +371,7 @@ def _is_project_module(name: str) -> bool:
     module = sys.modules.get(name)
     path = getattr(module, "__file__", None)
     top = name.partition(".")[0]
-    if module is None or not path or not path.endswith(".py") or top == "__main__":
+    if module is None or not path or not path.endswith(".py") or top.startswith("__"):
         return False
     if top in sys.stdlib_module_names or top in _installed_top_level_names():
         return False

@@ -82,9 +82,9 @@ class TaskprocSession:
 
             try:
                 self._executor, self._close_executor = make_executor(spec)
-            except (OSError, ValueError) as exc:
+            except Exception as exc:
                 # One clear error for the run (an unreachable scheduler, Dask
-                # missing), not the same failure again for every item.
+                # missing, a cluster that cannot start), not one per item.
                 raise pytest.UsageError(f"--taskproc-executor={spec}: {exc}") from None
         return self._executor
 
