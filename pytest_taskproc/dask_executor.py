@@ -61,6 +61,10 @@ class CacheNotSharedError(TaskprocError, OSError):
     """A Dask worker does not see the driver's cache directory."""
 
 
+class NotImportableError(TaskprocError, TypeError):
+    """A task class lives in ``__main__``, which Dask workers cannot import."""
+
+
 class WorkerLostError(TaskprocError, RuntimeError):
     """The Dask worker running a task died (killed, out of memory) and Dask gave up on it."""
 
@@ -142,8 +146,8 @@ class DaskExecutor(Executor):
 
     def submit_jobs(self, jobs: list[Job], channels: Sequence[str] = ()) -> Future[list[JobResult]]:
         """Run ``jobs`` on one worker, under a key naming their tasks."""
-        self._ship_code(jobs)
         root = jobs[0].cache_root
+        self._ship_code(jobs, root)
         token = self._tokens.get(root) or self._tokens.setdefault(root, cache_token(root))
         label = repr(jobs[0].task) + (f" and {len(jobs) - 1} more" if len(jobs) > 1 else "")
         options: dict[str, Any] = {"key": f"{label}-{uuid.uuid4().hex}", "pure": False}
@@ -179,21 +183,28 @@ class DaskExecutor(Executor):
         self._width = max(1, sum(int(w.get("nthreads", 1)) for w in workers))
         self._resources = frozenset(r for w in workers for r in w.get("resources") or {})
 
-    def _ship_code(self, jobs: Iterable[Job]) -> None:
+    def _ship_code(self, jobs: Iterable[Job], root: str) -> None:
         modules = {type(job.task).__module__ for job in jobs}
         if modules <= self._modules:
             return
+        if "__main__" in modules:
+            task = next(j.task for j in jobs if type(j.task).__module__ == "__main__")
+            raise NotImportableError(
+                f"{task!r}: its class is defined in the script being run (__main__), which "
+                "Dask workers cannot import; move the task classes into a module of their "
+                "own and import them from the script"
+            )
         with self._lock:
             self._modules |= modules
             files = project_files(self._modules)
             digest = _digest(files)
-            # One plugin name per set of project directories: a rerun after an
-            # edit replaces its code, another project on the cluster keeps its own.
-            dirs = sorted({str(_source_dir(m)) for m in self._modules if _source_dir(m)})
-            name = "pytest-taskproc-code-" + _digest({d: b"" for d in dirs})[:16]
+            # One plugin per project, and a project is known by its cache: a
+            # rerun (after an edit, or of another -k selection) replaces the
+            # code it shipped before, another project on the cluster keeps its own.
+            name = "pytest-taskproc-code-" + _digest({root: b""})[:16]
             if _registered.get((self.client.id, name)) == digest:
                 return
-            self.client.register_plugin(ProjectCode(files, digest), name=name)
+            self.client.register_plugin(ProjectCode(files, digest, name), name=name)
             _registered[(self.client.id, name)] = digest
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -398,8 +409,8 @@ def _digest(files: dict[str, bytes]) -> str:
     return hasher.hexdigest()
 
 
-#: module name -> digest of the file it was last shipped as, in this worker process
-_shipped: dict[str, bytes] = {}
+#: plugin name -> {module name: digest of its file}, as last set up in this worker process
+_shipped: dict[str, dict[str, bytes]] = {}
 
 
 class ProjectCode(WorkerPlugin):
@@ -411,9 +422,10 @@ class ProjectCode(WorkerPlugin):
     must not mix versions) and import again from the new files.
     """
 
-    def __init__(self, files: dict[str, bytes], digest: str) -> None:
+    def __init__(self, files: dict[str, bytes], digest: str, name: str) -> None:
         self.files = files
         self.digest = digest
+        self.name = name
         self.path = ""
 
     def setup(self, worker: Any) -> None:
@@ -434,12 +446,12 @@ class ProjectCode(WorkerPlugin):
             _module_name(relative): hashlib.sha256(data).digest()
             for relative, data in self.files.items()
         }
-        stale = [n for n in sys.modules if n in digests or n in _shipped]
-        if any(_shipped.get(n) != digests.get(n) for n in stale):
+        before = _shipped.get(self.name, {})
+        stale = [n for n in sys.modules if n in digests or n in before]
+        if any(before.get(n) != digests.get(n) for n in stale):
             for name in stale:
                 del sys.modules[name]
-        _shipped.clear()
-        _shipped.update(digests)
+        _shipped[self.name] = digests
         importlib.invalidate_caches()
 
     def teardown(self, worker: Any) -> None:
