@@ -32,6 +32,7 @@ from pytest_taskproc.dask_executor import (  # noqa: E402
     CacheNotSharedError,
     cache_token,
     check_cache_visible,
+    project_files,
 )
 
 #: Seconds a test waits for a process or a log line before it gives up.
@@ -407,6 +408,18 @@ def test_the_cache_check_names_the_path_and_the_requirement(tmp_path: Path) -> N
     cache_token(str(elsewhere))  # another cache at that path: also refused
     with pytest.raises(CacheNotSharedError, match="holds another cache"):
         check_cache_visible(str(elsewhere), token, "Part(1)")
+
+
+def test_the_shipped_code_is_the_project_not_installed_packages(modules: TaskModules) -> None:
+    modules.load(
+        "shipme", "class Ship(TaskBase):\n    def run_task(self) -> int:\n        return 1\n"
+    )
+    (modules.directory / "lazy_helper.py").write_text("X = 1\n", encoding="utf-8")
+    files = project_files(["shipme"])
+    assert files["shipme.py"] == (modules.directory / "shipme.py").read_bytes()
+    assert "lazy_helper.py" in files  # beside a task file, though nothing imported it yet
+    installed = ("pytest_taskproc/", "pytest_taskproc.py", "distributed/", "_pytest/", "json/")
+    assert not [f for f in files if f.startswith(installed)]
 
 
 def can_hide_directories() -> bool:
