@@ -27,6 +27,7 @@ import cloudpickle  # type: ignore[import-untyped]
 from .cache import get_store
 from .context import Context, cache_root
 from .errors import CacheCorruptionWarning, CorruptResultError, UpstreamChangedError
+from .executors import adapt
 from .freshness import Reason, TaskState, judge, plan, reads_of
 from .graph import NodeKey, TaskGraph
 from .ratelimit import ChannelLimiter, FileSlots
@@ -46,12 +47,17 @@ REPLAN_ERRORS = (CorruptResultError, UpstreamChangedError)
 
 FAST_TASK_SECONDS = 0.01
 MAX_CHUNK = 64
+#: How often a run on an executor that can grow (a Dask cluster) asks for its width.
+WIDTH_POLL_SECONDS = 1.0
 
 
 def executor_width(executor: Executor) -> int:
     """How many jobs the executor runs at once, as far as it can be told."""
     if isinstance(executor, InlineExecutor):
         return 1
+    current = getattr(executor, "current_width", None)  # executors whose width changes (Dask)
+    if callable(current):
+        return max(1, int(current()))
     width: object = getattr(executor, "_max_workers", None)
     if isinstance(width, int) and width > 0:
         return width
@@ -106,6 +112,7 @@ class GraphRun:
         self.graph = graph
         self.states = states
         self.cache_root = cache_root
+        executor = adapt(executor)
         self.executor = executor
         self.limiter = limiter
         self.detect = detect_source_change
@@ -126,6 +133,7 @@ class GraphRun:
         self.durations: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
         self.workers = executor_width(executor)
         self.max_in_flight = 2 * self.workers
+        self.growable = callable(getattr(executor, "current_width", None))
 
     def run(self) -> dict[str, int]:
         """Compute every stale task; returns per-class counts of tasks computed here."""
@@ -153,7 +161,16 @@ class GraphRun:
                 if settled:
                     continue
                 break
-            future = done.get()
+            if self.growable:
+                # Wake up now and then: workers that joined can take more jobs.
+                self.workers = executor_width(self.executor)
+                self.max_in_flight = 2 * self.workers
+                try:
+                    future = done.get(timeout=WIDTH_POLL_SECONDS)
+                except queue.Empty:
+                    continue
+            else:
+                future = done.get()
             nodes = pending.pop(future)
             try:
                 results = future.result()
@@ -289,6 +306,10 @@ class GraphRun:
 
     def _submit(self, nodes: list[NodeKey]) -> Future[list[JobResult]]:
         jobs = [self.job(node) for node in nodes]
+        submit_jobs = getattr(self.executor, "submit_jobs", None)  # names the jobs (Dask)
+        if submit_jobs is not None:
+            future: Future[list[JobResult]] = submit_jobs(jobs, self._channels(nodes[0]))
+            return future
         if self.pickle_jobs:
             return self.executor.submit(run_jobs_blob, cloudpickle.dumps(jobs))
         return self.executor.submit(run_jobs, jobs)

@@ -6,9 +6,9 @@ address (``dask:tcp://scheduler:8786``) it connects to a running scheduler.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any
 
 from .context import Context
 
@@ -24,7 +24,22 @@ def check_spec(spec: str) -> str:
         )
     if kind in ("process", "thread") and rest and not (rest.isdigit() and int(rest) > 0):
         raise ValueError(f"executor {spec!r}: the worker count must be a positive integer")
+    if kind == "dask" and rest:
+        _check_address(spec, rest)
     return spec
+
+
+DASK_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
+
+
+def _check_address(spec: str, address: str) -> None:
+    scheme, sep, location = address.rpartition("://")
+    host, _, port = location.rpartition(":")
+    if (sep and scheme not in DASK_SCHEMES) or not host or not port.isdigit():
+        raise ValueError(
+            f"executor {spec!r}: a Dask scheduler address looks like tcp://HOST:PORT "
+            f"(schemes: {', '.join(DASK_SCHEMES)}); leave it out to start a local cluster"
+        )
 
 
 def make_executor(spec: str) -> tuple[Executor, Callable[[], None]]:
@@ -46,24 +61,23 @@ def make_executor(spec: str) -> tuple[Executor, Callable[[], None]]:
 
 def _dask(address: str) -> tuple[Executor, Callable[[], None]]:
     try:
-        import distributed
+        from .dask_executor import start
     except ImportError as exc:
         raise ValueError(
             "executor 'dask' needs dask.distributed: pip install 'pytest-taskproc[dask]'"
         ) from exc
-    # distributed is only partly typed; keep its objects as Any.
-    dask: Any = distributed
-    cluster: Any = None
-    if address:
-        client: Any = dask.Client(address)
-    else:
-        cluster = dask.LocalCluster(processes=True, threads_per_worker=1, dashboard_address=None)
-        client = dask.Client(cluster)
+    executor = start(address)
+    return executor, executor.shutdown
 
-    def close() -> None:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
-    executor: Executor = client.get_executor()
-    return executor, close
+def adapt(executor: Executor) -> Executor:
+    """The executor to run jobs on: Dask's ``ClientExecutor`` gets task names and shipped code."""
+    if "distributed" not in sys.modules:
+        return executor  # then it cannot be a Dask executor; avoid importing Dask
+    from distributed.cfexecutor import ClientExecutor
+
+    if isinstance(executor, ClientExecutor):
+        from .dask_executor import adapt as adapt_dask
+
+        return adapt_dask(executor)
+    return executor

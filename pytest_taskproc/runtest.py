@@ -49,6 +49,11 @@ class TaskItem(pytest.Item):
         for index, entry in enumerate(traceback):
             if entry.frame.code.raw is code:
                 return traceback[index:].filter(excinfo)
+        # Not raised by run_task (a worker that died, a cache the worker cannot
+        # see): cut pytest's own frames as pytest does for a test function.
+        for index, entry in enumerate(traceback):
+            if entry.frame.code.raw is TaskItem.runtest.__code__:
+                return traceback[index:].filter(excinfo)
         return traceback.filter(excinfo)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:

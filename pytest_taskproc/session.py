@@ -70,17 +70,39 @@ class TaskprocSession:
         self.selected: list[TaskItem] = []
         self._executor: Executor | None = None
         self._close_executor: Callable[[], None] | None = None
+        self._executor_not_needed = False
 
     def executor(self) -> Executor | None:
         """The executor of ``--taskproc-executor``, started at first use; None runs inline."""
         spec = self.config.getoption("taskproc_executor")
-        if spec is None:
+        if spec is None or self._executor_not_needed:
             return None
         if self._executor is None:
             from .executors import make_executor
 
-            self._executor, self._close_executor = make_executor(spec)
+            try:
+                self._executor, self._close_executor = make_executor(spec)
+            except Exception as exc:
+                # One clear error for the run (an unreachable scheduler, Dask
+                # missing, a cluster that cannot start), not one per item.
+                raise pytest.UsageError(f"--taskproc-executor={spec}: {exc}") from None
         return self._executor
+
+    def _start_executor_if_needed(self) -> None:
+        """Start the executor before the first item, or never when every task is fresh.
+
+        A fully cached run then needs no cluster at all (its scheduler may
+        even be down), and a scheduler that cannot be reached is a usage
+        error before any item runs.
+        """
+        if self.config.getoption("taskproc_executor") is None or not self.selected:
+            return
+        graph = TaskGraph([i.task for i in self.selected])
+        states = plan(graph, self.cache_root, self.detect_source_change)
+        if any(s.stale for s in states.values()):
+            self.executor()
+        else:
+            self._executor_not_needed = True
 
     # -- collection ---------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
@@ -171,8 +193,11 @@ class TaskprocSession:
     # -- running --------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> None:
-        if self.clear_requested and self.selected and not self.config.option.collectonly:
+        if self.config.option.collectonly:
+            return
+        if self.clear_requested and self.selected:
             self._clear_selected()
+        self._start_executor_if_needed()
 
     def _clear_selected(self) -> None:
         """Clear the selected tasks once per run, even with several xdist workers."""
