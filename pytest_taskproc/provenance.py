@@ -261,6 +261,10 @@ def _compare(
         )
     del value
     if value_digest(data) == record.digest:
+        # The recorded digest is reproduced; the stored bytes must still have it.
+        damage = store.verify_value(task_id, record)
+        if damage is not None:
+            return Verification(task, Status.NOT_CACHED, damage)
         return Verification(task, Status.VERIFIED, same_bytes=True)
     spec = spec_of(task)
     try:
