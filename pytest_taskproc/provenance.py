@@ -186,17 +186,16 @@ def verify_task(
         stand_in = ClassStore(scratch, spec.name)
         ensure_directory(stand_in.result_dir(task_id))
         output = (stand_in.stdout_path(task_id), stand_in.stderr_path(task_id))
-        root_token = job_cache_root.set(root)
-        scratch_token = verify_scratch.set((spec.node, scratch))
+        token = verify_scratch.set((spec.node, scratch))
         try:
-            value, _ = run_bound(task, load, output, new_folder=True)
+            with _using_cache_root(root):
+                value, _ = run_bound(task, load, output, new_folder=True)
         except _NotVerifiable as exc:
             return Verification(task, Status.STALE, str(exc))
         except Exception as exc:
             return Verification(task, Status.NOT_REPRODUCIBLE, f"run_task raised {summarize(exc)}")
         finally:
-            verify_scratch.reset(scratch_token)
-            job_cache_root.reset(root_token)
+            verify_scratch.reset(token)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return _compare(task, store, task_id, record, value)
