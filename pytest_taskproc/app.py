@@ -2,7 +2,9 @@
 
 Options follow the original ``taskproc.app``; the cache defaults to ``.cache``
 next to the task file, and the entry-point task is recomputed each time unless
-``--dont-force-entrypoint`` is given.
+``--dont-force-entrypoint`` is given.  ``--manifest FILE`` writes the records
+of the entry task's graph after the run; ``--verify`` recomputes every cached
+task of the graph instead of running it, and compares (see ``provenance.py``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from .context import Context
+from .graph import TaskGraph
+from .provenance import Status, build_manifest, verify_task, write_manifest
 from .ratelimit import check_limits
 from .spec import is_task_class
 
@@ -68,6 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
         "-l", "--loglevel", choices=["debug", "info", "warning", "error"], default="warning"
     )
     parser.add_argument("--dont-show-progress", action="store_true", help="no progress line")
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="after the run, write the records of the entry task's graph to FILE (JSON)",
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="instead of running, recompute every cached task of the graph in a scratch "
+        "folder and compare with the cached value; exit status 1 if one differs",
+    )
     return parser
 
 
@@ -91,18 +109,52 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     task = entry()
-    if not args.dont_force_entrypoint:
-        task.clear_task()
-    task.run_graph(
-        rate_limits=args.rate_limits,
-        detect_source_change=args.detect_source_change,
-        show_progress=not args.dont_show_progress,
-    )
+    graph = TaskGraph([task])
+    tasks = [graph.tasks[key] for key in graph.order]  # upstream first
+    if args.verify:
+        return _verify(tasks, args.manifest)
+    before = [t.task_record for t in tasks] if args.manifest else []
+    try:
+        if not args.dont_force_entrypoint:
+            task.clear_task()
+        task.run_graph(
+            rate_limits=args.rate_limits,
+            detect_source_change=args.detect_source_change,
+            show_progress=not args.dont_show_progress,
+        )
+    finally:
+        # Written after a failed run too: the records say what was made before it failed.
+        if args.manifest:
+            statuses = {t: _run_status(before[i], t.task_record) for i, t in enumerate(tasks)}
+            write_manifest(args.manifest, build_manifest(tasks, statuses=statuses))
     print("==== STDOUT ====")
     print(task.task_stdout.read_text(), end="")
     print("==== STDERR ====")
     print(task.task_stderr.read_text(), end="")
     return 0
+
+
+def _run_status(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
+    if after is None:
+        return "missing"
+    return "cached" if after == before else "computed"
+
+
+def _verify(tasks: list[Any], manifest: Path | None) -> int:
+    """One line per task of the graph, upstream first; 1 if a value was not reproduced."""
+    results = []
+    for task in tasks:
+        result = verify_task(task)
+        print(result.describe(), flush=True)
+        results.append(result)
+    counts = {status: 0 for status in Status}
+    for result in results:
+        counts[result.status] += 1
+    print("verify: " + ", ".join(f"{n} {status.value}" for status, n in counts.items()))
+    if manifest is not None:
+        statuses = {r.task: r.status.value for r in results}
+        write_manifest(manifest, build_manifest(tasks, statuses=statuses))
+    return 1 if counts[Status.NOT_REPRODUCIBLE] else 0
 
 
 if __name__ == "__main__":

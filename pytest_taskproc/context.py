@@ -67,6 +67,15 @@ job_cache_root: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "pytest_taskproc_job_cache_root", default=None
 )
 
+#: While a cached task is recomputed to verify it, the cache root whose layout
+#: stands in for that one task's result folder: ``((class name, key), root)``.
+#: Its ``task_directory``, ``task_stdout`` and ``task_stderr`` point there, so
+#: the recomputation writes nothing in the real cache; every other task,
+#: upstream ones included, keeps its real folder.
+verify_scratch: contextvars.ContextVar[tuple[tuple[str, str], Path] | None] = (
+    contextvars.ContextVar("pytest_taskproc_verify_scratch", default=None)
+)
+
 _fixed_root: tuple[object, Path] | None = None
 _fixed_lock = threading.Lock()
 

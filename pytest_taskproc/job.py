@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,35 +136,15 @@ def compute(job: Job, store: ClassStore) -> Record:
     new_folder, previous = store.begin_run(job.task_id, spec.key)
     expected = {(r.name, r.key): r for r in job.reads}
     ids = dict(zip(((r.name, r.key) for r in job.reads), job.upstream_ids, strict=False))
-    loaded: dict[NodeKey, Any] = {}
 
     def load(upstream: Any) -> Any:
         node = node_key(upstream)
-        if node not in loaded:
-            loaded[node] = _read_upstream(root, upstream, expected[node], ids.get(node))
-        return loaded[node]
+        return _read_upstream(root, upstream, expected[node], ids.get(node))
 
-    resolved = {
-        slot.public_name: resolve_slot_value(slot.raw_value(task), load) for slot in config.slots
-    }
-    loaded.clear()
-    task.__dict__[RESOLVED_ATTR] = resolved
-    start = time.perf_counter()
-    try:
-        if config.detach_output:
-            with captured_output(
-                store.stdout_path(job.task_id),
-                store.stderr_path(job.task_id),
-                job.echo,
-                new_folder=new_folder,
-            ):
-                value = task.run_task()
-        else:
-            value = task.run_task()
-    finally:
-        task.__dict__.pop(RESOLVED_ATTR, None)
-    seconds = time.perf_counter() - start
-    del resolved
+    output = None
+    if config.detach_output:
+        output = (store.stdout_path(job.task_id), store.stderr_path(job.task_id))
+    value, seconds = run_bound(task, load, output, echo=job.echo, new_folder=new_folder)
     try:
         data = dump_result(value)
     except Exception as exc:
@@ -197,6 +178,50 @@ def compute(job: Job, store: ClassStore) -> Record:
     )
     store.commit(job.task_id, record)
     return record
+
+
+def run_bound(
+    task: Any,
+    load: Callable[[Any], Any],
+    output: tuple[Path, Path] | None,
+    *,
+    echo: bool = False,
+    new_folder: bool = False,
+) -> tuple[Any, float]:
+    """Call ``run_task`` with its requirement slots bound to upstream values.
+
+    ``load(upstream_task)`` gives an upstream value; it is called once per
+    upstream task, however many slots name it.  ``output`` is where the
+    task's prints go (stdout and stderr files), None to leave them alone.
+    The values are dropped when ``run_task`` returns, so a finished task
+    keeps nothing alive.  Returns the value and the seconds ``run_task`` took.
+    """
+    __tracebackhide__ = True
+    loaded: dict[NodeKey, Any] = {}
+
+    def load_once(upstream: Any) -> Any:
+        node = node_key(upstream)
+        if node not in loaded:
+            loaded[node] = load(upstream)
+        return loaded[node]
+
+    resolved = {
+        slot.public_name: resolve_slot_value(slot.raw_value(task), load_once)
+        for slot in spec_of(task).config.slots
+    }
+    loaded.clear()
+    task.__dict__[RESOLVED_ATTR] = resolved
+    del resolved
+    start = time.perf_counter()
+    try:
+        if output is not None:
+            with captured_output(output[0], output[1], echo, new_folder=new_folder):
+                value = task.run_task()
+        else:
+            value = task.run_task()
+    finally:
+        task.__dict__.pop(RESOLVED_ATTR, None)
+    return value, time.perf_counter() - start
 
 
 def _read_upstream(root: Path, upstream: Any, expected: UpstreamRead, task_id: int | None) -> Any:
