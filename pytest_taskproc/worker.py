@@ -95,9 +95,22 @@ def run_job(job: Job) -> Outcome:
             with open(marker, encoding="utf-8") as handle:
                 summary = handle.read()
             raise TaskFailedEarlierError(f"{task!r} failed earlier in this run: {summary}", summary)
+        running = None if marker is None else marker + RUNNING_SUFFIX
+        if marker is not None and os.path.exists(marker + RUNNING_SUFFIX):
+            # Its last holder of the lock died computing it (a timeout, the OOM
+            # killer): recomputing would only pay for that again in this run.
+            summary = (
+                "TaskDiedError: the process computing it died before it finished "
+                "(killed by a timeout, a signal or the out-of-memory killer)"
+            )
+            write_text_atomic(marker, summary)
+            raise TaskFailedEarlierError(f"{task!r} failed earlier in this run: {summary}", summary)
         start = time.perf_counter()
         slot = job.slots.hold(task._tp_config.channels) if job.slots else contextlib.nullcontext()
         try:
+            if running is not None:
+                os.makedirs(os.path.dirname(running), exist_ok=True)
+                write_text_atomic(running, str(os.getpid()))
             with slot:
                 if task._tp_config.job_prefix is not None and not job.in_prefix_child:
                     from .jobprefix import run_through_prefix
@@ -105,13 +118,19 @@ def run_job(job: Job) -> Outcome:
                     timestamp = run_through_prefix(replace(job, lock=False, slots=None), store)
                 else:
                     timestamp = compute(job, store)
-        except Exception as exc:
-            if marker is not None:
+        except BaseException as exc:
+            # Whatever ended run_task, pytest's outcomes and SystemExit included;
+            # only KeyboardInterrupt stops the run without a verdict on the task.
+            if marker is not None and not isinstance(exc, KeyboardInterrupt):
                 # Written while the lock is held, so a process waiting for this
                 # task learns of the failure instead of computing it again.
                 os.makedirs(os.path.dirname(marker), exist_ok=True)
                 write_text_atomic(marker, summarize(exc))
             raise
+        finally:
+            if running is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(running)
         return Outcome(node_key(task), timestamp, time.perf_counter() - start, computed=True)
 
 
@@ -121,6 +140,10 @@ def summarize(error: BaseException) -> str:
         return error.summary
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+#: next to a failure marker while a process computes the task; left behind if it dies
+RUNNING_SUFFIX = ".running"
 
 
 def failure_marker(job: Job, store: ClassStore) -> str | None:
@@ -194,15 +217,18 @@ JobResult = tuple[bool, Any]  # (True, Outcome) or (False, exception)
 def run_jobs(jobs: list[Job]) -> list[JobResult]:
     """Run a chunk of independent jobs; one failing does not stop the others.
 
-    Only ``Exception`` is collected: KeyboardInterrupt and pytest's outcome
-    exceptions propagate as from a plain call.
+    Whatever ends a job is collected, pytest's outcome exceptions and
+    ``SystemExit`` included, so the scheduler records it as that task's
+    failure; only ``KeyboardInterrupt`` propagates, to stop the run.
     """
     __tracebackhide__ = True
     results: list[JobResult] = []
     for job in jobs:
         try:
             results.append((True, run_job(job)))
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
             results.append((False, exc))
     return results
 
@@ -218,14 +244,25 @@ def run_jobs_blob(blob: bytes) -> list[JobResult]:
 
 
 def _portable(exc: BaseException, job: Job) -> BaseException:
-    text = "".join(traceback.format_exception(exc))
+    """``exc`` ready to be pickled to another process, its traceback text attached as cause.
+
+    Pickling keeps an exception's class, arguments and ``__dict__``, not its
+    ``__cause__`` or traceback.  Unpickling sets every ``__dict__`` entry with
+    ``setattr``, so a ``__cause__`` entry there becomes the real cause on
+    arrival: the caller sees the remote traceback chained to the error, with
+    the failing line of ``run_task`` in the other process, as taskproc 0.11.2
+    shows through ``concurrent.futures``.  (An instance attribute by that name
+    is shadowed by the built-in one until then, so nothing changes here.)
+    """
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         pickle.loads(pickle.dumps(exc))
     except Exception:
-        return TaskFailedError(
+        exc = TaskFailedError(
             f"{job.task!r} raised {type(exc).__qualname__}, which cannot be pickled; "
             f"its traceback:\n{text}"
         )
-    exc.__cause__ = RemoteTraceback(f'\n"""\n{text}"""')
-    exc.__traceback__ = None
+    cause = RemoteTraceback(f'\n"""\n{text}"""')
+    exc.__cause__ = cause
+    exc.__dict__["__cause__"] = cause
     return exc
