@@ -30,7 +30,7 @@ def _check_rate_limits(value: Any, source: str, shown: Any) -> dict[str, int]:
         isinstance(k, str) and type(v) is int and v >= 1 for k, v in value.items()
     ):
         raise pytest.UsageError(
-            f"{source}: expected a mapping of channel names to ints >= 1, "
+            f"{source}: expected a JSON object mapping channel names to ints >= 1, "
             f"e.g. '{{\"<gpu>\": 1}}', not {shown!r}"
         )
     return value

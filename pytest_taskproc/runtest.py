@@ -71,7 +71,10 @@ class TaskItem(pytest.Item):
         self.tp_attempts = 0
         self.add_marker("taskproc")
         for mark in [*class_marks(type(task)), *marks]:
-            self.add_marker(mark)
+            mark = getattr(mark, "mark", mark)  # a MarkDecorator or the Mark it holds
+            # What add_marker does for a MarkDecorator; it takes no bare Mark.
+            self.keywords[mark.name] = mark
+            self.own_markers.append(mark)
 
     def runtest(self) -> None:
         run_item(self)
@@ -178,7 +181,11 @@ def _repeat_recorded(item: TaskItem, key: NodeKey, summary: str) -> None:
         pytest.skip(detail)
     if kind == "xfailed":
         pytest.xfail(detail)
-    raise TaskFailedEarlierError(f"{item.task!r} failed earlier in this run: {summary}", summary)
+    raise TaskFailedEarlierError(
+        f"{summary} (raised when {item.task!r} ran earlier in this run, for another item or "
+        "on another xdist worker; its traceback is in that item's report)",
+        summary,
+    )
 
 
 def _plan_item(tp: TaskprocSession, graph: TaskGraph, key: NodeKey) -> dict[NodeKey, TaskState]:

@@ -104,7 +104,9 @@ def test_bad_rate_limits_in_the_ini_file_are_a_usage_error(pytester: pytest.Pyte
     pytester.makeini("[pytest]\ntaskproc_rate_limits = {gpu: 1}\n")
     result = run(pytester, "--taskproc")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --taskproc-rate-limits: not valid JSON *"])
+    result.stderr.fnmatch_lines(
+        ["ERROR: ini option taskproc_rate_limits: expected JSON such as {\"<gpu>\": 1}*"]
+    )
 
 
 def test_graph_file_must_be_mermaid_or_graphviz(pytester: pytest.Pytester) -> None:
