@@ -133,7 +133,10 @@ class Tally:
     def summary_line(self, cache_root: Path) -> str:
         c = self.counts
         shown = [f"{c[k]} {k}" for k in MAIN_COUNTS]
-        shown += [f"{c[k]} {k}" for k in EXTRA_COUNTS if c[k]]
+        # pytest's words: "1 error", "2 errors"
+        shown += [
+            f"{c[k]} {'error' if k == 'errors' and c[k] == 1 else k}" for k in EXTRA_COUNTS if c[k]
+        ]
         return f"taskproc: {', '.join(shown)}; {self.seconds:.2f} s computing; cache: {cache_root}"
 
 

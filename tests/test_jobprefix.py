@@ -212,8 +212,10 @@ def test_env_with_two_assignments_in_one_element_sets_both(modules: TaskModules)
         ),
         (
             ["docker run --rm", '-v "$HOME":/home/me', "-e X=in-docker", "python:3.11"],
-            ["docker", "run", "--rm", "-v", f"{os.environ['HOME']}:/home/me", "-e"]
-            + ["X=in-docker", "python:3.11"],
+            [
+                *("docker", "run", "--rm", "-v", f"{os.environ['HOME']}:/home/me"),
+                *("-e", "X=in-docker", "python:3.11"),
+            ],
         ),
     ],
     ids=["slurm", "lsf", "docker"],
@@ -264,7 +266,9 @@ def test_exception_in_the_child_is_raised_with_its_traceback(
     shown = "".join(traceback.format_exception(info.value))
     # The child's own frame: file and line of the raise inside run_task.
     source = Path(mod.__file__).read_text().splitlines()
-    line = next(i for i, text in enumerate(source, 1) if 'raise Boom("raised in the child")' in text)
+    line = next(
+        i for i, text in enumerate(source, 1) if 'raise Boom("raised in the child")' in text
+    )
     assert f'File "{mod.__file__}", line {line}, in run_task' in shown
     assert mod.Broken().task_stdout.read_text() == "about to fail\n"
     with pytest.raises(FileNotFoundError):

@@ -57,7 +57,11 @@ class Fixed(TaskBase):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "n",
-    [1, pytest.param(2, marks=pytest.mark.heavy), pytest.param(3, marks=pytest.mark.skip("too big"))],
+    [
+        1,
+        pytest.param(2, marks=pytest.mark.heavy),
+        pytest.param(3, marks=pytest.mark.skip("too big")),
+    ],
 )
 class Sized(TaskBase):
     def build_task(self, n: int) -> None:
@@ -116,7 +120,9 @@ def test_custom_marks_and_param_marks_select_with_m(project: Project) -> None:
 
 def test_a_fresh_result_of_a_skipped_task_still_serves_downstream(project: Project) -> None:
     """The mark skips the item, not the cache: a result made before is used."""
-    project.task_file("task_marked.py", MARKED.replace('@pytest.mark.skip(reason="needs a GPU")', ""))
+    project.task_file(
+        "task_marked.py", MARKED.replace('@pytest.mark.skip(reason="needs a GPU")', "")
+    )
     project.run("-k", "Train").assert_outcomes(passed=1, deselected=7)
     assert project.runs() == ["Train"]
     project.task_file("task_marked.py", MARKED)

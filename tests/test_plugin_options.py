@@ -105,7 +105,7 @@ def test_bad_rate_limits_in_the_ini_file_are_a_usage_error(pytester: pytest.Pyte
     result = run(pytester, "--taskproc")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["ERROR: ini option taskproc_rate_limits: expected JSON such as {\"<gpu>\": 1}*"]
+        ['ERROR: ini option taskproc_rate_limits: expected JSON such as {"<gpu>": 1}*']
     )
 
 

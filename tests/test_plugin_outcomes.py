@@ -215,7 +215,9 @@ def test_a_timeout_that_ends_the_run_leaves_nothing_cached(project: Project) -> 
     assert "Timeout" in result.stderr.str() + result.stdout.str()
     assert project.runs() == ["Slow"]
     # The next run computes it again (here without a timeout, so it is stopped by hand).
-    project.task_file("task_slow.py", SLOW.replace("deadline = time.monotonic() + 60", "deadline = 0"))
+    project.task_file(
+        "task_slow.py", SLOW.replace("deadline = time.monotonic() + 60", "deadline = 0")
+    )
     expect = project.run("task_slow.py::Slow")
     assert assert_counts_agree(expect)["computed"] == 1
     assert project.runs() == ["Slow"]

@@ -165,9 +165,7 @@ def test_reading_a_slot_inside_build_task_is_the_same_error_cold_or_warm(
 
 
 def test_reading_a_slot_after_the_run_gives_the_upstream_result(modules: TaskModules) -> None:
-    mod = modules.load(
-        "peek_after", READS_SLOT.replace("        self.doubled = self.up * 2\n", "")
-    )
+    mod = modules.load("peek_after", READS_SLOT.replace("        self.doubled = self.up * 2\n", ""))
     assert mod.Peek().run_graph(max_workers=1) == 1
     assert mod.Peek().up == 1
 
