@@ -180,9 +180,25 @@ class RootError(pytest.Collector):
     def collect(self) -> list[Any]:
         raise self.error
 
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str:  # type: ignore[override]
+        return _as_text(super().repr_failure(excinfo))
+
+
+def _as_text(rendered: Any) -> str:
+    """A collection error as plain text.
+
+    pytest-xdist shows a collection error once however many workers report
+    it, by comparing the reports' ``longrepr``: text compares equal, rendered
+    traceback objects never do.
+    """
+    return str(rendered)
+
 
 class TaskFile(pytest.Module):
     """A task file: imported like a test module, collected as task items."""
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str:  # type: ignore[override]
+        return _as_text(super().repr_failure(excinfo))
 
     def collect(self) -> Iterator[Any]:
         session: TaskprocSession = self.config.pluginmanager.getplugin("taskproc-session")

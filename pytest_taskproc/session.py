@@ -313,13 +313,19 @@ class TaskprocSession:
         unknown = sorted(set(self.rate_limits) - known)
         if unknown:
             labels = sorted(c for c in known if c.startswith("<")) or sorted(known)[:5]
-            warnings.warn(
-                pytest.PytestConfigWarning(
-                    f"taskproc rate limits name {', '.join(map(repr, unknown))}, which no "
-                    f"collected task carries, so they limit nothing; channels of the collected "
-                    f"tasks: {', '.join(map(repr, labels))}"
-                ),
-                stacklevel=1,
+            message = (
+                f"taskproc rate limits name {', '.join(map(repr, unknown))}, which no collected "
+                f"task carries, so they limit nothing; channels of the collected tasks: "
+                f"{', '.join(map(repr, labels))}"
+            )
+            # Shown at the configuration file (or the option), not at this line.
+            from_ini = self.config.getoption("taskproc_rate_limits") is None
+            where = self.config.inipath if from_ini else None
+            warnings.warn_explicit(
+                pytest.PytestConfigWarning(message),
+                category=None,
+                filename=str(where or "--taskproc-rate-limits"),
+                lineno=0,
             )
 
     # -- graph export -------------------------------------------------------------
