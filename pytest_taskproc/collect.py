@@ -14,12 +14,14 @@ import hashlib
 import inspect
 import itertools
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
+from _pytest._code.code import TerminalRepr, Traceback
 
 from .graph import NodeKey, node_key
 
@@ -180,25 +182,50 @@ class RootError(pytest.Collector):
     def collect(self) -> list[Any]:
         raise self.error
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str:  # type: ignore[override]
-        return _as_text(super().repr_failure(excinfo))
+    def repr_failure(  # type: ignore[override]
+        self, excinfo: pytest.ExceptionInfo[BaseException]
+    ) -> str | TerminalRepr:
+        """The user's own frames only: build_task and what it called, not pytest or us."""
+        own = [entry for entry in excinfo.traceback if not _is_internal(entry.path)]
+        if own:
+            excinfo.traceback = Traceback(own)
+        return excinfo.getrepr(style="short", funcargs=False)
 
 
-def _as_text(rendered: Any) -> str:
-    """A collection error as plain text.
+_INTERNAL_DIRS = tuple(
+    str(Path(module.__file__).resolve().parent) + os.sep
+    for module in (pytest, sys.modules[__name__.rpartition(".")[0]])
+    if module.__file__
+)
 
-    pytest-xdist shows a collection error once however many workers report
-    it, by comparing the reports' ``longrepr``: text compares equal, rendered
-    traceback objects never do.
+
+def _is_internal(path: Any) -> bool:
+    text = str(path)
+    return text.startswith(_INTERNAL_DIRS) or f"{os.sep}_pytest{os.sep}" in text
+
+
+def _reports_root_errors(config: pytest.Config) -> bool:
+    """Whether this process reports roots whose build_task raised.
+
+    Every xdist worker collects the same files, and xdist shows a collection
+    error once only if the reports' texts are equal, which rendered
+    tracebacks never are: so one worker reports them.
     """
-    return str(rendered)
+    workerinput = getattr(config, "workerinput", None)
+    return workerinput is None or workerinput.get("workerid") == "gw0"
+
+
+def _as_text(excinfo: pytest.ExceptionInfo[BaseException], rendered: Any) -> str:
+    """A task file's import error as text, the error first (pytest 7 shows only line 1)."""
+    return f"{excinfo.typename}: {excinfo.value}\n\n{rendered}"
 
 
 class TaskFile(pytest.Module):
     """A task file: imported like a test module, collected as task items."""
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str:  # type: ignore[override]
-        return _as_text(super().repr_failure(excinfo))
+        # Text, so that xdist shows an error every worker meets once.
+        return _as_text(excinfo, super().repr_failure(excinfo))
 
     def collect(self) -> Iterator[Any]:
         session: TaskprocSession = self.config.pluginmanager.getplugin("taskproc-session")
@@ -220,6 +247,8 @@ class TaskFile(pytest.Module):
                 try:
                     root = cls(**kwargs)
                 except Exception as exc:
+                    if not _reports_root_errors(self.config):
+                        continue
                     label = explicit_id or "-".join(_value_id(k, v) for k, v in kwargs.items())
                     name = f"{cls.__qualname__}[{label}]" if label else cls.__qualname__
                     yield RootError.from_parent(

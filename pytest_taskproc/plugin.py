@@ -74,13 +74,32 @@ def parse_executor(text: str) -> str:
         raise pytest.UsageError(f"--taskproc-executor: {exc}") from None
 
 
-def parse_graph_path(text: str) -> Path:
-    path = Path(text)
-    if path.suffix not in GRAPH_SUFFIXES:
+def parse_graph_path(text: str) -> str:
+    if Path(text).suffix not in GRAPH_SUFFIXES:
         raise pytest.UsageError(
             f"--taskproc-graph: {text!r} must end in .md or .mmd (Mermaid) or .dot (Graphviz)"
         )
-    return path
+    return text
+
+
+def check_options(config: pytest.Config) -> None:
+    """Validate the option values in place, raising one ``UsageError`` for a bad one.
+
+    This is not done by argparse ``type=`` functions: on pytest 7.4 an error
+    raised there passes through pytest's own old-style hook wrappers and
+    pluggy adds a ``PluggyTeardownRaisedWarning`` to the one-line message.
+    Parsing is idempotent, for xdist workers that receive parsed values.
+    """
+    option = config.option
+    limits = getattr(option, "taskproc_rate_limits", None)
+    if isinstance(limits, str):
+        option.taskproc_rate_limits = parse_rate_limits(limits)
+    elif limits is not None:
+        _check_rate_limits(limits, "--taskproc-rate-limits", limits)
+    if getattr(option, "taskproc_executor", None) is not None:
+        option.taskproc_executor = parse_executor(str(option.taskproc_executor))
+    if getattr(option, "taskproc_graph", None) is not None:
+        option.taskproc_graph = parse_graph_path(str(option.taskproc_graph))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -109,7 +128,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--taskproc-rate-limits",
         metavar="JSON",
         default=None,
-        type=parse_rate_limits,
         help="at most N running tasks per channel, e.g. '{\"<gpu>\": 1}'; holds across "
         "xdist workers.",
     )
@@ -123,7 +141,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--taskproc-executor",
         metavar="SPEC",
         default=None,
-        type=parse_executor,
         help="compute tasks on process[:N], thread[:N] or dask[:ADDRESS] instead of in the "
         "pytest process (dask alone starts a local cluster).",
     )
@@ -131,7 +148,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--taskproc-graph",
         metavar="FILE",
         default=None,
-        type=parse_graph_path,
         help="write the task graph with each task's state to FILE (.md/.mmd Mermaid, .dot "
         "Graphviz).",
     )
@@ -182,6 +198,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "taskproc: a task of the task graph (set by pytest-taskproc)"
     )
+    check_options(config)
     if not is_enabled(config):
         return
     limits = config.getoption("taskproc_rate_limits")
@@ -194,7 +211,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     reporter = TaskprocReporter(config, cache_root=root)
     config.pluginmanager.register(reporter, "taskproc-reporter")
-    config.pluginmanager.register(CachedInShortSummary(), "taskproc-short-summary")
+    config.pluginmanager.register(CachedInShortSummary(reporter), "taskproc-short-summary")
     if not _is_xdist_controller(config):
         from .session import TaskprocSession
 

@@ -65,15 +65,21 @@ def is_task_file(config: pytest.Config, nodeid: str) -> bool:
     return any(path.match(pattern) for pattern in config.getini("taskproc_files"))
 
 
-def teststatus(report: Any, config: pytest.Config) -> Any:
-    """``cached`` (letter ``c``) for fresh tasks; computed ones pass and say why in ``-v``."""
+def teststatus(report: Any, config: pytest.Config, plain: bool = False) -> Any:
+    """``cached`` (letter ``c``) for fresh tasks; computed ones pass and say why in ``-v``.
+
+    ``plain`` gives the word without markup, for pytest 7's short summary,
+    which prints the word as it gets it.
+    """
     if report.when != "call" or hasattr(report, "wasxfail"):
         return None  # xfail and xpass are pytest's to report
     status = _status(report)
     kind = status.get(STATUS)
     if kind == "cached" and report.passed:
-        return "cached", "c", ("CACHED", {"cyan": True})
+        return "cached", "c", "CACHED" if plain else ("CACHED", {"cyan": True})
     if kind == "computed" and report.passed:
+        if plain:
+            return "passed", ".", "PASSED"
         return (
             "passed",
             ".",
@@ -147,29 +153,32 @@ class CachedInShortSummary:
     cached item is counted under its own ``cached`` status.  For the span of
     the summary, the cached reports join ``passed`` (pytest renders them with
     their own word, from the teststatus hook), and leave it before pytest
-    counts outcomes for its last line.
+    counts outcomes for its last line.  Words come without markup meanwhile:
+    pytest 7 prints the word of a short-summary line as it gets it.
     """
+
+    def __init__(self, reporter: TaskprocReporter) -> None:
+        self.reporter = reporter
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> Any:
         stats = getattr(terminalreporter, "stats", None)
         chars = getattr(terminalreporter, "reportchars", "")
-        if not isinstance(stats, dict):
-            yield
-            return
-        cached = list(stats.get("cached", []))
-        if not cached or "p" not in chars:
-            yield
-            return
-        passed = stats.setdefault("passed", [])
-        passed.extend(cached)
+        cached = list(stats.get("cached", [])) if isinstance(stats, dict) else []
+        listed = bool(cached) and "p" in chars
+        if listed:
+            passed = stats.setdefault("passed", [])  # type: ignore[union-attr]
+            passed.extend(cached)
+        self.reporter.plain_words = True
         try:
             yield
         finally:
-            for report in cached:
-                passed.remove(report)
-            if not passed:
-                del stats["passed"]
+            self.reporter.plain_words = False
+            if listed:
+                for report in cached:
+                    passed.remove(report)
+                if not passed:
+                    del stats["passed"]  # type: ignore[union-attr]
 
 
 class TaskprocReporter:
@@ -183,6 +192,7 @@ class TaskprocReporter:
         self.started_ns: int = info["started_ns"] if info else time.time_ns()
         self.is_worker = hasattr(config, "workerinput")
         self.tally = Tally()
+        self.plain_words = False
 
     @property
     def run_dir(self) -> Path:
@@ -193,7 +203,7 @@ class TaskprocReporter:
         return {"run_id": self.run_id, "started_ns": self.started_ns}
 
     def pytest_report_teststatus(self, report: Any, config: pytest.Config) -> Any:
-        return teststatus(report, config)
+        return teststatus(report, config, self.plain_words)
 
     def pytest_runtest_logreport(self, report: Any) -> None:
         if getattr(report, REPORT_ATTR, None) is not None or is_task_file(

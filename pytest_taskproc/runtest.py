@@ -103,16 +103,32 @@ class TaskItem(pytest.Item):
             # Our own errors outside run_task (an unpicklable result, a missing
             # item key, a failure on another worker) say all there is to say:
             # pytest's and our internal frames would only bury the message.
-            text = f"{type(error).__name__}: {error}"
-            fix = next((f for kind, f in _FIXES.items() if isinstance(error, kind)), None)
-            if fix is not None:
-                text += f"\nfix: {fix}"
-            return f"{text}\n\n{header}"
+            return _short_repr(excinfo, header)
         rendered = super().repr_failure(excinfo, style=style)
         if hasattr(rendered, "addsection"):
             rendered.addsection("taskproc", header)
             return rendered
         return header + "\n" + str(rendered)
+
+
+def _short_repr(excinfo: pytest.ExceptionInfo[BaseException], header: str) -> Any:
+    """``Type: message``, the fix where there is one, and the task header; no traceback.
+
+    Built from pytest's ``value`` style, so the report keeps its crash line
+    (the message in the short summary, also on pytest 7 and through xdist).
+    """
+    error = excinfo.value
+    lines = [f"{type(error).__name__}: {error}"]
+    fix = next((f for kind, f in _FIXES.items() if isinstance(error, kind)), None)
+    if fix is not None:
+        lines.append(f"fix: {fix}")
+    try:
+        rendered = excinfo.getrepr(style="value")
+        rendered.reprtraceback.reprentries[-1].lines[:] = lines  # type: ignore[index]
+    except (AttributeError, IndexError, TypeError, ValueError):  # pragma: no cover
+        return "\n".join(lines) + "\n\n" + header
+    rendered.addsection("taskproc", header)
+    return rendered
 
 
 def _raised_in_run_task(item: TaskItem, excinfo: pytest.ExceptionInfo[BaseException]) -> bool:

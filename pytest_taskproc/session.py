@@ -151,8 +151,16 @@ class TaskprocSession:
         self.itemized[key] = item
         return item
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_collection_modifyitems(self, items: list[Any]) -> None:
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_collection_modifyitems(self, items: list[Any]) -> Any:
+        """Add the items no collected file claimed, then restore upstream-first order.
+
+        Items are added before the other plugins see the list, so ``-k``/``-m``
+        can deselect them; the order is restored after them, because plugins
+        that shuffle (pytest-randomly) or sort do so in plain implementations
+        or before theirs yields.  ``--ff``/``--nf`` reorder after this, in
+        wrappers of their own, and keep their say.
+        """
         late = 0
         for key, task in list(self.tasks.items()):
             if key in self.itemized:
@@ -165,6 +173,7 @@ class TaskprocSession:
         reporter: Any = self.config.pluginmanager.get_plugin("terminalreporter")
         if late and isinstance(getattr(reporter, "_numcollected", None), int):
             reporter._numcollected += late
+        yield
         order = {k: i for i, k in enumerate(upstream_first([r for r, _, _ in self.roots]))}
         items[:] = items_in_upstream_order(items, order)
 

@@ -91,7 +91,7 @@ def check_endings(project: Project, result: pytest.RunResult) -> None:
             "FAILED task_endings.py::Fails - *Failed: explicit failure*",
             "FAILED task_endings.py::Exits - *SystemExit: 3*",
             "FAILED task_endings.py::Raises - *RuntimeError: boom*",
-            "XFAIL task_endings.py::XFails - known bug",
+            "XFAIL task_endings.py::XFails*known bug",
             "SKIPPED [[]1[]] task_endings.py:*: no GPU here",
             "SKIPPED [[]1[]] task_endings.py:*: upstream task Fails() failed (Failed: explicit "
             "failure)",

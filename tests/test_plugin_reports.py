@@ -237,7 +237,7 @@ def test_errors_outside_run_task_are_short_and_name_the_fix(project: Project) ->
             "*_ Fit() _*",
             "MissingItemError: Fit(): requirement slot 'data' reads Data()['tset'], but the dict "
             "Data() has no key 'tset'; its keys: 'train', 'test'",
-            "",
+            "*- taskproc -*",
             "task Fit() failed",
         ]
     )
