@@ -119,9 +119,10 @@ def test_pytest_outcomes_and_system_exit_end_a_task_once(project: Project) -> No
 @pytest.mark.slow
 @pytest.mark.parametrize("dist", ["load", "worksteal"])
 def test_pytest_outcomes_end_a_task_once_across_xdist_workers(
-    pytester: pytest.Pytester, dist: str
+    pytester: pytest.Pytester, dist: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("xdist")
+    monkeypatch.setenv("COLUMNS", "240")  # summary lines uncut: they may be long here
     project = Project(pytester, warnings_as_errors=False)  # execnet warns on its own
     project.task_file("task_endings.py", ENDINGS)
     check_endings(project, project.run("-rsxf", "-n", "2", f"--dist={dist}"))
