@@ -25,6 +25,18 @@ class RequirementTypeError(TaskprocError, TypeError):
     """A requirement slot holds something that is neither a task nor a ``Const``."""
 
 
+class TaskDefinitionError(TaskprocError, TypeError):
+    """A task class is defined in a way that cannot work (no ``run_task``, say)."""
+
+
+class MissingItemError(TaskprocError, LookupError):
+    """``task['key']`` names an item the upstream task's result does not have."""
+
+
+class SlotReadInBuildError(TaskprocError, RuntimeError):
+    """A requirement slot was read inside ``build_task``, before any result exists."""
+
+
 class TaskCycleError(TaskprocError, RecursionError):
     """Tasks require each other in a circle, so none of them can ever run."""
 

@@ -26,23 +26,20 @@ import cloudpickle  # type: ignore[import-untyped]
 
 from .cache import get_store
 from .context import Context, cache_root
-from .errors import CacheCorruptionWarning, CorruptResultError, UpstreamChangedError
+from .errors import CacheCorruptionWarning, CorruptResultError
 from .executors import adapt
 from .freshness import Reason, TaskState, judge, plan, reads_of
 from .graph import NodeKey, TaskGraph
 from .ratelimit import ChannelLimiter, FileSlots
 from .record import UpstreamRead
 from .spec import node_key, spec_of
-from .worker import Job, JobResult, Outcome, describe, run_jobs, run_jobs_blob
+from .worker import REPLAN_ERRORS, Job, JobResult, Outcome, describe, run_jobs, run_jobs_blob
 
 LOGGER = logging.getLogger("pytest_taskproc")
 
 #: How often one call may plan again after a damaged result or an upstream value
 #: that another process changed under it.
 MAX_RECOVERIES = 8
-
-#: Errors after which the graph is planned again instead of failing the call.
-REPLAN_ERRORS = (CorruptResultError, UpstreamChangedError)
 
 
 FAST_TASK_SECONDS = 0.01

@@ -2,16 +2,21 @@
 
 The parent writes the job to a file inside the cache (which a batch node can
 see when the cache is on a shared filesystem) and runs
-``[*job_prefix, python, -m, pytest_taskproc.jobprefix, JOB, OUTCOME]`` with no
-shell, so every element stays one argument.  The child computes the task like
-any worker, writing the result to the cache and the task's prints to its
-files; whatever the prefix itself prints is relayed to the caller.
+``PREFIX python -m pytest_taskproc.jobprefix JOB OUTCOME`` with ``/bin/sh``.
+As in taskproc 0.11.2, the prefix's elements are shell words joined by
+spaces, so ``['jbsub', '-queue x86_1h']`` and ``['jbsub -interactive -tty']``
+mean what they say in its README; the part appended here (interpreter and
+paths, which may hold spaces, quotes or ``$``) is quoted.  The child computes
+the task like any worker, writing the result to the cache and the task's
+prints to its files; whatever the prefix itself prints is relayed to the
+caller, and a failure comes back with the child's traceback as its cause.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -26,7 +31,7 @@ from .atomic import write_atomic
 from .cache import ClassStore, ensure_directory, get_store
 from .context import job_cache_root
 from .errors import JobPrefixError
-from .job import Job, compute, describe
+from .job import Job, compute, describe, portable_error
 from .record import Record
 from .spec import spec_of
 
@@ -43,13 +48,14 @@ def run_through_prefix(job: Job, store: ClassStore) -> Record:
         child = replace(job, in_prefix_child=True, lock=False, slots=None)
         write_atomic(folder / "sys_path.json", [json.dumps(sys.path).encode()])
         write_atomic(job_path, [cloudpickle.dumps(child)])
-        argv = [*prefix, sys.executable, "-m", "pytest_taskproc.jobprefix"]
-        argv += [str(job_path), str(outcome_path)]
+        command = shell_command(prefix, [job_path, outcome_path])
         try:
-            proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL)
-        except OSError as exc:
+            proc = subprocess.run(
+                command, shell=True, capture_output=True, stdin=subprocess.DEVNULL
+            )
+        except OSError as exc:  # pragma: no cover - /bin/sh itself missing
             raise JobPrefixError(
-                f"{task!r}: cannot start job_prefix command {prefix!r}: {exc}"
+                f"{task!r}: cannot run job_prefix command {command!r}: {exc}"
             ) from None
         sys.stdout.write(proc.stdout.decode(errors="replace"))
         sys.stderr.write(proc.stderr.decode(errors="replace"))
@@ -61,12 +67,18 @@ def run_through_prefix(job: Job, store: ClassStore) -> Record:
             raise value
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-10:]
         raise JobPrefixError(
-            f"{task!r}: job_prefix command {argv!r} exited with status {proc.returncode} "
+            f"{task!r}: job_prefix command {command!r} exited with status {proc.returncode} "
             f"without a result for {describe(task, store, job.task_id)}"
             + ("; its last stderr lines:\n" + "\n".join(tail) if tail else "")
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def shell_command(prefix: list[str], paths: list[Path]) -> str:
+    """The prefix's shell words, then our own command with every part quoted."""
+    ours = [sys.executable, "-m", "pytest_taskproc.jobprefix", *map(str, paths)]
+    return " ".join([*prefix, *map(shlex.quote, ours)])
 
 
 def main(argv: list[str]) -> int:
@@ -79,8 +91,8 @@ def main(argv: list[str]) -> int:
     try:
         store = get_store(Path(job.cache_root), job.task.task_name)
         outcome = ("ok", compute(job, store))
-    except Exception as exc:
-        outcome = ("error", exc)
+    except BaseException as exc:  # SystemExit and pytest outcomes too: the parent decides
+        outcome = ("error", portable_error(exc, job.task))
     try:
         blob = cloudpickle.dumps(outcome)
     except Exception as exc:

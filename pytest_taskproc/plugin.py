@@ -16,22 +16,53 @@ import pytest
 GRAPH_SUFFIXES = (".md", ".mmd", ".dot")
 
 
-def parse_rate_limits(text: str) -> dict[str, int]:
-    """``--taskproc-rate-limits``: a JSON object of channel -> positive int."""
+def parse_rate_limits(text: str, source: str = "--taskproc-rate-limits") -> dict[str, int]:
+    """A JSON object of channel -> positive int (``--taskproc-rate-limits``)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise pytest.UsageError(
-            f"--taskproc-rate-limits: not valid JSON ({exc}): {text!r}"
-        ) from None
+        raise pytest.UsageError(f"{source}: not valid JSON ({exc}): {text!r}") from None
+    return _check_rate_limits(value, source, text)
+
+
+def _check_rate_limits(value: Any, source: str, shown: Any) -> dict[str, int]:
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and type(v) is int and v >= 1 for k, v in value.items()
     ):
         raise pytest.UsageError(
-            f"--taskproc-rate-limits: expected a JSON object mapping channel names to ints >= 1, "
-            f"e.g. '{{\"<gpu>\": 1}}', not {text!r}"
+            f"{source}: expected a JSON object mapping channel names to ints >= 1, "
+            f"e.g. '{{\"<gpu>\": 1}}', not {shown!r}"
         )
     return value
+
+
+def ini_rate_limits(config: pytest.Config) -> dict[str, int] | None:
+    """The ini option ``taskproc_rate_limits``: JSON text, or a TOML table in pyproject.toml.
+
+    A ``[tool.pytest.ini_options]`` table reaches plugins as the text of a
+    Python dict (pytest turns every non-list TOML value into ``str(value)``);
+    pytest's native ``[tool.pytest]`` table may hand over the dict itself.
+    """
+    raw: Any = config.getini("taskproc_rate_limits")
+    source = "ini option taskproc_rate_limits"
+    if isinstance(raw, dict):
+        return _check_rate_limits(raw, source, raw)
+    if not raw:
+        return None
+    text = str(raw).strip()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        import ast
+
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise pytest.UsageError(
+                f'{source}: expected JSON such as {{"<gpu>": 1}} (or, in pyproject.toml, '
+                f'a table such as {{"<gpu>" = 1}}), not {text!r}'
+            ) from None
+    return _check_rate_limits(value, source, text)
 
 
 def parse_executor(text: str) -> str:
@@ -43,13 +74,32 @@ def parse_executor(text: str) -> str:
         raise pytest.UsageError(f"--taskproc-executor: {exc}") from None
 
 
-def parse_graph_path(text: str) -> Path:
-    path = Path(text)
-    if path.suffix not in GRAPH_SUFFIXES:
+def parse_graph_path(text: str) -> str:
+    if Path(text).suffix not in GRAPH_SUFFIXES:
         raise pytest.UsageError(
             f"--taskproc-graph: {text!r} must end in .md or .mmd (Mermaid) or .dot (Graphviz)"
         )
-    return path
+    return text
+
+
+def check_options(config: pytest.Config) -> None:
+    """Validate the option values in place, raising one ``UsageError`` for a bad one.
+
+    This is not done by argparse ``type=`` functions: on pytest 7.4 an error
+    raised there passes through pytest's own old-style hook wrappers and
+    pluggy adds a ``PluggyTeardownRaisedWarning`` to the one-line message.
+    Parsing is idempotent, for xdist workers that receive parsed values.
+    """
+    option = config.option
+    limits = getattr(option, "taskproc_rate_limits", None)
+    if isinstance(limits, str):
+        option.taskproc_rate_limits = parse_rate_limits(limits)
+    elif limits is not None:
+        _check_rate_limits(limits, "--taskproc-rate-limits", limits)
+    if getattr(option, "taskproc_executor", None) is not None:
+        option.taskproc_executor = parse_executor(str(option.taskproc_executor))
+    if getattr(option, "taskproc_graph", None) is not None:
+        option.taskproc_graph = parse_graph_path(str(option.taskproc_graph))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -78,7 +128,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--taskproc-rate-limits",
         metavar="JSON",
         default=None,
-        type=parse_rate_limits,
         help="at most N running tasks per channel, e.g. '{\"<gpu>\": 1}'; holds across "
         "xdist workers.",
     )
@@ -92,7 +141,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--taskproc-executor",
         metavar="SPEC",
         default=None,
-        type=parse_executor,
         help="compute tasks on process[:N], thread[:N] or dask[:ADDRESS] instead of in the "
         "pytest process (dask alone starts a local cluster).",
     )
@@ -100,7 +148,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--taskproc-graph",
         metavar="FILE",
         default=None,
-        type=parse_graph_path,
         help="write the task graph with each task's state to FILE (.md/.mmd Mermaid, .dot "
         "Graphviz).",
     )
@@ -151,20 +198,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "taskproc: a task of the task graph (set by pytest-taskproc)"
     )
+    check_options(config)
     if not is_enabled(config):
         return
     limits = config.getoption("taskproc_rate_limits")
-    if limits is None and config.getini("taskproc_rate_limits"):
-        limits = parse_rate_limits(config.getini("taskproc_rate_limits"))
+    if limits is None:
+        limits = ini_rate_limits(config)
     root = resolve_cache_root(config)
     _check_cache_root(root)
-    # A broken root must not stop the rest of the experiment.
-    config.option.continue_on_collection_errors = True
     _default_junit_output(config)
-    from .report import TaskprocReporter
+    from .report import CachedInShortSummary, TaskprocReporter
 
     reporter = TaskprocReporter(config, cache_root=root)
     config.pluginmanager.register(reporter, "taskproc-reporter")
+    config.pluginmanager.register(CachedInShortSummary(reporter), "taskproc-short-summary")
     if not _is_xdist_controller(config):
         from .session import TaskprocSession
 

@@ -14,12 +14,14 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 
-#: user_properties keys a task item's report carries (they reach JUnit XML too)
+#: keys of a task item's status: a dict on each of its reports (``report.taskproc``),
+#: and JUnit XML properties under ``junit_family = xunit1``
+REPORT_ATTR = "taskproc"
 STATUS = "taskproc"
 REASON = "taskproc_reason"
 SECONDS = "taskproc_seconds"
@@ -27,61 +29,155 @@ TASK_ID = "taskproc_task_id"
 
 GRAPH_FILE = "graph.json"
 
+#: always in the summary line; the others only when they happened
+MAIN_COUNTS = ("computed", "cached", "failed", "skipped")
+EXTRA_COUNTS = ("xfailed", "xpassed", "errors", "rerun")
+#: the state a task is drawn in by the graph export, per count
+GRAPH_STATE = {"xfailed": "failed", "xpassed": "computed", "errors": "failed"}
 
-def _properties(report: Any) -> dict[str, Any]:
-    return dict(getattr(report, "user_properties", ()) or ())
+
+def _status(report: Any) -> dict[str, Any]:
+    status = getattr(report, REPORT_ATTR, None)
+    return status if isinstance(status, dict) else {}
 
 
-def teststatus(report: Any, config: pytest.Config) -> Any:
-    """``cached`` (letter ``c``) for fresh tasks; computed ones pass and say why in ``-v``."""
-    if report.when != "call":
-        return None
-    props = _properties(report)
-    status = props.get(STATUS)
-    if status == "cached" and report.passed:
-        return "cached", "c", ("CACHED", {"cyan": True})
-    if status == "computed" and report.passed:
+def status_line(status: dict[str, Any]) -> str:
+    """The task's status as one line, for JUnit XML's ``system-out``.
+
+    e.g. ``taskproc: computed; why: no result yet; task id 3; 0.012 s``.
+    """
+    if STATUS not in status:
+        return ""
+    parts = [f"taskproc: {status[STATUS]}"]
+    if status.get(REASON):
+        parts.append(f"why: {status[REASON]}")
+    if TASK_ID in status:
+        parts.append(f"task id {status[TASK_ID]}")
+    if SECONDS in status:
+        parts.append(f"{float(status[SECONDS]):.3f} s")
+    return "; ".join(parts)
+
+
+def is_task_file(config: pytest.Config, nodeid: str) -> bool:
+    """Whether a node id lies in a task file (every item of which is a task item)."""
+    path = PurePosixPath(nodeid.split("::", 1)[0])
+    return any(path.match(pattern) for pattern in config.getini("taskproc_files"))
+
+
+def teststatus(report: Any, config: pytest.Config, plain: bool = False) -> Any:
+    """``cached`` (letter ``c``) for fresh tasks; computed ones pass and say why in ``-v``.
+
+    ``plain`` gives the word without markup, for pytest 7's short summary,
+    which prints the word as it gets it.
+    """
+    if report.when != "call" or hasattr(report, "wasxfail"):
+        return None  # xfail and xpass are pytest's to report
+    status = _status(report)
+    kind = status.get(STATUS)
+    if kind == "cached" and report.passed:
+        return "cached", "c", "CACHED" if plain else ("CACHED", {"cyan": True})
+    if kind == "computed" and report.passed:
+        if plain:
+            return "passed", ".", "PASSED"
         return (
             "passed",
             ".",
             ("PASSED", {"green": True})
             if config.option.verbose < 1
             else (
-                f"PASSED (computed: {props.get(REASON, '')})",
+                f"PASSED (computed: {status.get(REASON, '')})",
                 {"green": True},
             ),
         )
     return None
 
 
+def count_of(report: Any) -> str | None:
+    """Which count of the summary line a report of a task item adds to, like pytest's own.
+
+    pytest counts each report by its outcome: a passing call is ``passed``
+    (here ``computed`` or ``cached``), a failing setup or teardown an
+    ``error``, xfail marks turn outcomes into ``xfailed``/``xpassed``, and
+    pytest-rerunfailures reports each retry as ``rerun``.
+    """
+    outcome = report.outcome
+    if outcome == "rerun":
+        return "rerun"
+    wasxfail = hasattr(report, "wasxfail")
+    if outcome == "skipped":
+        return "xfailed" if wasxfail else "skipped"
+    if outcome == "failed":
+        return "errors" if report.when in ("setup", "teardown") else "failed"
+    if outcome == "passed" and report.when == "call":
+        if wasxfail:
+            return "xpassed"
+        return "cached" if _status(report).get(STATUS) == "cached" else "computed"
+    return None
+
+
 @dataclass
 class Tally:
-    """Counts per status for the summary line, one per task item."""
+    """Counts per outcome of task items' reports, for the summary line."""
 
     counts: dict[str, int] = field(
-        default_factory=lambda: {"computed": 0, "cached": 0, "failed": 0, "skipped": 0}
+        default_factory=lambda: dict.fromkeys(MAIN_COUNTS + EXTRA_COUNTS, 0)
     )
     seconds: float = 0.0
     status_by_nodeid: dict[str, str] = field(default_factory=dict)
 
     def add(self, report: Any) -> None:
-        props = _properties(report)
-        status = props.get(STATUS)
-        if status is None:
+        which = count_of(report)
+        if which is None:
             return
-        if report.when == "call" or (report.when == "setup" and report.skipped):
-            if report.failed:
-                status = "failed"
-            self.counts[status] = self.counts.get(status, 0) + 1
-            self.seconds += float(props.get(SECONDS, 0.0))
-            self.status_by_nodeid[report.nodeid] = status
+        self.counts[which] += 1
+        if report.when == "call":
+            self.seconds += float(_status(report).get(SECONDS, 0.0))
+        if which != "rerun":
+            self.status_by_nodeid[report.nodeid] = GRAPH_STATE.get(which, which)
 
     def summary_line(self, cache_root: Path) -> str:
         c = self.counts
-        return (
-            f"taskproc: {c['computed']} computed, {c['cached']} cached, {c['failed']} failed, "
-            f"{c['skipped']} skipped; {self.seconds:.2f} s computing; cache: {cache_root}"
-        )
+        shown = [f"{c[k]} {k}" for k in MAIN_COUNTS]
+        # pytest's words: "1 error", "2 errors"
+        shown += [
+            f"{c[k]} {'error' if k == 'errors' and c[k] == 1 else k}" for k in EXTRA_COUNTS if c[k]
+        ]
+        return f"taskproc: {', '.join(shown)}; {self.seconds:.2f} s computing; cache: {cache_root}"
+
+
+class CachedInShortSummary:
+    """``-rp``/``-rA`` list cached items too, as ``CACHED nodeid`` lines.
+
+    pytest lists passed reports from its ``passed`` statistics only, and a
+    cached item is counted under its own ``cached`` status.  For the span of
+    the summary, the cached reports join ``passed`` (pytest renders them with
+    their own word, from the teststatus hook), and leave it before pytest
+    counts outcomes for its last line.  Words come without markup meanwhile:
+    pytest 7 prints the word of a short-summary line as it gets it.
+    """
+
+    def __init__(self, reporter: TaskprocReporter) -> None:
+        self.reporter = reporter
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> Any:
+        stats = getattr(terminalreporter, "stats", None)
+        chars = getattr(terminalreporter, "reportchars", "")
+        cached = list(stats.get("cached", [])) if isinstance(stats, dict) else []
+        listed = bool(cached) and "p" in chars
+        if listed:
+            passed = stats.setdefault("passed", [])  # type: ignore[union-attr]
+            passed.extend(cached)
+        self.reporter.plain_words = True
+        try:
+            yield
+        finally:
+            self.reporter.plain_words = False
+            if listed:
+                for report in cached:
+                    passed.remove(report)
+                if not passed:
+                    del stats["passed"]  # type: ignore[union-attr]
 
 
 class TaskprocReporter:
@@ -97,6 +193,7 @@ class TaskprocReporter:
         self.tally = Tally()
         #: what a --collect-only run would compute (set by the session in this process)
         self.dry_run: dict[str, Any] | None = None
+        self.plain_words = False
 
     @property
     def run_dir(self) -> Path:
@@ -107,10 +204,18 @@ class TaskprocReporter:
         return {"run_id": self.run_id, "started_ns": self.started_ns}
 
     def pytest_report_teststatus(self, report: Any, config: pytest.Config) -> Any:
-        return teststatus(report, config)
+        return teststatus(report, config, self.plain_words)
 
     def pytest_runtest_logreport(self, report: Any) -> None:
-        self.tally.add(report)
+        if getattr(report, REPORT_ATTR, None) is not None or is_task_file(
+            self.config, report.nodeid
+        ):
+            self.tally.add(report)
+
+    def pytest_collectreport(self, report: Any) -> None:
+        # A root whose build_task raised (a collection error in pytest's line).
+        if report.failed and is_task_file(self.config, report.nodeid):
+            self.tally.counts["errors"] += 1
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker:

@@ -13,8 +13,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from .errors import RequirementTypeError, UnsetRequirementError
-from .spec import is_task
+from .errors import (
+    MissingItemError,
+    RequirementTypeError,
+    SlotReadInBuildError,
+    UnsetRequirementError,
+)
+from .spec import SPEC_ATTR, is_task
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -49,6 +54,16 @@ class Req(Generic[T, R]):
         resolved = obj.__dict__.get(RESOLVED_ATTR)
         if resolved is not None and self.public_name in resolved:
             return resolved[self.public_name]
+        spec = obj.__dict__.get(SPEC_ATTR)
+        if spec is not None and not spec.built:
+            # Still inside build_task: no upstream result may exist yet, and one
+            # that happens to be cached must not make this work only sometimes.
+            raise SlotReadInBuildError(
+                f"{type(obj).__qualname__}: requirement slot {self.public_name!r} was read inside "
+                f"build_task of {obj!r}; a slot gives the upstream result only inside run_task. "
+                "To use the upstream task itself in build_task, keep it in a local variable or "
+                "a plain attribute too"
+            )
         return resolve_slot_value(self.raw_value(obj), load_task_result)
 
     def raw_value(self, obj: Any) -> Any:
@@ -75,13 +90,15 @@ class Const(Generic[R]):
 class MappedTask(Generic[R]):
     """An item of a task's result (``task['key']``, nestable) usable as a requirement."""
 
-    __slots__ = ("origin", "path")
+    __slots__ = ("origin", "path", "slot")
 
     # The origin is a task object; typed loosely so that this module stays
     # below task.py, which builds on it.
     def __init__(self, origin: Any, path: tuple[Any, ...]) -> None:
         self.origin = origin
         self.path = path
+        #: "Task(args): requirement slot 'name'", once build_task put it in a slot
+        self.slot: str | None = None
 
     def __getitem__(self, key: Any) -> MappedTask[Any]:
         return MappedTask(self.origin, (*self.path, key))
@@ -106,9 +123,27 @@ class MappedTask(Generic[R]):
         return list(self.path)
 
     def select(self, value: Any) -> Any:
-        for key in self.path:
-            value = value[key]
+        for depth, key in enumerate(self.path):
+            try:
+                value = value[key]
+            except (LookupError, TypeError):
+                raise MissingItemError(self._missing(depth, value, key)) from None
         return value
+
+    def _missing(self, depth: int, value: Any, key: Any) -> str:
+        holder = repr(self.origin) + "".join(f"[{k!r}]" for k in self.path[:depth])
+        where = f"{self.slot} reads {self!r}" if self.slot else f"{self!r}"
+        kind = type(value).__qualname__
+        if isinstance(value, Mapping):
+            keys = [repr(k) for k in list(value)[:10]]
+            more = f" and {len(value) - 10} more" if len(value) > 10 else ""
+            has = f"its keys: {', '.join(keys)}{more}" if keys else "it is empty"
+            problem = f"the {kind} {holder} has no key {key!r}; {has}"
+        elif isinstance(value, (list, tuple)):
+            problem = f"the {kind} {holder} has {len(value)} items, so no index {key!r}"
+        else:
+            problem = f"{holder} is a {kind}, which has no item {key!r}"
+        return f"{where}, but {problem}"
 
     def get_task_result(self) -> R:
         result: R = self.select(self.origin.get_task_result())
@@ -127,6 +162,7 @@ def iter_slot_tasks(owner: Any, slot: str, value: Any) -> Iterator[Any]:
     if isinstance(value, Const):
         return
     if isinstance(value, MappedTask):
+        _name_slot(value, owner, slot)
         yield value.origin
     elif is_task(value):
         yield value
@@ -140,10 +176,17 @@ def iter_slot_tasks(owner: Any, slot: str, value: Any) -> Iterator[Any]:
         _bad_slot(owner, slot, value)
 
 
+def _name_slot(value: MappedTask[Any], owner: Any, slot: str) -> None:
+    """Let a missing item name the slot that asked for it (the first one, if shared)."""
+    if value.slot is None:
+        value.slot = f"{owner!r}: requirement slot {slot!r}"
+
+
 def _single(owner: Any, slot: str, value: Any) -> Iterator[Any]:
     if isinstance(value, Const):
         return
     if isinstance(value, MappedTask):
+        _name_slot(value, owner, slot)
         yield value.origin
     elif is_task(value):
         yield value

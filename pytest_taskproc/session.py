@@ -8,6 +8,7 @@ this run, and the counts behind the ``taskproc:`` summary line.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
@@ -20,17 +21,19 @@ from .cache import ensure_directory, get_store, prepare_root
 from .collect import (
     TaskFile,
     defining_file,
+    item_nodeid,
     items_in_upstream_order,
     task_item_name,
     upstream_first,
 )
 from .context import Context
+from .errors import TaskFailedEarlierError
 from .freshness import TaskState, plan
 from .graph import NodeKey, TaskGraph, node_key
 from .ratelimit import FileSlots
-from .report import GRAPH_FILE, TaskprocReporter
-from .runtest import TaskItem
-from .worker import summarize
+from .report import GRAPH_FILE, TaskprocReporter, is_task_file
+from .runtest import TaskItem, describe_report, skip_by_marks
+from .worker import RUNNING_SUFFIX, summarize
 
 
 class TaskprocSession:
@@ -55,6 +58,7 @@ class TaskprocSession:
         )
         self.run_id = reporter.run_id
         self.started_ns = reporter.started_ns
+        self.rate_limits = rate_limits
         self.roots: list[tuple[Any, TaskFile, str | None]] = []
         self.task_files: dict[Path, TaskFile] = {}
         self.itemized: dict[NodeKey, TaskItem] = {}
@@ -62,10 +66,19 @@ class TaskprocSession:
         #: every task reached from a root, the file that reached it first, explicit root ids
         self.tasks: dict[NodeKey, Any] = {}
         self.explicit_ids: dict[NodeKey, str] = {}
+        #: marks of ``pytest.param(..., marks=...)``, per root
+        self.root_marks: dict[NodeKey, list[Any]] = {}
         #: item names taken, per file node id
         self.names: dict[str, set[str]] = {}
         self.cleared: set[NodeKey] = set()
+        #: how each task that failed in this run failed (``Type: message``), and the
+        #: exception itself when it was raised in this process
         self.failed: dict[NodeKey, str] = {}
+        self.failed_errors: dict[NodeKey, BaseException] = {}
+        #: skip / xfail(run=False) marks of tasks, evaluated once
+        self._mark_skips: dict[NodeKey, str | None] = {}
+        #: failed collect reports of task files (build_task errors of roots, import errors)
+        self.task_file_errors = 0
         self.computed_here: set[NodeKey] = set()
         self.selected: list[TaskItem] = []
         self._executor: Executor | None = None
@@ -114,10 +127,14 @@ class TaskprocSession:
             return None
         return TaskFile.from_parent(parent, path=file_path)
 
-    def add_root(self, root: Any, source: TaskFile, explicit_id: str | None) -> None:
+    def add_root(
+        self, root: Any, source: TaskFile, explicit_id: str | None, marks: tuple[Any, ...] = ()
+    ) -> None:
         self.roots.append((root, source, explicit_id))
         if explicit_id:
             self.explicit_ids.setdefault(node_key(root), explicit_id)
+        if marks:
+            self.root_marks.setdefault(node_key(root), []).extend(marks)
         stack = [root]
         while stack:
             task = stack.pop()
@@ -145,12 +162,27 @@ class TaskprocSession:
         while unique in taken:
             unique, n = f"{name}#{n}", n + 1
         taken.add(unique)
-        item = TaskItem.from_parent(parent, name=unique, task=task, tp_session=self)
+        item = TaskItem.from_parent(
+            parent,
+            name=unique,
+            nodeid=item_nodeid(parent, unique),
+            task=task,
+            tp_session=self,
+            marks=self.root_marks.get(key, ()),
+        )
         self.itemized[key] = item
         return item
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_collection_modifyitems(self, items: list[Any]) -> None:
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_collection_modifyitems(self, items: list[Any]) -> Any:
+        """Add the items no collected file claimed, then restore upstream-first order.
+
+        Items are added before the other plugins see the list, so ``-k``/``-m``
+        can deselect them; the order is restored after them, because plugins
+        that shuffle (pytest-randomly) or sort do so in plain implementations
+        or before theirs yields.  ``--ff``/``--nf`` reorder after this, in
+        wrappers of their own, and keep their say.
+        """
         late = 0
         for key, task in list(self.tasks.items()):
             if key in self.itemized:
@@ -163,12 +195,14 @@ class TaskprocSession:
         reporter: Any = self.config.pluginmanager.get_plugin("terminalreporter")
         if late and isinstance(getattr(reporter, "_numcollected", None), int):
             reporter._numcollected += late
+        yield
         order = {k: i for i, k in enumerate(upstream_first([r for r, _, _ in self.roots]))}
         items[:] = items_in_upstream_order(items, order)
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.selected = [i for i in session.items if isinstance(i, TaskItem)]
+        self._check_rate_limit_channels()
         if self.config.option.collectonly:
             # Kept in memory: a dry run writes nothing into the cache, and with
             # --collect-only this process also reports (xdist stands aside).
@@ -193,6 +227,11 @@ class TaskprocSession:
     # -- running --------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> None:
+        if session.testsfailed and session.testsfailed == self.task_file_errors:
+            # Only task files failed to collect (a root's build_task raised, say):
+            # the rest of the experiment still runs.  A broken ordinary test file
+            # still stops the run, as pytest does without --taskproc.
+            self.config.option.continue_on_collection_errors = True
         if self.config.option.collectonly:
             return
         if self.clear_requested and self.selected:
@@ -220,40 +259,105 @@ class TaskprocSession:
         """Where this run records failed tasks (see ``worker.failure_marker``)."""
         return self.reporter.run_dir / "failed"
 
+    def _marker(self, state: TaskState) -> Path:
+        return self.failure_dir / f"{state.store.name}.{state.task_id}"
+
     def mark_failed(self, key: NodeKey, error: BaseException) -> None:
         self.failed[key] = summarize(error)
+        if not isinstance(error, TaskFailedEarlierError):
+            self.failed_errors[key] = error
 
     def failure_of(self, key: NodeKey, state: TaskState) -> str | None:
         """How a task failed earlier in this run, here or on another xdist worker, if it did."""
         if key in self.failed:
             return self.failed[key]
         try:
-            summary = (self.failure_dir / f"{state.store.name}.{state.task_id}").read_text()
+            summary = self._marker(state).read_text()
         except FileNotFoundError:
+            # A process that died computing the task is found out under its lock,
+            # by the worker (see ``worker.RUNNING_SUFFIX``), which then writes this.
             return None
         self.failed[key] = summary
         return summary
 
+    def forget_failure(self, key: NodeKey, state: TaskState) -> None:
+        """A rerun of an item (pytest-rerunfailures) computes its task afresh."""
+        self.failed.pop(key, None)
+        self.failed_errors.pop(key, None)
+        marker = self._marker(state)
+        for path in (marker, Path(f"{marker}{RUNNING_SUFFIX}")):
+            path.unlink(missing_ok=True)
+
+    def mark_skip(self, key: NodeKey) -> str | None:
+        """Why a task's own item is skipped by its marks (skip, skipif, xfail(run=False))."""
+        if key not in self._mark_skips:
+            item = self.itemized.get(key)
+            self._mark_skips[key] = None if item is None else skip_by_marks(item)
+        return self._mark_skips[key]
+
     def failure_header(self, task: Any) -> str:
         store = get_store(self.cache_root, task.task_name)
         task_id = store.task_id(task._tp_key)
-        return (
-            f"task {task!r} failed\n"
-            f"  class:     {task.task_name}\n"
-            f"  arguments: {task._tp_key}\n"
-            f"  task id:   {task_id}\n"
-            f"  stdout:    {store.stdout_path(task_id)}\n"
-            f"  stderr:    {store.stderr_path(task_id)}"
-        )
+        lines = [
+            f"task {task!r} failed",
+            f"  class:     {task.task_name}",
+            f"  arguments: {task._tp_key}",
+            f"  task id:   {task_id}",
+        ]
+        # Output files exist only when the task printed something.
+        for which, path in (
+            ("stdout", store.stdout_path(task_id)),
+            ("stderr", store.stderr_path(task_id)),
+        ):
+            if path.exists():
+                lines.append(f"  {which}:    {path}")
+        if len(lines) == 4:
+            lines.append("  output:    none (the task printed nothing)")
+        return "\n".join(lines)
 
     # -- reporting --------------------------------------------------------------
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Any:
         outcome = yield
-        report = outcome.get_result()
-        if isinstance(item, TaskItem) and report.skipped and isinstance(report.longrepr, tuple):
-            # pytest would name the plugin line that raised the skip; name the task file.
-            report.longrepr = (str(item.path), None, report.longrepr[2])
+        if isinstance(item, TaskItem):
+            describe_report(item, outcome.get_result(), self.properties_in_xml)
+
+    @property
+    def properties_in_xml(self) -> bool:
+        """Whether task statuses go into JUnit XML as properties (not valid in xunit2)."""
+        return str(self.config.getini("junit_family")) in ("xunit1", "legacy")
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed and is_task_file(self.config, report.nodeid):
+            self.task_file_errors += 1
+
+    # -- rate limits ----------------------------------------------------------------
+    def _check_rate_limit_channels(self) -> None:
+        """Warn about a rate limit no collected task is subject to: a typo means no limit."""
+        if not self.rate_limits or not self.tasks:
+            return
+        if getattr(self.config, "workerinput", {}).get("workerid", "gw0") != "gw0":
+            return  # every worker collects the same tasks: one warning is enough
+        known = set()
+        for task in self.tasks.values():
+            known.update(task._tp_config.channels)
+        unknown = sorted(set(self.rate_limits) - known)
+        if unknown:
+            labels = sorted(c for c in known if c.startswith("<")) or sorted(known)[:5]
+            message = (
+                f"taskproc rate limits name {', '.join(map(repr, unknown))}, which no collected "
+                f"task carries, so they limit nothing; channels of the collected tasks: "
+                f"{', '.join(map(repr, labels))}"
+            )
+            # Shown at the configuration file (or the option), not at this line.
+            from_ini = self.config.getoption("taskproc_rate_limits") is None
+            where = self.config.inipath if from_ini else None
+            warnings.warn_explicit(
+                pytest.PytestConfigWarning(message),
+                category=None,
+                filename=str(where or "--taskproc-rate-limits"),
+                lineno=0,
+            )
 
     # -- graph export -------------------------------------------------------------
     def _write_graph_structure(self) -> None:

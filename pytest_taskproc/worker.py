@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +20,9 @@ import cloudpickle  # type: ignore[import-untyped]
 from .atomic import write_text_atomic
 from .cache import ClassStore, get_store
 from .context import job_cache_root
-from .errors import TaskFailedEarlierError, TaskFailedError
+from .errors import CorruptResultError, TaskFailedEarlierError, UpstreamChangedError
 from .freshness import judge
-from .job import Job, Outcome, compute, describe
+from .job import Job, Outcome, compute, describe, portable_error
 from .jobprefix import run_through_prefix
 from .locks import task_lock
 from .record import Record
@@ -49,31 +47,61 @@ def run_job(job: Job) -> Outcome:
             done = _fresh_now(job, store)
             if done is not None:
                 return Outcome.of(done, 0.0, computed=False)
-            marker = failure_marker(job, store)
-            if marker is not None and os.path.exists(marker):
-                with open(marker, encoding="utf-8") as handle:
-                    summary = handle.read()
-                raise TaskFailedEarlierError(
-                    f"{task!r} failed earlier in this run: {summary}", summary
-                )
-            start = time.perf_counter()
-            slot = job.slots.hold(spec.config.channels) if job.slots else contextlib.nullcontext()
-            try:
-                with slot:
-                    if spec.config.job_prefix is not None and not job.in_prefix_child:
-                        record = run_through_prefix(job, store)
-                    else:
-                        record = compute(job, store)
-            except Exception as exc:
-                if marker is not None:
-                    # Written while the lock is held, so a process waiting for this
-                    # task learns of the failure instead of computing it again.
-                    os.makedirs(os.path.dirname(marker), exist_ok=True)
-                    write_text_atomic(marker, summarize(exc))
-                raise
-            return Outcome.of(record, time.perf_counter() - start, computed=True)
+            return _compute_under_lock(job, store)
     finally:
         job_cache_root.reset(token)
+
+
+def _compute_under_lock(job: Job, store: ClassStore) -> Outcome:
+    """Compute the task, unless this run saw it fail; record a failure for the whole run."""
+    __tracebackhide__ = True
+    task = job.task
+    spec = spec_of(task)
+    marker = failure_marker(job, store)
+    if marker is not None and os.path.exists(marker):
+        with open(marker, encoding="utf-8") as handle:
+            summary = handle.read()
+        raise TaskFailedEarlierError(f"{task!r} failed earlier in this run: {summary}", summary)
+    running = None if marker is None else marker + RUNNING_SUFFIX
+    if running is not None and os.path.exists(running):
+        # Its last holder of the lock died computing it (a timeout, the OOM
+        # killer): recomputing would only pay for that again in this run.
+        summary = (
+            "TaskDiedError: the process computing it died before it finished "
+            "(killed by a timeout, a signal or the out-of-memory killer)"
+        )
+        write_text_atomic(running[: -len(RUNNING_SUFFIX)], summary)
+        raise TaskFailedEarlierError(f"{task!r} failed earlier in this run: {summary}", summary)
+    start = time.perf_counter()
+    slot = job.slots.hold(spec.config.channels) if job.slots else contextlib.nullcontext()
+    try:
+        if running is not None:
+            os.makedirs(os.path.dirname(running), exist_ok=True)
+            write_text_atomic(running, str(os.getpid()))
+        with slot:
+            if spec.config.job_prefix is not None and not job.in_prefix_child:
+                record = run_through_prefix(job, store)
+            else:
+                record = compute(job, store)
+    except BaseException as exc:
+        # Whatever ended run_task, pytest's outcomes and SystemExit included, is
+        # the task's failure; KeyboardInterrupt stops the run without a verdict,
+        # and a changed or damaged upstream value only makes the caller plan again.
+        if marker is not None and not isinstance(exc, (KeyboardInterrupt, *REPLAN_ERRORS)):
+            # Written while the lock is held, so a process waiting for this
+            # task learns of the failure instead of computing it again.
+            os.makedirs(os.path.dirname(marker), exist_ok=True)
+            write_text_atomic(marker, summarize(exc))
+        raise
+    finally:
+        if running is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(running)
+    return Outcome.of(record, time.perf_counter() - start, computed=True)
+
+
+#: Errors that are not the task's fault: the scheduler plans again after them.
+REPLAN_ERRORS = (CorruptResultError, UpstreamChangedError)
 
 
 def _fresh_now(job: Job, store: ClassStore) -> Record | None:
@@ -96,18 +124,15 @@ def summarize(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
+#: next to a failure marker while a process computes the task; left behind if it dies
+RUNNING_SUFFIX = ".running"
+
+
 def failure_marker(job: Job, store: ClassStore) -> str | None:
     """Where a failure of this job's task is recorded for the run, if the run records them."""
     if job.failure_dir is None:
         return None
     return os.path.join(job.failure_dir, f"{store.name}.{job.task_id}")
-
-
-class RemoteTraceback(Exception):
-    """Carries the traceback text of an exception raised in another process."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 JobResult = tuple[bool, Any]  # (True, Outcome) or (False, exception)
@@ -116,15 +141,18 @@ JobResult = tuple[bool, Any]  # (True, Outcome) or (False, exception)
 def run_jobs(jobs: list[Job]) -> list[JobResult]:
     """Run a chunk of independent jobs; one failing does not stop the others.
 
-    Only ``Exception`` is collected: KeyboardInterrupt and pytest's outcome
-    exceptions propagate as from a plain call.
+    Whatever ends a job is collected, pytest's outcome exceptions and
+    ``SystemExit`` included, so the scheduler records it as that task's
+    failure; only ``KeyboardInterrupt`` propagates, to stop the run.
     """
     __tracebackhide__ = True
     results: list[JobResult] = []
     for job in jobs:
         try:
             results.append((True, run_job(job)))
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
             results.append((False, exc))
     return results
 
@@ -134,20 +162,6 @@ def run_jobs_blob(blob: bytes) -> list[JobResult]:
     jobs: list[Job] = cloudpickle.loads(blob)
     results = run_jobs(jobs)
     return [
-        (ok, value if ok else _portable(value, job))
+        (ok, value if ok else portable_error(value, job.task))
         for (ok, value), job in zip(results, jobs, strict=True)
     ]
-
-
-def _portable(exc: BaseException, job: Job) -> BaseException:
-    text = "".join(traceback.format_exception(exc))
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:
-        return TaskFailedError(
-            f"{job.task!r} raised {type(exc).__qualname__}, which cannot be pickled; "
-            f"its traceback:\n{text}"
-        )
-    exc.__cause__ = RemoteTraceback(f'\n"""\n{text}"""')
-    exc.__traceback__ = None
-    return exc

@@ -70,3 +70,41 @@ class Project:
         """Node ids listed by ``--collect-only -q``, in order."""
         result = self.run("--collect-only", "-q", *args)
         return [line for line in result.outlines if "::" in line and not line.startswith(" ")]
+
+
+#: pytest's word for each count of the ``taskproc:`` line
+PYTEST_WORD = {
+    "computed": "passed",
+    "cached": "cached",
+    "failed": "failed",
+    "skipped": "skipped",
+    "xfailed": "xfailed",
+    "xpassed": "xpassed",
+    "errors": "errors",
+    "rerun": "rerun",
+}
+
+
+def taskproc_counts(result: pytest.RunResult) -> dict[str, int]:
+    """The counts of the run's ``taskproc:`` line, by name."""
+    (line,) = [line for line in result.outlines if line.startswith("taskproc: ")]
+    counts = line[len("taskproc: ") :].split(";", 1)[0]
+    found = {word: int(n) for n, word in (part.split() for part in counts.split(", "))}
+    if "error" in found:
+        found["errors"] = found.pop("error")
+    return found
+
+
+def assert_counts_agree(result: pytest.RunResult) -> dict[str, int]:
+    """The ``taskproc:`` line and pytest's last line count the same items the same way.
+
+    For runs of task items only: every pytest count but ``deselected`` and
+    ``warnings`` must be one of the ``taskproc:`` line's, with the same number.
+    """
+    ours = taskproc_counts(result)
+    theirs = {
+        k: v for k, v in result.parseoutcomes().items() if k not in ("deselected", "warnings")
+    }
+    as_pytest = {PYTEST_WORD[k]: n for k, n in ours.items() if n}
+    assert as_pytest == theirs, result.stdout.str()
+    return ours

@@ -37,6 +37,9 @@ class T(TaskBase):
 class Keyword(TaskBase):
     def build_task(self, first: int = 0, *, option: object = None) -> None:
         pass
+
+    def run_task(self) -> None:
+        pass
 """
 
 
@@ -145,6 +148,9 @@ def test_unset_slot_names_class_and_slot(modules: TaskModules) -> None:
 
             def build_task(self, n: int) -> None:
                 self.given = Const(n)
+
+            def run_task(self) -> None:
+                pass
         """,
     )
     with pytest.raises(UnsetRequirementError) as info:
@@ -178,6 +184,9 @@ def test_slot_holding_something_else_names_class_slot_and_value(
 
             def build_task(self) -> None:
                 self.up = {assignment}
+
+            def run_task(self) -> None:
+                pass
         """,
     )
     with pytest.raises(RequirementTypeError) as info:
@@ -197,12 +206,18 @@ class Ping(TaskBase):
     def build_task(self, n: int) -> None:
         self.other = Pong(n)
 
+    def run_task(self) -> None:
+        pass
+
 
 class Pong(TaskBase):
     other: Requires[int]
 
     def build_task(self, n: int) -> None:
         self.other = Ping(n)
+
+    def run_task(self) -> None:
+        pass
 
 
 class Ring(TaskBase):
@@ -211,12 +226,18 @@ class Ring(TaskBase):
     def build_task(self, i: int) -> None:
         self.nxt = Ring((i + 1) % 3)
 
+    def run_task(self) -> None:
+        pass
+
 
 class Selfish(TaskBase):
     me: Requires[int]
 
     def build_task(self) -> None:
         self.me = Selfish()
+
+    def run_task(self) -> None:
+        pass
 
 
 class Fine(TaskBase):

@@ -104,7 +104,9 @@ def test_bad_rate_limits_in_the_ini_file_are_a_usage_error(pytester: pytest.Pyte
     pytester.makeini("[pytest]\ntaskproc_rate_limits = {gpu: 1}\n")
     result = run(pytester, "--taskproc")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --taskproc-rate-limits: not valid JSON *"])
+    result.stderr.fnmatch_lines(
+        ['ERROR: ini option taskproc_rate_limits: expected JSON such as {"<gpu>": 1}*']
+    )
 
 
 def test_graph_file_must_be_mermaid_or_graphviz(pytester: pytest.Pytester) -> None:
@@ -227,3 +229,108 @@ def test_the_entry_point_imports_nothing_of_the_library() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "['pytest_taskproc', 'pytest_taskproc.plugin']"
+
+
+# -- rate limits in pyproject.toml, and limits that limit nothing ------------------------------
+
+GPU_TASK = """
+class OnGpu(TaskBase, channel="<gpu>"):
+    def run_task(self) -> int:
+        log("OnGpu")
+        return 1
+"""
+
+
+def test_rate_limits_as_a_toml_table_in_pyproject(pytester: pytest.Pytester) -> None:
+    write_tasks(pytester, "task_gpu.py", GPU_TASK)
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\ntaskproc_rate_limits = {"<gpu>" = 1}\n')
+    result = run(pytester, "--taskproc", "-W", "error")
+    result.assert_outcomes(passed=1)
+    assert runs(pytester) == ["OnGpu"]
+
+
+def test_rate_limits_in_pyproject_must_still_be_positive_ints(pytester: pytest.Pytester) -> None:
+    write_tasks(pytester, "task_gpu.py", GPU_TASK)
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\ntaskproc_rate_limits = {"<gpu>" = 0}\n')
+    result = run(pytester, "--taskproc")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: ini option taskproc_rate_limits: expected a JSON object mapping channel*"]
+    )
+
+
+@pytest.mark.parametrize("where", ["option", "ini"])
+def test_a_rate_limit_no_task_carries_is_a_warning_naming_it(
+    pytester: pytest.Pytester, where: str
+) -> None:
+    """A misspelt channel would silently limit nothing."""
+    write_tasks(pytester, "task_gpu.py", GPU_TASK)
+    limits = '{"<gpo>": 1, "<gpu>": 1}'
+    args = ["--taskproc"]
+    if where == "ini":
+        pytester.makeini(f"[pytest]\ntaskproc_rate_limits = {limits}\n")
+    else:
+        args.append(f"--taskproc-rate-limits={limits}")
+    result = run(pytester, *args)
+    result.assert_outcomes(passed=1, warnings=1)
+    source = "tox.ini" if where == "ini" else "--taskproc-rate-limits"
+    result.stdout.fnmatch_lines(
+        [
+            f"*{source}:0: PytestConfigWarning: taskproc rate limits name '<gpo>', which no "
+            "collected task carries, so they limit nothing; channels of the collected tasks: "
+            "'<gpu>'"
+        ]
+    )
+    # Warnings as errors (a strict CI) make it a failing run.
+    assert run(pytester, *args, "-W", "error::pytest.PytestConfigWarning").ret != 0
+
+
+# -- collection errors ----------------------------------------------------------------------
+
+BROKEN_ROOT = """
+class Broken(TaskBase):
+    def build_task(self) -> None:
+        raise ValueError("cannot build")
+
+    def run_task(self) -> int:
+        return 1
+
+
+class Fine(TaskBase):
+    def run_task(self) -> int:
+        log("Fine")
+        return 1
+"""
+
+
+def test_a_broken_root_does_not_stop_the_rest(pytester: pytest.Pytester) -> None:
+    write_tasks(pytester, "task_roots.py", BROKEN_ROOT)
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    result = run(pytester, "--taskproc")
+    result.assert_outcomes(passed=2, errors=1)
+    assert runs(pytester) == ["Fine"]
+
+
+def test_a_broken_test_file_still_stops_the_run_as_without_taskproc(
+    pytester: pytest.Pytester,
+) -> None:
+    """--taskproc lets task files fail to collect without stopping; other files as pytest does."""
+    write_tasks(pytester, "task_roots.py", BROKEN_ROOT)
+    pytester.makepyfile(test_broken="def test_broken(:\n    pass\n")
+    result = run(pytester, "--taskproc")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*Interrupted: 2 errors during collection*"])
+    assert runs(pytester) == []
+    # pytest's own way out still works.
+    allowed = run(pytester, "--taskproc", "--continue-on-collection-errors")
+    allowed.assert_outcomes(passed=1, errors=2)
+    assert runs(pytester) == ["Fine"]
+
+
+@pytest.mark.slow
+def test_a_broken_root_is_one_error_with_xdist(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    write_tasks(pytester, "task_roots.py", BROKEN_ROOT)
+    result = run(pytester, "--taskproc", "-n", "2")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["taskproc: 1 computed, 0 cached, 0 failed, 0 skipped, 1 error;*"])

@@ -192,7 +192,6 @@ def test_a_failing_task_fails_its_downstream_is_skipped_and_the_rest_goes_on(
             "  arguments: {}",
             "  task id:   0",
             f"  stdout:    {project.cache}/taskproc/task_fail.Bad/results/0/stdout.txt",
-            f"  stderr:    {project.cache}/taskproc/task_fail.Bad/results/0/stderr.txt",
             "*- Captured stdout call -*",
             "about to fail",
         ]
@@ -200,11 +199,13 @@ def test_a_failing_task_fails_its_downstream_is_skipped_and_the_rest_goes_on(
     result.stdout.fnmatch_lines(
         [
             summary_line(1, 0, 1, 1, project.cache),
-            "SKIPPED [[]1[]] task_fail.py: upstream task Bad() failed (RuntimeError: boom)",
+            "SKIPPED [[]1[]] task_fail.py:25: upstream task Bad() failed (RuntimeError: boom)",
         ]
     )
     # The traceback starts at run_task: no frames of the plugin or of pytest.
     result.stdout.no_fnmatch_line("*pytest_taskproc*.py:*")
+    # Bad printed nothing to stderr, so the header names no stderr file.
+    result.stdout.no_fnmatch_line("  stderr: *")
     assert sorted(project.runs()) == ["Bad", "Good"]
 
     # Nothing of the failed task was cached: it runs again, the good task does not.
@@ -366,9 +367,11 @@ def test_clear_of_everything_computes_each_task_once(project: Project) -> None:
 
 # -- reports -----------------------------------------------------------------------
 def test_junit_xml_has_every_task_and_marks_cached_ones(project: Project) -> None:
+    """Under ``xunit1`` the status is a testcase property (``xunit2`` allows none)."""
     project.task_file("task_binom.py", BINOM)
-    expect(project.run("--junitxml=first.xml"), passed=N_TASKS)
-    expect(project.run("--junitxml=second.xml"), cached=N_TASKS)
+    xunit1 = ("-o", "junit_family=xunit1")
+    expect(project.run("--junitxml=first.xml", *xunit1), passed=N_TASKS)
+    expect(project.run("--junitxml=second.xml", *xunit1), cached=N_TASKS)
 
     def properties(case: ET.Element) -> dict[str, str]:
         return {p.attrib["name"]: p.attrib["value"] for p in case.iter("property")}

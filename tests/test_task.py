@@ -121,6 +121,9 @@ def test_failed_build_task_registers_nothing(modules: TaskModules) -> None:
                 ATTEMPTS.append(1)
                 if len(ATTEMPTS) == 1:
                     raise ValueError("first build fails")
+
+            def run_task(self) -> None:
+                pass
         """,
     )
     with pytest.raises(ValueError, match="first build fails"):
@@ -177,7 +180,7 @@ def test_subclass_inherits_build_task_and_slots_but_is_its_own_class(
         ("compress_level=10", ValueError, r"^Bad: compress_level must be an int from -1 to 9"),
         ("compress_level='9'", ValueError, r"^Bad: compress_level must be an int"),
         ("channel=['<gpu>', 3]", TypeError, r"^Bad: channel must be a str or a list of str"),
-        ("job_prefix='srun -c 4'", TypeError, r"^Bad: job_prefix must be a list of arguments"),
+        ("job_prefix='srun -c 4'", TypeError, r"^Bad: job_prefix must be a list of strings"),
     ],
 )
 def test_class_keywords_are_checked_when_the_class_is_defined(
@@ -323,6 +326,9 @@ class Pick(TaskBase):
 class Keyed(TaskBase):
     def build_task(self, ref: object) -> None:
         pass
+
+    def run_task(self) -> None:
+        pass
 """
 
 
@@ -364,6 +370,9 @@ def test_tasks_as_arguments_serialise_as_references(tasks: ModuleType) -> None:
     class WithTask(TaskBase):
         def build_task(self, upstream: TaskBase) -> None:
             self.upstream_arg = upstream
+
+        def run_task(self) -> None:
+            pass
 
     first = WithTask([tasks.Leaf(1)])
     assert WithTask([tasks.Leaf(1)]) is first
