@@ -110,7 +110,8 @@ def run_job(job: Job) -> Outcome:
         try:
             if running is not None:
                 os.makedirs(os.path.dirname(running), exist_ok=True)
-                write_text_atomic(running, str(os.getpid()))
+                # Only its existence counts, so no atomic write: one create, one unlink.
+                os.close(os.open(running, os.O_CREAT | os.O_WRONLY, 0o644))
             with slot:
                 if task._tp_config.job_prefix is not None and not job.in_prefix_child:
                     from .jobprefix import run_through_prefix
