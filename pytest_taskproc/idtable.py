@@ -273,6 +273,9 @@ def _open_diskcache(path: Path) -> diskcache.Cache:
         tag_index=0,
         timeout=60,
         sqlite_journal_mode="delete",
+        # No fsync per transaction: a table lost in a crash is rebuilt from the
+        # result folders with the same ids, so durability buys nothing here.
+        sqlite_synchronous=0,
     )
     try:
         table.get(NEXT_ID)  # touches the database, so damage shows up here
