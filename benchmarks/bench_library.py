@@ -1073,7 +1073,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cases = [case for case in plan if case.workload == workload]
             results.update(run_workload(cases, libs, tmp_root, args.timeout, args.repeat))
 
-        ran = [name for name in libs if name != "raw"]
+        ran = list(libs)
         print("# pytest_taskproc benchmarks\n")
         print(
             f"Python {platform.python_version()} on {platform.platform()}, "
