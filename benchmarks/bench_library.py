@@ -14,6 +14,11 @@ pickle task classes by reference.  Only the ``run_graph`` call is timed (inside 
 subprocess, with ``time.perf_counter``); import and task-construction times are reported
 separately in the details table.
 
+``--baseline-src DIR`` adds a third library, the ``pytest_taskproc`` of another source tree
+(say, the previous version), run by the same interpreter with ``DIR`` first on
+``PYTHONPATH``; its measurements are interleaved with ours so that both see the same
+machine load, and the report adds the ``ours / baseline`` ratio and its regression goals.
+
 Run ``python benchmarks/bench_library.py --help`` for the options; see ``README.md`` next to
 this file for what each workload measures.
 """
@@ -28,13 +33,14 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -45,8 +51,9 @@ RESULT_MARKER = "BENCH_RESULT_JSON:"
 TASK_MODULE = "bench_tasks"
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_WORKERS = 2
+RAW_KEY = "W4:raw pickles (reference)"
 
-LibName = Literal["original", "ours", "raw"]
+LibName = Literal["original", "ours", "baseline", "raw"]
 Mode = Literal["cold", "warm"]
 Status = Literal["ok", "timeout", "error", "wrong", "skipped"]
 
@@ -74,7 +81,9 @@ root = {TASK_MODULE}.make_root(**spec["params"])
 t2 = time.perf_counter()
 result = root.run_graph(**spec["run_kwargs"])
 t3 = time.perf_counter()
-out = {{"import_s": t1 - t0, "build_s": t2 - t1, "run_s": t3 - t2, "result": result}}
+package = sys.modules.get(spec["package"]) if spec["package"] else None
+out = {{"import_s": t1 - t0, "build_s": t2 - t1, "run_s": t3 - t2, "result": result,
+        "package_file": getattr(package, "__file__", None)}}
 print({RESULT_MARKER!r} + json.dumps(out, default=repr), flush=True)
 """
 
@@ -290,7 +299,7 @@ class Case:
     expected: Callable[[], int | float]
     modes: tuple[Mode, ...] = ("cold", "warm")
     max_workers: int = DEFAULT_WORKERS
-    libs: tuple[LibName, ...] = ("original", "ours")
+    libs: tuple[LibName, ...] = ("original", "ours", "baseline")
 
     @property
     def key(self) -> str:
@@ -329,7 +338,7 @@ def build_plan(workloads: set[str], quick: bool, spin_iterations: int | None) ->
         plan.append(
             Case(
                 "W4",
-                "raw pickles (baseline)",
+                RAW_KEY.partition(":")[2],
                 raw_pickle_module,
                 params,
                 mean_sum,
@@ -406,16 +415,29 @@ def calibrate_spin(target_s: float = 0.5) -> int:
 
 @dataclass(frozen=True)
 class Lib:
-    """An interpreter plus the package name the generated module imports from."""
+    """An interpreter plus the package name the generated module imports from.
+
+    ``pythonpath`` goes in front of ``PYTHONPATH``: that is how the "baseline" library (an
+    older source tree of ``pytest_taskproc``) shadows the installed one under the same
+    interpreter.  ``origin`` is the directory the package was found to be imported from
+    before measuring; every measurement checks it again, because a wrong origin would
+    silently compare a library with itself.
+    """
 
     name: LibName
     python: str
     package: str
+    pythonpath: tuple[str, ...] = ()
+    origin: Path | None = None
 
 
 @dataclass
 class Outcome:
-    """What one fresh-subprocess measurement produced."""
+    """What one fresh-subprocess measurement produced.
+
+    ``runs_s`` holds the ``run_graph`` times of every successful round of the same cell; it is
+    filled in on the outcome that is kept (the best one), for the details table.
+    """
 
     status: Status
     run_s: float = math.nan
@@ -424,9 +446,10 @@ class Outcome:
     wall_s: float = math.nan
     result: object = None
     message: str = ""
+    runs_s: tuple[float, ...] = ()
 
 
-def subprocess_env(cache_dir: Path, module_dir: Path) -> dict[str, str]:
+def subprocess_env(cache_dir: Path, module_dir: Path, lib: Lib) -> dict[str, str]:
     """A clean environment: our own cache dir, no inherited ``CP_*`` knobs or PYTHONPATH."""
     env = {
         k: v
@@ -434,9 +457,62 @@ def subprocess_env(cache_dir: Path, module_dir: Path) -> dict[str, str]:
         if not k.startswith("CP_") and k not in ("PYTHONPATH", "PYTHONHOME")
     }
     env["CP_CACHE_DIR"] = str(cache_dir)
-    env["PYTHONPATH"] = str(module_dir)
+    env["PYTHONPATH"] = os.pathsep.join([*lib.pythonpath, str(module_dir)])
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def locate_package(lib: Lib, tmp_root: Path) -> Path:
+    """Imports the library's package the way a measurement will and returns its directory."""
+    probe_dir = Path(tempfile.mkdtemp(prefix=f"probe-{lib.name}-", dir=tmp_root))
+    res = subprocess.run(
+        [lib.python, "-c", f"import {lib.package}; print({lib.package}.__file__)"],
+        cwd=probe_dir,
+        env=subprocess_env(probe_dir, probe_dir, lib),
+        capture_output=True,
+        text=True,
+    )
+    shutil.rmtree(probe_dir, ignore_errors=True)
+    lines = res.stdout.strip().splitlines()
+    if res.returncode != 0 or not lines:
+        sys.exit(f"{lib.name}: cannot import {lib.package} with {lib.python}:\n{res.stderr}")
+    return Path(lines[-1]).resolve().parent
+
+
+def check_baseline_origin(libs: dict[LibName, Lib], src: Path) -> None:
+    """Fails the run unless the baseline really comes from ``src`` and ours from elsewhere."""
+    baseline = libs["baseline"].origin
+    if baseline != src / "pytest_taskproc":
+        sys.exit(
+            f"--baseline-src: pytest_taskproc was imported from {baseline}, not from {src}; "
+            "the baseline would not be the library in that directory"
+        )
+    ours = libs.get("ours")
+    if ours is not None and ours.origin == baseline:
+        sys.exit(
+            f"--baseline-src: the installed pytest_taskproc is the one in {src}, "
+            "so ours and the baseline would be the same code"
+        )
+
+
+def precompile(lib: Lib) -> None:
+    """Writes the package's bytecode now, so that no measurement pays for compiling it.
+
+    For the baseline this writes ``__pycache__`` (gitignored) into its source tree, exactly as
+    its first import would.
+    """
+    if lib.origin is not None:
+        subprocess.run([lib.python, "-m", "compileall", "-q", str(lib.origin)], check=True)
+
+
+def source_revision(src: Path) -> str:
+    """``git describe`` of the baseline tree, so the report says which version it measured."""
+    res = subprocess.run(
+        ["git", "-C", str(src), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+    )
+    return res.stdout.strip() if res.returncode == 0 else "not a git checkout"
 
 
 def measure(lib: Lib, module_dir: Path, cache_dir: Path, case: Case, timeout: float) -> Outcome:
@@ -445,13 +521,17 @@ def measure(lib: Lib, module_dir: Path, cache_dir: Path, case: Case, timeout: fl
     The subprocess gets its own session so that, on timeout, its process-pool workers can be
     killed together with it instead of lingering and skewing the following measurements.
     """
-    spec = {"params": case.params, "run_kwargs": {"max_workers": case.max_workers}}
+    spec = {
+        "params": case.params,
+        "run_kwargs": {"max_workers": case.max_workers},
+        "package": lib.package,
+    }
     cmd = [lib.python, "-c", RUNNER_SOURCE, json.dumps(spec)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         cmd,
         cwd=module_dir,
-        env=subprocess_env(cache_dir, module_dir),
+        env=subprocess_env(cache_dir, module_dir, lib),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -475,6 +555,15 @@ def measure(lib: Lib, module_dir: Path, cache_dir: Path, case: Case, timeout: fl
         # Strip the per-measurement temp path so identical failures are reported once.
         excerpt = _head_tail(stderr or stdout).replace(str(module_dir), "<module dir>")
         return Outcome("error", wall_s=wall, message=f"exit code {proc.returncode}\n{excerpt}")
+    imported = payload["package_file"]
+    if lib.origin is not None and (
+        imported is None or Path(imported).resolve().parent != lib.origin
+    ):
+        return Outcome(
+            "error",
+            wall_s=wall,
+            message=f"{lib.package} was imported from {imported}, expected {lib.origin}",
+        )
     outcome = Outcome(
         "ok",
         run_s=payload["run_s"],
@@ -513,39 +602,78 @@ def _head_tail(text: str, head: int = 8, tail: int = 4) -> str:
     )
 
 
-def run_case(
-    case: Case, lib: Lib, tmp_root: Path, timeout: float, repeat: int
+def run_workload(
+    cases: Sequence[Case], libs: dict[LibName, Lib], tmp_root: Path, timeout: float, repeat: int
+) -> Results:
+    """Runs every (case, library) pair of one workload in interleaved rounds; best of ``repeat``.
+
+    Round 1 runs each pair once, then round 2 does it again, and so on (A B A B, not A A B B):
+    other processes on the machine come and go, and interleaving makes the libraries being
+    compared share that load instead of one of them getting all of a busy minute.  Each cell
+    keeps its fastest successful round (the minimum is the least load-dependent estimate of
+    what the code costs); a failure wins over any time, because it is what must be reported.
+    """
+    units = [(case, libs[name]) for case in cases for name in case.libs if name in libs]
+    module_dirs: dict[tuple[str, LibName], Path] = {}
+    for case, lib in units:
+        module_dir = Path(tempfile.mkdtemp(prefix=f"{lib.name}-", dir=tmp_root))
+        (module_dir / f"{TASK_MODULE}.py").write_text(case.module(lib.package))
+        module_dirs[(case.key, lib.name)] = module_dir
+    rounds: dict[tuple[str, LibName, Mode], list[Outcome]] = {}
+    failed: set[tuple[str, LibName]] = set()
+    try:
+        for _ in range(repeat):
+            for case, lib in units:
+                if (case.key, lib.name) in failed:
+                    continue  # repeating a failure only burns time
+                outcomes = run_round(
+                    case, lib, module_dirs[(case.key, lib.name)], tmp_root, timeout
+                )
+                for mode, outcome in outcomes.items():
+                    rounds.setdefault((case.key, lib.name, mode), []).append(outcome)
+                if any(o.status in ("timeout", "error", "wrong") for o in outcomes.values()):
+                    failed.add((case.key, lib.name))
+    finally:
+        for module_dir in module_dirs.values():
+            shutil.rmtree(module_dir, ignore_errors=True)
+    return {key: _keep_best(outcomes) for key, outcomes in rounds.items()}
+
+
+def run_round(
+    case: Case, lib: Lib, module_dir: Path, tmp_root: Path, timeout: float
 ) -> dict[Mode, Outcome]:
-    """Cold run on a fresh cache, then warm run(s) on the same cache; best of ``repeat``.
+    """Cold run on a fresh cache, then warm run(s) on the same cache.
 
     A warm run after a failed cold run would silently be a cold run, so it is skipped.
     """
-    module_dir = Path(tempfile.mkdtemp(prefix=f"{lib.name}-", dir=tmp_root))
-    (module_dir / f"{TASK_MODULE}.py").write_text(case.module(lib.package))
-    best: dict[Mode, Outcome] = {}
-    for _ in range(repeat):
-        cache_dir = Path(tempfile.mkdtemp(prefix="cache-", dir=tmp_root))
-        try:
-            failed = False
-            for mode in case.modes:
-                if failed:
-                    best.setdefault(mode, Outcome("skipped", message="cold run failed"))
-                    continue
-                outcome = measure(lib, module_dir, cache_dir, case, timeout)
-                _progress(
-                    f"  {case.workload} {case.label:<24} {lib.name:<8} {mode:<4} "
-                    f"{_fmt_outcome(outcome)}"
-                )
-                prev = best.get(mode)
-                if prev is None or outcome.status != "ok" or outcome.run_s < prev.run_s:
-                    best[mode] = outcome  # failures win: they are what must be reported
-                failed = outcome.status != "ok"
-        finally:
-            shutil.rmtree(cache_dir, ignore_errors=True)
-        if any(o.status in ("timeout", "error", "wrong") for o in best.values()):
-            break  # repeating a failure only burns time
-    shutil.rmtree(module_dir, ignore_errors=True)
-    return best
+    cache_dir = Path(tempfile.mkdtemp(prefix="cache-", dir=tmp_root))
+    outcomes: dict[Mode, Outcome] = {}
+    try:
+        for mode in case.modes:
+            if any(o.status != "ok" for o in outcomes.values()):
+                outcomes[mode] = Outcome("skipped", message="cold run failed")
+                continue
+            outcome = measure(lib, module_dir, cache_dir, case, timeout)
+            _progress(
+                f"  {case.workload} {case.label:<24} {lib.name:<8} {mode:<4} "
+                f"{_fmt_outcome(outcome)}"
+            )
+            outcomes[mode] = outcome
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    return outcomes
+
+
+def _keep_best(outcomes: Sequence[Outcome]) -> Outcome:
+    """The first failure if any, else the fastest round (carrying all rounds' times)."""
+    for o in outcomes:
+        if o.status in ("timeout", "error", "wrong"):
+            return o
+    ok = [o for o in outcomes if o.status == "ok"]
+    if not ok:
+        return outcomes[0]
+    best = min(ok, key=lambda o: o.run_s)
+    return replace(best, runs_s=tuple(o.run_s for o in ok))
 
 
 def _load_average() -> str:
@@ -622,18 +750,28 @@ def ensure_original_venv(venv_dir: Path) -> Path:
 
 Results = dict[tuple[str, LibName, Mode], Outcome]
 
+# The libraries that get a time column in the main table, in this order.
+COLUMNS: tuple[tuple[LibName, str], ...] = (
+    ("original", "Original"),
+    ("ours", "Ours"),
+    ("baseline", "Baseline"),
+)
+
 
 @dataclass
 class Goal:
-    """A performance target attached to one table row."""
+    """A performance target on one (case, cold/warm) cell.
 
+    ``check`` returns what was measured (as text) and the verdict, ``None`` meaning no data.
+    ``needs`` lists the libraries without which the goal cannot be judged at all (reported as
+    ``n/a``, not as a failure, when they were not selected).
+    """
+
+    key: str
+    mode: Mode
     text: str
     check: Callable[[Results], tuple[str, bool | None]] = field(repr=False)
-
-
-def _ours(results: Results, key: str, mode: Mode = "cold") -> float | None:
-    o = results.get((key, "ours", mode))
-    return o.run_s if o is not None and o.status == "ok" else None
+    needs: tuple[LibName, ...] = ("ours",)
 
 
 def _lib_time(results: Results, key: str, lib: LibName, mode: Mode = "cold") -> float | None:
@@ -641,14 +779,46 @@ def _lib_time(results: Results, key: str, lib: LibName, mode: Mode = "cold") -> 
     return o.run_s if o is not None and o.status == "ok" else None
 
 
+def _ratio(
+    results: Results, num: tuple[str, LibName], den: tuple[str, LibName], mode: Mode = "cold"
+) -> tuple[float, float | None] | None:
+    """``num / den`` as (best / best, median of the per-round ratios), None without data.
+
+    The rounds of one workload are interleaved, so round i of ``num`` ran right next to
+    round i of ``den``, under much the same load.  The best-of ratio can pair a lucky
+    quiet minute of one side with a busy one of the other; the median of the per-round
+    ratios cannot, so goals on ratios are judged on it once there are two rounds or more.
+    """
+    a = results.get((num[0], num[1], mode))
+    b = results.get((den[0], den[1], mode))
+    if a is None or b is None or a.status != "ok" or b.status != "ok" or b.run_s <= 0:
+        return None
+    median = None
+    if len(a.runs_s) == len(b.runs_s) >= 2:  # rounds only go missing after a failure
+        median = statistics.median(x / y for x, y in zip(a.runs_s, b.runs_s, strict=True))
+    return a.run_s / b.run_s, median
+
+
+def _ratio_note(found: tuple[float, float | None]) -> str:
+    best, median = found
+    if median is None:
+        return f"{best:.2f}x"
+    return f"{median:.2f}x (best/best {best:.2f}x)"
+
+
+def _ratio_verdict(found: tuple[float, float | None], maximum: float) -> bool:
+    best, median = found
+    return (best if median is None else median) <= maximum
+
+
 def absolute_goal(key: str, mode: Mode, limit: float) -> Goal:
     """Ours must finish ``run_graph`` under ``limit`` seconds."""
 
     def check(results: Results) -> tuple[str, bool | None]:
-        t = _ours(results, key, mode)
-        return "", (None if t is None else t < limit)
+        t = _lib_time(results, key, "ours", mode)
+        return ("", None) if t is None else (f"{t:.3f} s", t < limit)
 
-    return Goal(f"ours < {limit:g} s", check)
+    return Goal(key, mode, f"ours < {limit:g} s", check)
 
 
 def speedup_goal(minimum: float) -> Goal:
@@ -657,7 +827,7 @@ def speedup_goal(minimum: float) -> Goal:
     def check(results: Results) -> tuple[str, bool | None]:
         notes = []
         verdict: bool | None = None
-        for lib in ("ours", "original"):
+        for lib in ("ours", "original", "baseline"):
             one = _lib_time(results, "W3:workers=1", lib)
             two = _lib_time(results, "W3:workers=2", lib)
             if one is not None and two is not None:
@@ -666,37 +836,51 @@ def speedup_goal(minimum: float) -> Goal:
                     verdict = one / two >= minimum
         return "; ".join(notes), verdict
 
-    return Goal(f"ours 2w/1w ≥ {minimum:g}x", check)
+    return Goal("W3:workers=2", "cold", f"ours 2w/1w ≥ {minimum:g}x", check)
 
 
 def raw_ratio_goal(key: str, maximum: float) -> Goal:
-    """Ours must stay within ``maximum`` times the framework-free raw-pickle baseline."""
+    """Ours must stay within ``maximum`` times the framework-free raw-pickle reference."""
 
     def check(results: Results) -> tuple[str, bool | None]:
-        raw = _lib_time(results, "W4:raw pickles (baseline)", "raw")
-        if raw is None:
-            return "no baseline", None
+        if _lib_time(results, RAW_KEY, "raw") is None:
+            return "no raw-pickle time", None
         notes = []
         verdict: bool | None = None
-        for lib in ("ours", "original"):
-            t = _lib_time(results, key, lib)
-            if t is not None:
-                notes.append(f"{lib} {t / raw:.2f}x")
+        for lib in ("ours", "baseline", "original"):
+            found = _ratio(results, (key, lib), (RAW_KEY, "raw"))
+            if found is not None:
+                notes.append(f"{lib} {_ratio_note(found)}")
                 if lib == "ours":
-                    verdict = t / raw <= maximum
+                    verdict = _ratio_verdict(found, maximum)
         return "; ".join(notes), verdict
 
-    return Goal(f"ours ≤ {maximum:g}x raw", check)
+    return Goal(key, "cold", f"ours ≤ {maximum:g}x raw", check, needs=("ours", "raw"))
 
 
-GOALS: dict[tuple[str, Mode], Goal] = {
-    ("W1:n=60", "cold"): absolute_goal("W1:n=60", "cold", 1.5),
-    ("W2:N=5000", "cold"): absolute_goal("W2:N=5000", "cold", 3.0),
-    ("W2:N=5000", "warm"): absolute_goal("W2:N=5000", "warm", 0.5),
-    ("W3:workers=2", "cold"): speedup_goal(1.8),
-    ("W4:compress_level=0", "cold"): raw_ratio_goal("W4:compress_level=0", 1.3),
-    ("W4:default compression", "cold"): raw_ratio_goal("W4:default compression", 1.5),
-}
+def baseline_ratio_goal(key: str, mode: Mode, maximum: float) -> Goal:
+    """Ours must stay within ``maximum`` times the previous version (``--baseline-src``)."""
+
+    def check(results: Results) -> tuple[str, bool | None]:
+        found = _ratio(results, (key, "ours"), (key, "baseline"), mode)
+        if found is None:
+            return "", None
+        return _ratio_note(found), _ratio_verdict(found, maximum)
+
+    return Goal(key, mode, f"ours / baseline ≤ {maximum:g}x", check, needs=("ours", "baseline"))
+
+
+GOALS: tuple[Goal, ...] = (
+    absolute_goal("W1:n=60", "cold", 1.5),
+    baseline_ratio_goal("W1:n=60", "warm", 1.25),
+    absolute_goal("W2:N=5000", "cold", 3.0),
+    baseline_ratio_goal("W2:N=5000", "cold", 1.15),
+    absolute_goal("W2:N=5000", "warm", 0.5),
+    baseline_ratio_goal("W2:N=5000", "warm", 1.25),
+    speedup_goal(1.8),
+    raw_ratio_goal("W4:default compression", 1.15),
+    raw_ratio_goal("W4:compress_level=0", 1.3),
+)
 
 
 def _cell(o: Outcome | None) -> str:
@@ -707,41 +891,75 @@ def _cell(o: Outcome | None) -> str:
     return o.status
 
 
-def render_table(plan: Sequence[Case], results: Results) -> str:
-    """The markdown report: one row per (case, cold/warm), with goal and verdict."""
-    header = (
-        "| Workload | Parameter | Run | Original (s) | Ours (s) | Speedup (orig/ours) "
-        "| Goal | Result |"
-    )
-    lines = [header, "|---|---|---|---:|---:|---:|---|---|"]
+def _ratio_cells(
+    results: Results, key: str, mode: Mode, num: LibName, den: LibName, paired: bool
+) -> list[str]:
+    found = _ratio(results, (key, num), (key, den), mode)
+    if found is None:
+        return ["—", "—"] if paired else ["—"]
+    best, median = found
+    cells = [f"{best:.2f}x"]
+    if paired:
+        cells.append("—" if median is None else f"{median:.2f}x")
+    return cells
+
+
+def render_table(plan: Sequence[Case], results: Results, ran: Sequence[LibName]) -> str:
+    """The markdown report: one row per (case, cold/warm), a time column per library run.
+
+    ``orig / ours`` is the speedup over taskproc (higher is better); ``ours / baseline`` is
+    the slowdown against the previous version (lower is better), as the ratio of the two
+    best times and as the median of the per-round ratios (see ``_ratio``).
+    """
+    columns = [(lib, title) for lib, title in COLUMNS if lib in ran]
+    ratios: list[tuple[list[str], LibName, LibName, bool]] = []
+    if "original" in ran and "ours" in ran:
+        ratios.append((["Speedup (orig / ours)"], "original", "ours", False))
+    if "baseline" in ran and "ours" in ran:
+        titles = ["ours / baseline (best)", "ours / baseline (median of rounds)"]
+        ratios.append((titles, "ours", "baseline", True))
+    header = ["Workload", "Parameter", "Run"] + [f"{title} (s)" for _, title in columns]
+    header += [title for titles, _, _, _ in ratios for title in titles]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
     for case in plan:
         for mode in case.modes:
+            cells = [case.workload, case.label, mode]
             if case.libs == ("raw",):
                 raw = results.get((case.key, "raw", mode))
-                ref = (
-                    f"reference: {_cell(raw)} s"
-                    if raw and raw.status == "ok"
-                    else (f"reference: {_cell(raw)}")
-                )
-                lines.append(f"| {case.workload} | {case.label} | {mode} | — | — | — | {ref} | |")
-                continue
-            orig = results.get((case.key, "original", mode))
-            ours = results.get((case.key, "ours", mode))
-            speedup = "—"
-            if orig and ours and orig.status == ours.status == "ok" and ours.run_s > 0:
-                speedup = f"{orig.run_s / ours.run_s:.2f}x"
-            goal_text, verdict_text = "", ""
-            goal = GOALS.get((case.key, mode))
-            if goal is not None:
-                note, verdict = goal.check(results)
-                goal_text = goal.text + (f" ({note})" if note else "")
-                verdict_text = {True: "PASS", False: "FAIL", None: "FAIL (no data)"}[verdict]
-                if ours is None:
-                    verdict_text = "n/a"
-            lines.append(
-                f"| {case.workload} | {case.label} | {mode} | {_cell(orig)} "
-                f"| {_cell(ours)} | {speedup} | {goal_text} | {verdict_text} |"
-            )
+                ref = f"{_cell(raw)} s" if raw and raw.status == "ok" else _cell(raw)
+                cells += [f"raw: {ref}"] + ["—"] * (len(header) - 4)
+            else:
+                cells += [_cell(results.get((case.key, lib, mode))) for lib, _ in columns]
+                for _, num, den, paired in ratios:
+                    cells += _ratio_cells(results, case.key, mode, num, den, paired)
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_goals(plan: Sequence[Case], results: Results, ran: Sequence[LibName]) -> str:
+    """One row per goal whose cell is in the plan, with what was measured and the verdict."""
+    cases = {case.key: case for case in plan}
+    lines = [
+        "| Workload | Parameter | Run | Goal | Measured | Result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for goal in GOALS:
+        case = cases.get(goal.key)
+        if case is None or goal.mode not in case.modes:
+            continue
+        missing = [lib for lib in goal.needs if lib not in ran]
+        if missing:
+            hint = " (needs --baseline-src)" if "baseline" in missing else ""
+            note, verdict_text = "", "n/a" + hint
+        else:
+            note, verdict = goal.check(results)
+            verdict_text = {True: "PASS", False: "FAIL", None: "FAIL (no data)"}[verdict]
+        lines.append(
+            f"| {case.workload} | {case.label} | {goal.mode} | {goal.text} "
+            f"| {note} | {verdict_text} |"
+        )
+    if len(lines) == 2:
+        return "No goal covers the selected cases."
     return "\n".join(lines)
 
 
@@ -749,8 +967,8 @@ def render_details(plan: Sequence[Case], results: Results) -> str:
     """Per-measurement phase breakdown: where the time goes besides ``run_graph``."""
     lines = [
         "| Library | Workload | Parameter | Run | import (s) | build (s) | run_graph (s) "
-        "| process wall (s) |",
-        "|---|---|---|---|---:|---:|---:|---:|",
+        "| process wall (s) | run_graph, every round (s) |",
+        "|---|---|---|---|---:|---:|---:|---:|---|",
     ]
     for case in plan:
         for lib in case.libs:
@@ -763,10 +981,11 @@ def render_details(plan: Sequence[Case], results: Results) -> str:
                     for v in (o.import_s, o.build_s, o.run_s)
                 ]
                 wall = f"{o.wall_s:.3f}" if not math.isnan(o.wall_s) else "—"
+                every = " ".join(f"{t:.3f}" for t in o.runs_s)
                 lines.append(
                     f"| {lib} | {case.workload} | {case.label} | {mode} | "
                     + " | ".join(cells)
-                    + f" | {wall} |"
+                    + f" | {wall} | {every} |"
                 )
     return "\n".join(lines)
 
@@ -819,7 +1038,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="per-measurement timeout in seconds (default: %(default)s)",
     )
     parser.add_argument(
-        "--repeat", type=int, default=1, help="repeat each measurement N times and keep the best"
+        "--repeat",
+        type=int,
+        default=1,
+        help="run N interleaved rounds of each workload and keep each measurement's best",
+    )
+    parser.add_argument(
+        "--baseline-src",
+        metavar="DIR",
+        type=Path,
+        help="also measure the pytest_taskproc in source tree DIR (e.g. a checkout of the "
+        "previous version), imported by putting DIR first on PYTHONPATH; adds the "
+        "'ours / baseline' ratio and its goals",
     )
     parser.add_argument(
         "--temp-venv",
@@ -838,6 +1068,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
+    if args.baseline_src is not None:
+        args.baseline_src = args.baseline_src.resolve()
+        if not (args.baseline_src / "pytest_taskproc" / "__init__.py").is_file():
+            parser.error(f"--baseline-src: {args.baseline_src} has no pytest_taskproc/__init__.py")
     return args
 
 
@@ -851,9 +1085,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         libs: dict[LibName, Lib] = {"raw": Lib("raw", sys.executable, "")}
         if not args.skip_ours:
             libs["ours"] = Lib("ours", sys.executable, "pytest_taskproc")
+        if args.baseline_src is not None:
+            libs["baseline"] = Lib(
+                "baseline", sys.executable, "pytest_taskproc", pythonpath=(str(args.baseline_src),)
+            )
         if not args.skip_original:
             venv_dir = tmp_root / "venv-original" if args.temp_venv else CACHED_VENV
             libs["original"] = Lib("original", str(ensure_original_venv(venv_dir)), "taskproc")
+        for name, lib in libs.items():
+            if lib.package:
+                libs[name] = replace(lib, origin=locate_package(lib, tmp_root))
+        if args.baseline_src is not None:
+            check_baseline_origin(libs, args.baseline_src)
+        for name in ("ours", "baseline"):
+            if name in libs:
+                precompile(libs[name])
 
         spin_iterations = None
         if "W3" in args.workloads and not args.quick:
@@ -864,25 +1110,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
 
         results: Results = {}
-        for case in plan:
-            for lib_name in case.libs:
-                lib = libs.get(lib_name)
-                if lib is None:
-                    continue
-                outcomes = run_case(case, lib, tmp_root, args.timeout, args.repeat)
-                for mode, outcome in outcomes.items():
-                    results[(case.key, lib_name, mode)] = outcome
+        for workload in dict.fromkeys(case.workload for case in plan):
+            cases = [case for case in plan if case.workload == workload]
+            results.update(run_workload(cases, libs, tmp_root, args.timeout, args.repeat))
 
-        print(f"# pytest_taskproc vs taskproc {ORIGINAL_VERSION}\n")
+        ran = list(libs)
+        print("# pytest_taskproc benchmarks\n")
         print(
             f"Python {platform.python_version()} on {platform.platform()}, "
             f"{os.cpu_count()} CPUs; max_workers={DEFAULT_WORKERS} unless stated; "
-            f"times are the `run_graph` call only, best of {args.repeat}."
+            "times are the `run_graph` call only, the best of "
+            f"{args.repeat} interleaved round{'s' if args.repeat > 1 else ''}; "
+            f"1-min load average at start: {load_before}."
         )
-        if spin_iterations is not None:
-            print(f"W3 spin iterations per task: {spin_iterations:,} (~0.5 s each).")
         print()
-        print(render_table(plan, results))
+        for name in ("original", "ours", "baseline"):
+            if name in libs:
+                print(f"- {name}: `{libs[name].package}` from `{libs[name].origin}`", end="")
+                if name == "original":
+                    print(f" (taskproc {ORIGINAL_VERSION})", end="")
+                if name == "baseline":
+                    print(f" (revision {source_revision(args.baseline_src)})", end="")
+                print()
+        if spin_iterations is not None:
+            print(f"\nW3 spin iterations per task: {spin_iterations:,} (~0.5 s each).")
+        print()
+        print(render_table(plan, results, ran))
+        print("\n## Goals\n")
+        print(render_goals(plan, results, ran))
         problems = render_problems(plan, results)
         if problems:
             print("\n## Problems\n")

@@ -90,21 +90,11 @@ class IdTable:
     def _read_table(self, keys: list[str] | None) -> dict[str, int] | None:
         """Ids from the table on disk, or None when it is missing or damaged."""
         database = self.path / TABLE_FILE
-        try:
-            size = os.stat(database).st_size
-        except FileNotFoundError:
+        problem = _file_problem(database)
+        if problem is not None:
+            if problem != MISSING:
+                self._damaged = problem
             return None
-        except OSError as exc:
-            raise access_error("read the id table", database, exc) from None
-        if size == 0:
-            self._damaged = "it is empty"
-            return None
-        try:
-            # Opening with os.open first tells a permission problem (an error
-            # to report) from damage (a table to rebuild): sqlite says neither.
-            os.close(os.open(database, os.O_RDONLY))
-        except OSError as exc:
-            raise access_error("read the id table", database, exc) from None
         try:
             with contextlib.closing(
                 sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=60)
@@ -244,16 +234,27 @@ class IdTable:
 MISSING = "missing"
 
 
-def _probe(database: Path) -> str | None:
-    """What is wrong with the table's database file, or None if it reads fine."""
+def _file_problem(database: Path) -> str | None:
+    """MISSING, "it is empty", or None when the database file is there to be read.
+
+    It is opened once with ``os.open`` to tell a permission problem (an error to
+    report) from damage (a table to rebuild): sqlite's own errors say neither.
+    """
     try:
         size = os.stat(database).st_size
+        os.close(os.open(database, os.O_RDONLY))
     except FileNotFoundError:
         return MISSING
     except OSError as exc:
         raise access_error("read the id table", database, exc) from None
-    if size == 0:
-        return "it is empty"
+    return "it is empty" if size == 0 else None
+
+
+def _probe(database: Path) -> str | None:
+    """What is wrong with the table's database file, or None if it reads fine."""
+    problem = _file_problem(database)
+    if problem is not None:
+        return problem
     try:
         with contextlib.closing(
             sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=60)
@@ -272,6 +273,9 @@ def _open_diskcache(path: Path) -> diskcache.Cache:
         tag_index=0,
         timeout=60,
         sqlite_journal_mode="delete",
+        # No fsync per transaction: a table lost in a crash is rebuilt from the
+        # result folders with the same ids, so durability buys nothing here.
+        sqlite_synchronous=0,
     )
     try:
         table.get(NEXT_ID)  # touches the database, so damage shows up here

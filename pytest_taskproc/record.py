@@ -24,12 +24,13 @@ import socket
 import sys
 import uuid
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 from .identity import encode_key
 
 FORMAT = "pytest-taskproc/record-1"
+#: Records naming at most this many upstream values are written indented.
+INDENT_UP_TO = 64
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,11 @@ class Record:
             },
             "made": self.made,
         }
-        return json.dumps(document, indent=1, sort_keys=False) + "\n"
+        # Indented for people; a record naming many upstream values (a large
+        # fan-in) is written compactly, since indenting makes json encode it in
+        # pure Python, several times slower.
+        indent = 1 if len(self.upstream) <= INDENT_UP_TO else None
+        return json.dumps(document, indent=indent) + "\n"
 
     def as_dict(self) -> dict[str, Any]:
         """The record as plain JSON data (what ``task_record`` returns)."""
@@ -131,6 +136,8 @@ def new_lineage() -> str:
 
 @functools.cache
 def _environment() -> dict[str, Any]:
+    from importlib import metadata  # 10 ms to import: only once something is computed
+
     packages: dict[str, str | None] = {}
     for name in ("pytest-taskproc", "cloudpickle"):
         try:

@@ -498,7 +498,7 @@ def _check_run_task(cls: type) -> None:
     Without this, a misspelt ``run_task`` would silently cache ``None``.  A
     class counts as a base when it derives from ``abc.ABC`` (or uses
     ``ABCMeta``) or defines neither ``build_task`` nor ``run_task`` (a class
-    holding shared slots, keywords or helpers).  Such a class is not collected
+    holding shared slots or helpers).  Such a class is not collected
     as a root, and running it is an error saying why.
     """
     if cls.__module__ == __name__:

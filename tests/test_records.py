@@ -793,3 +793,21 @@ def test_stale_reasons_name_the_helper_constant_or_upstream_that_changed(
         ]
     )
     assert project.runs() == []
+
+
+def test_a_fully_cached_pytest_run_reads_a_read_only_cache(
+    pytester: pytest.Pytester, tmpfs: Callable[[str], Path]
+) -> None:
+    from taskproject import Project
+
+    disk = tmpfs("8m")
+    project = Project(pytester)
+    project.cache = disk
+    project.task_file("task_ro.py", PLUGIN_TASKS)
+    project.run().assert_outcomes(passed=4)
+    project.runs()
+    release_locks(disk)
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    result = project.run()
+    assert result.parseoutcomes() == {"cached": 4}, result.stdout.str()
+    assert project.runs() == []

@@ -170,6 +170,15 @@ def resolve_cache_root(config: pytest.Config) -> Path:
 
 
 def _check_cache_root(root: Path) -> None:
+    """A cache that cannot be written is a usage error, unless it has results to read.
+
+    A read-only cache of finished results serves a fully cached run (reading
+    writes nothing); a task that must be computed there fails naming the path.
+    """
+    import os
+
+    if (root / "taskproc").is_dir() and os.access(root / "taskproc", os.R_OK | os.X_OK):
+        return
     probe = root
     while not probe.exists():
         probe = probe.parent
