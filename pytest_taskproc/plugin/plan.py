@@ -112,6 +112,10 @@ class RunPlan:
             return  # pytest is about to stop the run
         if self.options.clear:
             self.cleared.update(clear_selected(self.collection.selected, self.options))
+        if self.options.executor is not None and self.options.worker_id is None:
+            # Plan (and start the executor if anything is stale) before the first
+            # item: a scheduler that cannot be reached is one usage error for the run.
+            self.ensure_planned()
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
