@@ -89,7 +89,7 @@ def taskproc_counts(result: pytest.RunResult) -> dict[str, int]:
     """The counts of the run's ``taskproc:`` line, by name."""
     (line,) = [line for line in result.outlines if line.startswith("taskproc: ")]
     counts = line[len("taskproc: ") :].split(";", 1)[0]
-    found = {word: int(n) for n, word in (part.split() for part in counts.split(", "))}
+    found = {word: int(n) for n, word, *_ in (part.split() for part in counts.split(", "))}
     if "error" in found:
         found["errors"] = found.pop("error")
     return found

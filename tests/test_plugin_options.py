@@ -217,7 +217,7 @@ def test_default_cache_is_in_rootdir_unless_cp_cache_dir_says_otherwise(
     env_cache = pytester.path / "env-cache"
     monkeypatch.setenv("CP_CACHE_DIR", str(env_cache))
     run(pytester, "--taskproc", "-k", "Root").stdout.fnmatch_lines(
-        [f"taskproc: 1 computed, 0 cached, *; cache: {env_cache}"]
+        [f"taskproc: 1 computed (+5 upstream), 0 cached, *; cache: {env_cache}"]
     )
 
 

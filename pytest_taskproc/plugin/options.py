@@ -1,13 +1,16 @@
-"""pytest entry point: the ``taskproc`` options, and the plugin object when switched on.
+"""Option values of a ``--taskproc`` run: parsed, validated, and kept as one frozen object.
 
-This module stays cheap to import: without ``--taskproc`` or
-``--taskproc-clear`` nothing else of the package is imported and no hook
-does any work.
+Every other module of the plugin reads the run's settings from
+:data:`OPTIONS` in ``config.stash``, never from ``config.option`` directly.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,54 @@ import pytest
 GRAPH_SUFFIXES = (".md", ".mmd", ".dot")
 
 
+@dataclass(frozen=True)
+class Options:
+    """What one pytest process of a ``--taskproc`` run was asked to do."""
+
+    cache_root: Path
+    rate_limits: dict[str, int] = field(default_factory=dict)
+    #: ``process[:N]``, ``thread[:N]`` or ``dask[:ADDRESS]``; None computes in this process
+    executor: str | None = None
+    clear: bool = False
+    detect_source_change: bool = True
+    #: where to write the graph (``--taskproc-graph``), as given
+    graph: str | None = None
+    #: ``-s``: a task's prints also reach the terminal
+    echo: bool = False
+    collect_only: bool = False
+    #: the run this process belongs to: shared by the xdist controller and its workers
+    run_id: str = ""
+    started_ns: int = 0
+    #: the xdist worker id (``gw0``), None outside xdist workers
+    worker_id: str | None = None
+    #: the xdist controller only distributes and reports; it collects and runs nothing
+    controller: bool = False
+    #: task statuses as JUnit XML properties (only ``xunit1`` allows them per testcase)
+    junit_properties: bool = False
+
+    @property
+    def run_dir(self) -> Path:
+        """Scratch files of this run, shared by its xdist workers; removed at the end."""
+        return self.cache_root / "taskproc" / ".runs" / self.run_id
+
+    @property
+    def failure_dir(self) -> Path:
+        """Where this run records failed tasks (see ``worker.failure_marker``)."""
+        return self.run_dir / "failed"
+
+    def run_info(self) -> dict[str, Any]:
+        """What an xdist worker needs to join this run."""
+        return {"run_id": self.run_id, "started_ns": self.started_ns}
+
+
+OPTIONS = pytest.StashKey[Options]()
+
+
+def is_enabled(config: pytest.Config) -> bool:
+    return bool(config.getoption("taskproc") or config.getoption("taskproc_clear"))
+
+
+# -- parsing ---------------------------------------------------------------------------
 def parse_rate_limits(text: str, source: str = "--taskproc-rate-limits") -> dict[str, int]:
     """A JSON object of channel -> positive int (``--taskproc-rate-limits``)."""
     try:
@@ -65,13 +116,13 @@ def ini_rate_limits(config: pytest.Config) -> dict[str, int] | None:
     return _check_rate_limits(value, source, text)
 
 
-def parse_executor(text: str) -> str:
-    from .executors import check_spec
+def parse_executor(text: str, source: str = "--taskproc-executor") -> str:
+    from ..executors import check_spec
 
     try:
-        return check_spec(text)
+        return check_spec(text.strip())
     except ValueError as exc:
-        raise pytest.UsageError(f"--taskproc-executor: {exc}") from None
+        raise pytest.UsageError(f"{source}: {exc}") from None
 
 
 def parse_graph_path(text: str) -> str:
@@ -102,72 +153,7 @@ def check_options(config: pytest.Config) -> None:
         option.taskproc_graph = parse_graph_path(str(option.taskproc_graph))
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("taskproc", "cached task graphs (pytest-taskproc)")
-    group.addoption(
-        "--taskproc",
-        action="store_true",
-        default=False,
-        help="collect task files and run every task as a test item.",
-    )
-    group.addoption(
-        "--taskproc-clear",
-        action="store_true",
-        default=False,
-        help="clear the cached results of the selected tasks first, so they and their "
-        "downstream tasks are recomputed; implies --taskproc.",
-    )
-    group.addoption(
-        "--taskproc-cache-dir",
-        metavar="DIR",
-        default=None,
-        help="cache root (default: ini taskproc_cache_dir, else $CP_CACHE_DIR, "
-        "else <rootdir>/.cache).",
-    )
-    group.addoption(
-        "--taskproc-rate-limits",
-        metavar="JSON",
-        default=None,
-        help="at most N running tasks per channel, e.g. '{\"<gpu>\": 1}'; holds across "
-        "xdist workers.",
-    )
-    group.addoption(
-        "--taskproc-no-source-check",
-        action="store_true",
-        default=False,
-        help="do not recompute tasks whose class source code changed.",
-    )
-    group.addoption(
-        "--taskproc-executor",
-        metavar="SPEC",
-        default=None,
-        help="compute tasks on process[:N], thread[:N] or dask[:ADDRESS] instead of in the "
-        "pytest process (dask alone starts a local cluster).",
-    )
-    group.addoption(
-        "--taskproc-graph",
-        metavar="FILE",
-        default=None,
-        help="write the task graph with each task's state to FILE (.md/.mmd Mermaid, .dot "
-        "Graphviz).",
-    )
-    parser.addini(
-        "taskproc_files",
-        type="args",
-        default=["task_*.py", "taskfile.py"],
-        help="glob patterns of task files collected with --taskproc.",
-    )
-    parser.addini("taskproc_cache_dir", default="", help="cache root for --taskproc runs.")
-    parser.addini("taskproc_rate_limits", default="", help="JSON rate limits for --taskproc runs.")
-
-
-def is_enabled(config: pytest.Config) -> bool:
-    return bool(config.getoption("taskproc") or config.getoption("taskproc_clear"))
-
-
 def resolve_cache_root(config: pytest.Config) -> Path:
-    import os
-
     chosen = config.getoption("taskproc_cache_dir")
     base = Path(config.invocation_params.dir)
     if not chosen:
@@ -200,33 +186,49 @@ def _check_cache_root(root: Path) -> None:
         raise pytest.UsageError(f"--taskproc-cache-dir: cannot write to {probe} (for cache {root})")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "taskproc: a task of the task graph (set by pytest-taskproc)"
-    )
-    check_options(config)
-    if not is_enabled(config):
-        return
+def _executor(config: pytest.Config) -> str | None:
+    chosen = config.getoption("taskproc_executor")
+    if chosen is not None:
+        return str(chosen)
+    text = str(config.getini("taskproc_executor") or "").strip()
+    return parse_executor(text, "ini option taskproc_executor") if text else None
+
+
+def is_xdist_controller(config: pytest.Config) -> bool:
+    """The xdist controller only distributes and reports; it collects and runs nothing."""
+    if hasattr(config, "workerinput") or config.getoption("collectonly"):
+        return False  # xdist stands aside for --collect-only: this process collects
+    dist = getattr(config.option, "dist", "no")
+    return dist != "no" and bool(getattr(config.option, "tx", None))
+
+
+def read_options(config: pytest.Config) -> Options:
+    """The run's options, checked; raises ``pytest.UsageError`` for a bad value."""
     limits = config.getoption("taskproc_rate_limits")
     if limits is None:
         limits = ini_rate_limits(config)
     root = resolve_cache_root(config)
     _check_cache_root(root)
-    _default_junit_output(config)
-    from .report import CachedInShortSummary, TaskprocReporter
+    workerinput: dict[str, Any] = getattr(config, "workerinput", {})
+    info = workerinput.get("taskproc_run")
+    return Options(
+        cache_root=root,
+        rate_limits=dict(limits or {}),
+        executor=_executor(config),
+        clear=bool(config.getoption("taskproc_clear")),
+        detect_source_change=not config.getoption("taskproc_no_source_check"),
+        graph=config.getoption("taskproc_graph"),
+        echo=config.getoption("capture") == "no",
+        collect_only=bool(config.getoption("collectonly")),
+        run_id=info["run_id"] if info else uuid.uuid4().hex,
+        started_ns=info["started_ns"] if info else time.time_ns(),
+        worker_id=workerinput.get("workerid"),
+        controller=is_xdist_controller(config),
+        junit_properties=str(config.getini("junit_family")) in ("xunit1", "legacy"),
+    )
 
-    reporter = TaskprocReporter(config, cache_root=root)
-    config.pluginmanager.register(reporter, "taskproc-reporter")
-    config.pluginmanager.register(CachedInShortSummary(reporter), "taskproc-short-summary")
-    if not _is_xdist_controller(config):
-        from .session import TaskprocSession
 
-        session = TaskprocSession(config, root, limits or {}, reporter)
-        config.pluginmanager.register(session, "taskproc-session")
-
-
-def _default_junit_output(config: pytest.Config) -> None:
+def default_junit_output(config: pytest.Config) -> None:
     """Put each task's captured output into JUnit XML unless the user chose otherwise.
 
     pytest leaves report sections out of the XML by default
@@ -245,19 +247,3 @@ def _default_junit_output(config: pytest.Config) -> None:
     cache = getattr(config, "_inicache", None)
     if isinstance(cache, dict):
         cache["junit_logging"] = "system-out"
-
-
-def _is_xdist_controller(config: pytest.Config) -> bool:
-    """The xdist controller only distributes and reports; it collects and runs nothing."""
-    if hasattr(config, "workerinput") or config.getoption("collectonly"):
-        return False  # xdist stands aside for --collect-only: this process collects
-    dist = getattr(config.option, "dist", "no")
-    return dist != "no" and bool(getattr(config.option, "tx", None))
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node: Any) -> None:
-    """xdist controller: every worker learns this run's id and start time."""
-    reporter = node.config.pluginmanager.get_plugin("taskproc-reporter")
-    if reporter is not None:
-        node.workerinput["taskproc_run"] = reporter.run_info()

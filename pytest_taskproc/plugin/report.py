@@ -1,4 +1,4 @@
-"""What the run reports: the ``cached`` status, the ``taskproc:`` line, the graph file.
+"""What the run reports: the ``cached`` status, the ``taskproc:`` line, progress, the graph file.
 
 :class:`TaskprocReporter` is registered in every process of a ``--taskproc``
 run, including the xdist controller, which only reports; so this module
@@ -12,12 +12,13 @@ import json
 import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+
+from .options import Options
 
 #: keys of a task item's status: a dict on each of its reports (``report.taskproc``),
 #: and JUnit XML properties under ``junit_family = xunit1``
@@ -26,6 +27,9 @@ STATUS = "taskproc"
 REASON = "taskproc_reason"
 SECONDS = "taskproc_seconds"
 TASK_ID = "taskproc_task_id"
+#: tasks computed only as upstream of the selection, while this item ran or waited:
+#: ``[count, seconds]`` (on the item's call report, so xdist carries it to the controller)
+UPSTREAM = "taskproc_upstream"
 
 GRAPH_FILE = "graph.json"
 
@@ -123,6 +127,8 @@ class Tally:
         default_factory=lambda: dict.fromkeys(MAIN_COUNTS + EXTRA_COUNTS, 0)
     )
     seconds: float = 0.0
+    #: tasks computed only as upstream of the selection (deselected with -k/-m)
+    upstream: int = 0
     status_by_nodeid: dict[str, str] = field(default_factory=dict)
 
     def add(self, report: Any) -> None:
@@ -131,13 +137,22 @@ class Tally:
             return
         self.counts[which] += 1
         if report.when == "call":
-            self.seconds += float(_status(report).get(SECONDS, 0.0))
+            status = _status(report)
+            self.seconds += float(status.get(SECONDS, 0.0))
+            count, seconds = status.get(UPSTREAM, (0, 0.0))
+            self.add_upstream(int(count), float(seconds))
         if which != "rerun":
             self.status_by_nodeid[report.nodeid] = GRAPH_STATE.get(which, which)
+
+    def add_upstream(self, count: int, seconds: float) -> None:
+        self.upstream += count
+        self.seconds += seconds
 
     def summary_line(self, cache_root: Path) -> str:
         c = self.counts
         shown = [f"{c[k]} {k}" for k in MAIN_COUNTS]
+        if self.upstream:
+            shown[0] += f" (+{self.upstream} upstream)"
         # pytest's words: "1 error", "2 errors"
         shown += [
             f"{c[k]} {'error' if k == 'errors' and c[k] == 1 else k}" for k in EXTRA_COUNTS if c[k]
@@ -183,25 +198,15 @@ class CachedInShortSummary:
 class TaskprocReporter:
     """Statuses, the summary line and the graph file, in whichever process reports."""
 
-    def __init__(self, config: pytest.Config, cache_root: Path) -> None:
+    def __init__(self, config: pytest.Config, options: Options) -> None:
         self.config = config
-        self.cache_root = cache_root
-        info = getattr(config, "workerinput", {}).get("taskproc_run")
-        self.run_id: str = info["run_id"] if info else uuid.uuid4().hex
-        self.started_ns: int = info["started_ns"] if info else time.time_ns()
-        self.is_worker = hasattr(config, "workerinput")
+        self.cache_root = options.cache_root
+        self.run_dir = options.run_dir
+        self.is_worker = options.worker_id is not None
         self.tally = Tally()
-        #: what a --collect-only run would compute (set by the session in this process)
+        #: what a --collect-only run would compute (set by the plan in this process)
         self.dry_run: dict[str, Any] | None = None
         self.plain_words = False
-
-    @property
-    def run_dir(self) -> Path:
-        """Scratch files of this run, shared by its xdist workers; removed at the end."""
-        return self.cache_root / "taskproc" / ".runs" / self.run_id
-
-    def run_info(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "started_ns": self.started_ns}
 
     def pytest_report_teststatus(self, report: Any, config: pytest.Config) -> Any:
         return teststatus(report, config, self.plain_words)
@@ -235,8 +240,8 @@ class TaskprocReporter:
         target = self.config.getoption("taskproc_graph")
         if target is None or self.is_worker:
             return
-        from .atomic import write_text_atomic
-        from .export import render_graph
+        from ..atomic import write_text_atomic
+        from ..export import render_graph
 
         try:
             structure = json.loads((self.run_dir / GRAPH_FILE).read_text())
@@ -251,3 +256,46 @@ class TaskprocReporter:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             with contextlib.suppress(OSError):
                 os.rmdir(self.run_dir.parent)  # only when no other run is going on
+
+
+class ProgressLine:
+    """One line on the terminal saying how far the upstream work of an item is.
+
+    On a terminal the line is rewritten in place; elsewhere (CI logs, pipes)
+    a new line is written only every ``quiet_seconds``, so a long run says
+    what it does without one line per task.  Nothing is shown when the
+    terminal reporter is off (``-p no:terminal``, xdist workers).
+    """
+
+    def __init__(self, config: pytest.Config, quiet_seconds: float = 10.0) -> None:
+        self.writer: Any = config.pluginmanager.get_plugin("terminalreporter")
+        self.live = bool(self.writer is not None and self.writer.isatty())
+        self.every = 0.2 if self.live else quiet_seconds
+        self.last = 0.0
+        self.shown = False
+
+    def update(self, text: str, force: bool = False) -> None:
+        if self.writer is None:
+            return
+        now = time.monotonic()
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        if not self.shown:
+            self.writer.ensure_newline()  # below the item's dots, which pytest resumes after
+        if self.live:
+            self.writer.rewrite(text, erase=True)
+        else:
+            self.writer.write_line(text)
+        self.shown = True
+
+    def finish(self, text: str) -> None:
+        """The last word, on a line of its own, if anything was shown."""
+        if self.writer is None or not self.shown:
+            return
+        if self.live:
+            self.writer.rewrite(text, erase=True)
+            self.writer.write_line("")
+        else:
+            self.writer.write_line(text)
+        self.shown = False

@@ -1,0 +1,121 @@
+"""pytest entry point: the ``taskproc`` options, and the plugins of a run when switched on.
+
+This module stays cheap to import: without ``--taskproc`` or
+``--taskproc-clear`` nothing of the library is imported and no hook does any
+work.  With them, the stages of the run are registered as plugins, each in
+its own module: ``collect`` (task files to items), ``plan`` (the run's graph,
+planned once, and the executor), ``runtest`` (one item's outcome) and
+``report`` (statuses and the summary line).  Their state lives in
+``config.stash``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("taskproc", "cached task graphs (pytest-taskproc)")
+    group.addoption(
+        "--taskproc",
+        action="store_true",
+        default=False,
+        help="collect task files and run every task as a test item.",
+    )
+    group.addoption(
+        "--taskproc-clear",
+        action="store_true",
+        default=False,
+        help="clear the cached results of the selected tasks first, so they and their "
+        "downstream tasks are recomputed; implies --taskproc.",
+    )
+    group.addoption(
+        "--taskproc-cache-dir",
+        metavar="DIR",
+        default=None,
+        help="cache root (default: ini taskproc_cache_dir, else $CP_CACHE_DIR, "
+        "else <rootdir>/.cache).",
+    )
+    group.addoption(
+        "--taskproc-rate-limits",
+        metavar="JSON",
+        default=None,
+        help="at most N running tasks per channel, e.g. '{\"<gpu>\": 1}'; holds across "
+        "xdist workers.",
+    )
+    group.addoption(
+        "--taskproc-no-source-check",
+        action="store_true",
+        default=False,
+        help="do not recompute tasks whose class source code changed.",
+    )
+    group.addoption(
+        "--taskproc-executor",
+        metavar="SPEC",
+        default=None,
+        help="compute the stale tasks on process[:N], thread[:N] or dask[:ADDRESS], each as "
+        "soon as its upstream tasks are done (dask alone starts a local cluster); default: "
+        "in the pytest process, one at a time.",
+    )
+    group.addoption(
+        "--taskproc-graph",
+        metavar="FILE",
+        default=None,
+        help="write the task graph with each task's state to FILE (.md/.mmd Mermaid, .dot "
+        "Graphviz).",
+    )
+    parser.addini(
+        "taskproc_files",
+        type="args",
+        default=["task_*.py", "taskfile.py"],
+        help="glob patterns of task files collected with --taskproc.",
+    )
+    parser.addini("taskproc_cache_dir", default="", help="cache root for --taskproc runs.")
+    parser.addini("taskproc_rate_limits", default="", help="JSON rate limits for --taskproc runs.")
+    parser.addini(
+        "taskproc_executor",
+        default="",
+        help="executor of --taskproc runs: process[:N], thread[:N] or dask[:ADDRESS].",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "taskproc: a task of the task graph (set by pytest-taskproc)"
+    )
+    from .options import OPTIONS, check_options, default_junit_output, is_enabled, read_options
+
+    check_options(config)
+    if not is_enabled(config):
+        return
+    options = read_options(config)
+    config.stash[OPTIONS] = options
+    default_junit_output(config)
+    from .report import CachedInShortSummary, TaskprocReporter
+
+    reporter = TaskprocReporter(config, options)
+    config.pluginmanager.register(reporter, "taskproc-reporter")
+    config.pluginmanager.register(CachedInShortSummary(reporter), "taskproc-short-summary")
+    if options.controller:
+        return
+    from .collect import Collector
+    from .plan import RunPlan
+    from .runtest import ItemRunner
+
+    # Registered in the order the run uses them; each finds the others in config.stash.
+    config.pluginmanager.register(Collector(config, options), "taskproc-collect")
+    config.pluginmanager.register(RunPlan(config, options, reporter), "taskproc-plan")
+    config.pluginmanager.register(ItemRunner(config, options), "taskproc-runtest")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: every worker learns this run's id and start time."""
+    from .options import OPTIONS
+
+    options = node.config.stash.get(OPTIONS, None)
+    if options is not None:
+        node.workerinput["taskproc_run"] = options.run_info()

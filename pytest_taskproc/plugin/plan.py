@@ -1,0 +1,344 @@
+"""The run's graph, planned once; the executor and its lifecycle.
+
+The union graph of the selected items and their upstream tasks is planned
+once per pytest process, when the first task item runs (so warnings about
+damaged results land in that item's report), after ``--taskproc-clear``
+cleared the selected tasks: one record read per task.  Items then read their
+task's state from that plan, which learns every outcome as it lands.  The
+tasks run in one of two ways:
+
+- *item by item* (no executor, or under xdist): each item computes what its
+  own task still needs, in the pytest process (so ``--pdb`` and ``-s`` work)
+  or, with an executor under xdist, on that executor.  A graph of one pass
+  (``execute.GraphRun``) is worked through target by target, linear overall.
+- *in the background* (``--taskproc-executor`` without xdist): one pass over
+  every stale task runs in a thread, submitting each task as soon as its
+  upstream tasks are done; each item waits for its own task's outcome.
+
+``verdict`` decides what became of each item's task, ``runtest`` reports it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..atomic import write_text_atomic
+from ..cache import ensure_directory, prepare_root
+from ..context import Context
+from ..execute import GraphRun, InlineExecutor
+from ..freshness import TaskState, plan
+from ..graph import NodeKey, TaskGraph
+from ..ratelimit import ChannelLimiter, FileSlots
+from ..worker import RUNNING_SUFFIX
+from .collect import COLLECTION, Collection, TaskItem
+from .options import Options
+from .params import skip_by_marks
+from .report import GRAPH_FILE, TaskprocReporter
+
+
+class _MarkSkipped:
+    """The tasks whose own items are skipped by their marks: never computed in this run."""
+
+    def __init__(self, plan: RunPlan) -> None:
+        self.plan = plan
+
+    def __contains__(self, node: object) -> bool:
+        return self.plan.mark_skip(node) is not None  # type: ignore[arg-type]
+
+
+class RunPlan:
+    """The planned graph of one pytest process, the pass that runs it, and its executor."""
+
+    def __init__(self, config: pytest.Config, options: Options, reporter: TaskprocReporter) -> None:
+        self.config = config
+        self.options = options
+        self.reporter = reporter
+        self.collection = config.stash[COLLECTION]
+        config.stash[PLAN] = self
+        # The process's cache root, for what tasks do outside a job (clear_task,
+        # get_task_result in a plain test): fixed before any task uses it.
+        Context.cache_dir = options.cache_root
+        limits = options.rate_limits
+        root = options.cache_root
+        self.slots = FileSlots(root / "taskproc" / ".ratelimits", limits) if limits else None
+        self.graph: TaskGraph | None = None
+        self.states: dict[NodeKey, TaskState] = {}
+        self.selected: set[NodeKey] = set()
+        self.cleared: set[NodeKey] = set()
+        self.withheld = _MarkSkipped(self)
+        self._mark_skips: dict[NodeKey, str | None] = {}
+        #: the pass over the planned graph (item by item, or in the background)
+        self.run: GraphRun | None = None
+        self.background: threading.Thread | None = None
+        self.background_error: BaseException | None = None
+        #: guards what the background pass tells the items: outcomes, counts
+        self.changed = threading.Condition()
+        self.settled_count = 0
+        self.stale_count = 0
+        self.last_settled: NodeKey | None = None
+        #: tasks computed only as upstream of the selection, not yet on a report
+        self._upstream = [0, 0.0]
+        self.session: pytest.Session | None = None
+        self._executor: Executor | None = None
+        self._close_executor: Any = None
+
+    # -- hooks ------------------------------------------------------------------------------
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        found = self.collection
+        if self.options.collect_only:
+            # Kept in memory: a dry run writes nothing into the cache, and with
+            # --collect-only this process also reports (xdist stands aside).
+            self.reporter.dry_run = dry_run(found.selected, self.options)
+        write_graph_structure(found, self.options)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        self.session = session
+        if session.testsfailed and session.testsfailed == self.collection.task_file_errors:
+            # Only task files failed to collect (a root's build_task raised, say):
+            # the rest of the experiment still runs.  A broken ordinary test file
+            # still stops the run, as pytest does without --taskproc.
+            self.config.option.continue_on_collection_errors = True
+        if self.options.collect_only or not self.collection.selected:
+            return
+        if session.testsfailed and not self.config.option.continue_on_collection_errors:
+            return  # pytest is about to stop the run
+        if self.options.clear:
+            self.cleared.update(clear_selected(self.collection.selected, self.options))
+        if self.options.executor is not None and self.options.worker_id is None:
+            # Plan (and start the executor if anything is stale) before the first
+            # item: a scheduler that cannot be reached is one usage error for the run.
+            self.ensure_planned()
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        session = self.session
+        stopping = session is not None and (session.shouldfail or session.shouldstop)
+        if stopping and self.background is not None:  # -x, --maxfail: nothing more starts
+            self.stop(cancel=True)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            self.abandon()  # Ctrl+C: do not wait for the tasks under way
+        self.stop(cancel=True)
+        count, seconds = self.take_upstream()
+        if count and self.options.worker_id is None:
+            self.reporter.tally.add_upstream(count, seconds)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self._close_executor is not None:
+            self._close_executor()
+
+    # -- the plan ---------------------------------------------------------------------------
+    def ensure_planned(self) -> None:
+        """Plan the selection's graph, once per process: one record read per task."""
+        if self.graph is not None:
+            return
+        found = self.collection
+        self.selected = {i.key for i in found.selected}
+        if len(self.selected) == len(found.itemized):
+            graph = found.graph  # everything selected: the graph collection built
+        else:
+            graph = TaskGraph([i.task for i in found.selected])
+        options = self.options
+        self.states = plan(
+            graph, options.cache_root, options.detect_source_change, frozenset(self.cleared)
+        )
+        self.graph = graph
+        if options.executor is not None and options.worker_id is None:
+            self._start_background()
+
+    def mark_skip(self, key: NodeKey) -> str | None:
+        """Why a task's own item is skipped by its marks (skip, skipif, xfail(run=False))."""
+        if key not in self._mark_skips:
+            item = self.collection.itemized.get(key)
+            self._mark_skips[key] = None if item is None else skip_by_marks(item)
+        return self._mark_skips[key]
+
+    # -- the executor -----------------------------------------------------------------------
+    def executor(self) -> Executor | None:
+        """The executor of ``--taskproc-executor``, started at first use; None runs inline."""
+        spec = self.options.executor
+        if spec is None:
+            return None
+        if self._executor is None:
+            from ..executors import make_executor
+
+            try:
+                self._executor, self._close_executor = make_executor(spec)
+            except Exception as exc:
+                # One clear error for the run (an unreachable scheduler, Dask
+                # missing, a cluster that cannot start), not one per item.
+                raise pytest.UsageError(f"--taskproc-executor={spec}: {exc}") from None
+            if spec.startswith("process"):
+                # Start the pool's processes now, from this thread alone: forking
+                # later, from the scheduler thread, would fork a threaded process.
+                self._executor.submit(int).result()
+        return self._executor
+
+    def _new_run(self, executor: Executor, limits: dict[str, int] | None) -> GraphRun:
+        assert self.graph is not None
+        options = self.options
+        return GraphRun(
+            self.graph,
+            self.states,
+            options.cache_root,
+            executor,
+            ChannelLimiter(limits),
+            detect_source_change=options.detect_source_change,
+            lock=True,
+            echo=options.echo,
+            slots=self.slots,
+            failure_dir=str(options.failure_dir),
+            run_id=options.run_id,
+            on_settled=self.on_settled,
+            log_failures=False,  # each failure is its item's report
+        )
+
+    def _start_background(self) -> None:
+        """Submit every stale task to the executor, from a thread, as its upstream gets done.
+
+        A fully cached run starts no executor at all (its scheduler may even
+        be down); a scheduler that cannot be reached is one usage error.
+        """
+        assert self.graph is not None
+        self.stale_count = sum(1 for s in self.states.values() if s.stale)
+        if not self.stale_count:
+            return
+        executor = self.executor()
+        assert executor is not None
+        # In-process limits too, so no pool worker sits waiting for a slot.
+        self.run = run = self._new_run(executor, self.options.rate_limits)
+        withheld = self.withheld
+
+        def work() -> None:
+            try:
+                run.run(keep_going=True, withheld=withheld)
+            except BaseException as exc:  # the items left waiting compute their tasks alone
+                self.background_error = exc
+            finally:
+                with self.changed:
+                    self.changed.notify_all()
+
+        self.background = threading.Thread(target=work, name="taskproc-scheduler", daemon=True)
+        self.background.start()
+
+    def stop(self, cancel: bool) -> None:
+        """End the background pass: with ``cancel``, nothing more starts."""
+        thread = self.background
+        if thread is None:
+            return
+        if cancel and self.run is not None:
+            self.run.cancel()
+        thread.join()
+        self.background = None
+
+    def abandon(self) -> None:
+        """Stop at once: cancel the background pass and end the executor's workers."""
+        if self.run is not None:
+            self.run.cancel()
+        self.background = None  # a daemon thread: it ends with the process
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        self._close_executor = None
+        executor.shutdown(wait=False, cancel_futures=True)
+        # Python 3.14 has a public way to end a process pool's workers; before
+        # that, only the pool's own table of processes knows them.
+        terminate = getattr(executor, "terminate_workers", None)
+        if callable(terminate):
+            terminate()
+            return
+        for process in list((getattr(executor, "_processes", None) or {}).values()):
+            process.terminate()
+
+    def item_run(self) -> GraphRun:
+        """The pass items compute their tasks through, once no background pass runs."""
+        self.stop(cancel=False)
+        if self.run is None:
+            self.run = self._new_run(self.executor() or InlineExecutor(), None)
+        return self.run
+
+    def on_settled(self, node: NodeKey) -> None:
+        run = self.run
+        outcome = None if run is None else run.outcomes.get(node)
+        with self.changed:
+            self.settled_count += 1
+            self.last_settled = node
+            if outcome is not None and outcome.computed and node not in self.selected:
+                self._upstream[0] += 1
+                self._upstream[1] += outcome.seconds
+            self.changed.notify_all()
+
+    def take_upstream(self) -> tuple[int, float]:
+        """Tasks computed only as upstream since the last call: (count, seconds)."""
+        with self.changed:
+            count, seconds = self._upstream
+            self._upstream = [0, 0.0]
+        return int(count), float(seconds)
+
+    # -- failures of this run ----------------------------------------------------------------
+    def forget_failure(self, key: NodeKey) -> None:
+        """A rerun of an item (pytest-rerunfailures) computes its task afresh."""
+        if self.run is not None:
+            self.run.forget(key)
+        state = self.states[key]
+        if state.task_id is None:
+            return
+        marker = self.options.failure_dir / f"{state.store.name}.{state.task_id}"
+        for path in (marker, Path(f"{marker}{RUNNING_SUFFIX}")):
+            path.unlink(missing_ok=True)
+
+
+def clear_selected(selected: list[TaskItem], options: Options) -> set[NodeKey]:
+    """Clear the selected tasks once per run, even with several xdist workers."""
+    from filelock import FileLock
+
+    prepare_root(options.cache_root)
+    run_dir = options.run_dir
+    ensure_directory(run_dir)
+    marker = run_dir / "cleared"
+    with FileLock(str(run_dir / "clear.lock")):
+        if not marker.exists():
+            for item in selected:
+                item.task.clear_task()
+            write_text_atomic(marker, "\n".join(i.nodeid for i in selected))
+    return {i.key for i in selected}
+
+
+def dry_run(selected: list[TaskItem], options: Options) -> dict[str, Any]:
+    """The selected tasks a run would compute, each with its reason, in item order."""
+    stale: list[tuple[str, str]] = []
+    if selected:
+        cleared = frozenset(i.key for i in selected) if options.clear else frozenset()
+        graph = TaskGraph([i.task for i in selected])
+        states = plan(graph, options.cache_root, options.detect_source_change, cleared)
+        stale = [(i.nodeid, states[i.key].describe()) for i in selected if states[i.key].stale]
+    return {"total": len(selected), "stale": stale}
+
+
+def write_graph_structure(found: Collection, options: Options) -> None:
+    """The collected graph (with planned states in a dry run) for the reporter to render."""
+    if options.graph is None or not found.itemized:
+        return
+    from ..export import graph_structure
+
+    path = options.run_dir / GRAPH_FILE
+    ensure_directory(path.parent)
+    items = {k: i.nodeid for k, i in found.itemized.items()}
+    graph = found.graph
+    states = None
+    if options.collect_only:
+        states = plan(graph, options.cache_root, options.detect_source_change)
+    write_text_atomic(path, json.dumps(graph_structure(graph, items, states)))
+
+
+PLAN = pytest.StashKey[RunPlan]()

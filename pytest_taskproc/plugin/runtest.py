@@ -1,0 +1,273 @@
+"""One task item: its task's verdict, turned into pytest's outcome by one protocol.
+
+Without an executor (and under xdist) tasks run in the pytest process (or
+xdist worker) itself, so ``--pdb`` stops inside ``run_task`` and ``-s`` shows
+prints live.  Other processes are kept from computing the same task by the
+per-task locks; a result made by another process during this run is reported
+as computed, ``cached`` being kept for results that existed before the run.
+
+Whatever ends ``run_task`` (an exception, ``pytest.fail``/``skip``/``xfail``,
+``SystemExit``, a pytest-timeout timeout) takes one path: the worker records
+it under the task's lock, :func:`report_verdict` turns it into pytest's own
+outcome for the task's item, and every item downstream of it is skipped
+naming it.  Only ``KeyboardInterrupt`` is left alone, so it stops the run as
+in pytest.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from ..errors import ResultNotPicklableError, TaskFailedEarlierError, TaskprocError
+from ..freshness import TaskState
+from ..worker import summarize
+from .collect import PROTOCOL, TaskItem
+from .options import Options
+from .plan import PLAN, RunPlan
+from .report import REASON, REPORT_ATTR, SECONDS, STATUS, TASK_ID, UPSTREAM, status_line
+from .verdict import Fate, Verdict, decide
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+_FIXES = {
+    ResultNotPicklableError: (
+        "return plain data (numbers, strings, lists, dicts, arrays), or save the object "
+        "under self.task_directory in run_task and return its path"
+    ),
+}
+
+
+class ItemRunner:
+    """Runs task items and reports them: the item protocol of a ``--taskproc`` run."""
+
+    def __init__(self, config: pytest.Config, options: Options) -> None:
+        self.options = options
+        self.plan: RunPlan = config.stash[PLAN]
+        config.stash[PROTOCOL] = self
+
+    def run(self, item: TaskItem) -> None:
+        __tracebackhide__ = True
+        item.tp_attempts += 1
+        item.tp_status = {}
+        rerun = item.tp_attempts > 1 or getattr(item, "execution_count", 1) > 1
+        report_verdict(item, decide(self.plan, item, rerun), self.plan)
+
+    def repr_failure(
+        self, item: TaskItem, excinfo: pytest.ExceptionInfo[BaseException], style: Any
+    ) -> Any:
+        header = failure_header(item, self.plan.states.get(item.key))
+        error = excinfo.value
+        if isinstance(error, TaskprocError) and not _raised_in_run_task(item, excinfo):
+            # Our own errors outside run_task (an unpicklable result, a missing
+            # item key, a failure on another worker) say all there is to say:
+            # pytest's and our internal frames would only bury the message.
+            return _short_repr(excinfo, header)
+        rendered = super(TaskItem, item).repr_failure(excinfo, style=style)
+        if hasattr(rendered, "addsection"):
+            rendered.addsection("taskproc", header)
+            return rendered
+        return header + "\n" + str(rendered)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Any:
+        outcome = yield
+        if isinstance(item, TaskItem):
+            describe_report(item, outcome.get_result(), self.options.junit_properties)
+
+
+# -- the outcome protocol ---------------------------------------------------------
+def report_verdict(item: TaskItem, verdict: Verdict, plan: RunPlan) -> None:
+    """Turn what became of the item's task into the item's outcome, whatever it was."""
+    __tracebackhide__ = True
+    status = item.tp_status
+    state = verdict.state
+    status[TASK_ID] = state.task_id
+    if verdict.upstream[0]:
+        status[UPSTREAM] = list(verdict.upstream)
+    outcome = verdict.outcome
+    if verdict.fate is Fate.COMPUTED:
+        assert outcome is not None
+        status.update({STATUS: "computed", REASON: state.describe(), SECONDS: outcome.seconds})
+        _output_sections(item, state)
+        return
+    if verdict.fate is Fate.FRESH:
+        if outcome is not None and outcome.computed:
+            where = "by this process, as an upstream task"
+        else:
+            made_by = outcome.run if outcome is not None else _made_by(state)
+            if made_by != plan.options.run_id:
+                status[STATUS] = "cached"
+                return
+            where = "by another process"
+        status.update(
+            {STATUS: "computed", REASON: f"computed earlier in this run {where}", SECONDS: 0.0}
+        )
+        return
+    if verdict.fate is Fate.BLOCKED:
+        culprit, cause = verdict.culprit_task, verdict.cause
+        if cause is None:
+            assert verdict.culprit is not None
+            _skip(item, f"upstream task {culprit!r} is {plan.mark_skip(verdict.culprit)}")
+        _skip(item, _upstream_reason(culprit, summarize(cause)))  # type: ignore[arg-type]
+    error = verdict.error
+    assert error is not None
+    if isinstance(error, TaskFailedEarlierError):
+        # Recorded by another worker, or by an earlier attempt that a process died in.
+        _repeat_recorded(item, error.summary)
+    status[REASON] = state.describe()
+    status[STATUS] = _kind(summarize(error))[0]
+    _output_sections(item, state)
+    raise error  # with its own traceback from run_task
+
+
+def _kind(summary: str) -> tuple[str, str]:
+    """``("skipped" | "xfailed" | "failed", detail)`` of a recorded ``Type: message``."""
+    name, _, detail = summary.partition(": ")
+    if name == "Skipped":
+        return "skipped", detail
+    if name == "XFailed":
+        return "xfailed", detail
+    return "failed", summary
+
+
+def _upstream_reason(task: Any, summary: str) -> str:
+    kind, detail = _kind(summary)
+    if kind == "skipped":
+        return f"upstream task {task!r} was skipped ({detail})"
+    if kind == "xfailed":
+        return f"upstream task {task!r} xfailed ({detail})"
+    return f"upstream task {task!r} failed ({detail})"
+
+
+def _skip(item: TaskItem, reason: str) -> None:
+    __tracebackhide__ = True
+    item.tp_status[STATUS] = "skipped"
+    pytest.skip(reason)
+
+
+def _repeat_recorded(item: TaskItem, summary: str) -> None:
+    """The task of this item ended earlier in this run elsewhere: give the item that outcome."""
+    __tracebackhide__ = True
+    kind, detail = _kind(summary)
+    item.tp_status[STATUS] = kind
+    if kind == "skipped":
+        pytest.skip(detail)
+    if kind == "xfailed":
+        pytest.xfail(detail)
+    raise TaskFailedEarlierError(
+        f"{summary} (raised when {item.task!r} ran earlier in this run, for another item or "
+        "on another xdist worker; its traceback is in that item's report)",
+        summary,
+    )
+
+
+def _made_by(state: TaskState) -> str | None:
+    run: str | None = state.record.made.get("run") if state.record is not None else None
+    return run
+
+
+def _output_sections(item: TaskItem, state: TaskState) -> None:
+    task_id = state.task_id
+    if task_id is None:
+        return
+    for which, path in (
+        ("stdout", state.store.stdout_path(task_id)),
+        ("stderr", state.store.stderr_path(task_id)),
+    ):
+        try:
+            text = path.read_text(errors="replace")
+        except FileNotFoundError:
+            continue
+        if text:
+            item.add_report_section("call", which, text)
+
+
+# -- failures ----------------------------------------------------------------------------
+def failure_header(item: TaskItem, state: TaskState | None) -> str:
+    """Class, arguments, task id and output files of a failed task."""
+    task = item.task
+    lines = [
+        f"task {task!r} failed",
+        f"  class:     {task.task_name}",
+        f"  arguments: {item.key[1]}",
+    ]
+    task_id = None if state is None else state.task_id
+    if state is None or task_id is None:
+        lines.append("  task id:   none yet")
+        lines.append("  output:    none (the task printed nothing)")
+        return "\n".join(lines)
+    lines.append(f"  task id:   {task_id}")
+    # Output files exist only when the task printed something.
+    for which, path in (
+        ("stdout", state.store.stdout_path(task_id)),
+        ("stderr", state.store.stderr_path(task_id)),
+    ):
+        if path.exists():
+            lines.append(f"  {which}:    {path}")
+    if len(lines) == 4:
+        lines.append("  output:    none (the task printed nothing)")
+    return "\n".join(lines)
+
+
+def _short_repr(excinfo: pytest.ExceptionInfo[BaseException], header: str) -> Any:
+    """``Type: message``, the fix where there is one, and the task header; no traceback.
+
+    Built from pytest's ``value`` style, so the report keeps its crash line
+    (the message in the short summary, also on pytest 7 and through xdist).
+    """
+    error = excinfo.value
+    lines = [f"{type(error).__name__}: {error}"]
+    fix = next((f for kind, f in _FIXES.items() if isinstance(error, kind)), None)
+    if fix is not None:
+        lines.append(f"fix: {fix}")
+    try:
+        rendered = excinfo.getrepr(style="value")
+        rendered.reprtraceback.reprentries[-1].lines[:] = lines  # type: ignore[index]
+    except (AttributeError, IndexError, TypeError, ValueError):  # pragma: no cover
+        return "\n".join(lines) + "\n\n" + header
+    rendered.addsection("taskproc", header)
+    return rendered
+
+
+def _raised_in_run_task(item: TaskItem, excinfo: pytest.ExceptionInfo[BaseException]) -> bool:
+    code = getattr(type(item.task).run_task, "__code__", None)
+    return any(entry.frame.code.raw is code for entry in excinfo.traceback)
+
+
+# -- reports ------------------------------------------------------------------------
+def describe_report(item: TaskItem, report: pytest.TestReport, properties: bool) -> None:
+    """Put what became of the task on each of its item's reports.
+
+    The status travels as a report attribute (it survives xdist's report
+    serialisation); JUnit XML gets it as testcase properties where the family
+    allows them (``xunit1``), and in every family as a line of the testcase's
+    ``system-out``, which also keeps cached tasks from an empty output banner.
+    """
+    status = dict(item.tp_status)
+    if report.when != "call":
+        status.pop(UPSTREAM, None)  # counted once, with the call
+        if report.skipped:
+            status.setdefault(STATUS, "skipped")  # skipped by a mark at setup
+    setattr(report, REPORT_ATTR, status)
+    longrepr = report.longrepr
+    if report.skipped and isinstance(longrepr, tuple) and _is_ours(longrepr[0]):
+        # A skip raised by this plugin would name our line; name the task's class.
+        path, line, _ = item.reportinfo()
+        report.longrepr = (str(path), longrepr[1] if line is None else line + 1, longrepr[2])
+    if properties and STATUS in status:
+        names = (STATUS, REASON, TASK_ID, SECONDS)
+        report.user_properties = [
+            *report.user_properties,
+            *((name, status[name]) for name in names if name in status),
+        ]
+    if report.when == "teardown" or report.skipped:
+        text = status_line(status)
+        if text:
+            report.sections.append(("Captured stdout taskproc", text + "\n"))
+
+
+def _is_ours(path: Any) -> bool:
+    return str(path).startswith(_PACKAGE_DIR)
