@@ -12,8 +12,10 @@ what the record it writes names.
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -259,6 +261,59 @@ class RemoteTraceback(Exception):
         return str(self.args[0])
 
 
+def _class_home(cls: type) -> str | None:
+    """The module ``cls`` can be imported from by its qualified name, if any.
+
+    pytest's ``Failed`` and ``Skipped`` (from ``pytest.fail``/``pytest.skip``)
+    name ``builtins`` as their module, so pickle cannot find them by name.
+    """
+    module = sys.modules.get(cls.__module__)
+    if getattr(module, cls.__qualname__, None) is cls:
+        home: str = cls.__module__
+        return home
+    for name, module in list(sys.modules.items()):
+        if getattr(module, cls.__qualname__, None) is cls:
+            return name
+    return None
+
+
+class _Rebuilt:
+    """Pickles an exception as its class's path, arguments and attributes.
+
+    This is what pickle does for an exception, made independent of the
+    ``copyreg`` table, where libraries register reducers of their own for
+    every exception (``distributed`` does, through tblib, losing the code of
+    a ``SystemExit``), and of the module the class claims to live in.
+    """
+
+    def __init__(self, home: str, exc: BaseException) -> None:
+        state = {**exc.__dict__, "__cause__": exc.__cause__}
+        self.parts = (home, type(exc).__qualname__, exc.args, state)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, self.parts)
+
+
+def _rebuild(home: str, name: str, args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    cls = getattr(importlib.import_module(home), name)
+    try:
+        exc: BaseException = cls(*args)
+    except Exception:
+        exc = cls.__new__(cls)
+        exc.args = args
+    for key, value in state.items():
+        setattr(exc, key, value)
+    return exc
+
+
+def _plain_reduce(cls: type) -> bool:
+    """Whether instances pickle the way every exception does by default."""
+    default: Any = BaseException
+    return getattr(cls, "__reduce_ex__", None) is default.__reduce_ex__ and (
+        getattr(cls, "__reduce__", None) is default.__reduce__
+    )
+
+
 def portable_error(exc: BaseException, task: Any) -> BaseException:
     """``exc`` ready to be pickled to another process, its traceback text attached as cause.
 
@@ -271,6 +326,15 @@ def portable_error(exc: BaseException, task: Any) -> BaseException:
     is shadowed by the built-in one until then, so nothing changes here.)
     """
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    home = _class_home(type(exc)) if _plain_reduce(type(exc)) else None
+    if home is not None:
+        try:
+            pickle.dumps(exc.args), pickle.dumps(exc.__dict__)
+        except Exception:
+            pass
+        else:
+            exc.__cause__ = RemoteTraceback(f'\n"""\n{text}"""')
+            return _Rebuilt(home, exc)  # type: ignore[return-value]
     try:
         pickle.loads(pickle.dumps(exc))
     except Exception:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from ..worker import RUNNING_SUFFIX
 from .collect import COLLECTION, Collection, TaskItem
 from .options import Options
 from .params import skip_by_marks
-from .report import GRAPH_FILE, TaskprocReporter
+from .report import GRAPH_FILE, TaskprocReporter, outside_capture
 
 
 class _MarkSkipped:
@@ -85,6 +86,7 @@ class RunPlan:
         #: tasks computed only as upstream of the selection, not yet on a report
         self._upstream = [0, 0.0]
         self.session: pytest.Session | None = None
+        self.deferred_warnings: list[warnings.WarningMessage] = []
         self._executor: Executor | None = None
         self._close_executor: Any = None
 
@@ -113,9 +115,15 @@ class RunPlan:
         if self.options.clear:
             self.cleared.update(clear_selected(self.collection.selected, self.options))
         if self.options.executor is not None and self.options.worker_id is None:
-            # Plan (and start the executor if anything is stale) before the first
-            # item: a scheduler that cannot be reached is one usage error for the run.
-            self.ensure_planned()
+            # Planned before the first item, to start the executor (an unreachable
+            # scheduler is a usage error, not an item's failure) and submit the
+            # stale graph.  Warnings of planning (damaged results) go to the
+            # first task item, where pytest records warnings.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self.ensure_planned()
+            self.deferred_warnings = list(caught)
+            self._start_background()
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -153,8 +161,12 @@ class RunPlan:
             graph, options.cache_root, options.detect_source_change, frozenset(self.cleared)
         )
         self.graph = graph
-        if options.executor is not None and options.worker_id is None:
-            self._start_background()
+
+    def reissue_warnings(self) -> None:
+        """Warnings met while planning, issued again where pytest records them."""
+        caught, self.deferred_warnings = self.deferred_warnings, []
+        for found in caught:
+            warnings.warn_explicit(found.message, found.category, found.filename, found.lineno)
 
     def mark_skip(self, key: NodeKey) -> str | None:
         """Why a task's own item is skipped by its marks (skip, skipif, xfail(run=False))."""
@@ -172,16 +184,19 @@ class RunPlan:
         if self._executor is None:
             from ..executors import make_executor
 
-            try:
-                self._executor, self._close_executor = make_executor(spec)
-            except Exception as exc:
-                # One clear error for the run (an unreachable scheduler, Dask
-                # missing, a cluster that cannot start), not one per item.
-                raise pytest.UsageError(f"--taskproc-executor={spec}: {exc}") from None
-            if spec.startswith("process"):
-                # Start the pool's processes now, from this thread alone: forking
-                # later, from the scheduler thread, would fork a threaded process.
-                self._executor.submit(int).result()
+            # Started outside the running item's output capture: worker
+            # processes keep the descriptors they are started with.
+            with outside_capture(self.config):
+                try:
+                    self._executor, self._close_executor = make_executor(spec)
+                except Exception as exc:
+                    # One clear error for the run (an unreachable scheduler, Dask
+                    # missing, a cluster that cannot start), not one per item.
+                    raise pytest.UsageError(f"--taskproc-executor={spec}: {exc}") from None
+                if spec.startswith("process"):
+                    # The pool's processes start now, from this thread alone: forked
+                    # later, from the scheduler thread, they would copy a threaded process.
+                    self._executor.submit(int).result()
         return self._executor
 
     def _new_run(self, executor: Executor, limits: dict[str, int] | None) -> GraphRun:
@@ -250,15 +265,16 @@ class RunPlan:
         if executor is None:
             return
         self._close_executor = None
-        executor.shutdown(wait=False, cancel_futures=True)
         # Python 3.14 has a public way to end a process pool's workers; before
-        # that, only the pool's own table of processes knows them.
+        # that, only the pool's own table of processes knows them (emptied by
+        # shutdown, so read first).
         terminate = getattr(executor, "terminate_workers", None)
         if callable(terminate):
             terminate()
-            return
-        for process in list((getattr(executor, "_processes", None) or {}).values()):
-            process.terminate()
+        else:
+            for process in list((getattr(executor, "_processes", None) or {}).values()):
+                process.terminate()
+        executor.shutdown(wait=False, cancel_futures=True)
 
     def item_run(self) -> GraphRun:
         """The pass items compute their tasks through, once no background pass runs."""

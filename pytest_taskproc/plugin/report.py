@@ -258,6 +258,20 @@ class TaskprocReporter:
                 os.rmdir(self.run_dir.parent)  # only when no other run is going on
 
 
+def outside_capture(config: pytest.Config) -> contextlib.AbstractContextManager[Any]:
+    """pytest's output capture suspended: for terminal lines and processes started mid-item.
+
+    While an item runs, pytest captures file descriptors 1 and 2; a line
+    written then, or a process started then (a pool's workers inherit the
+    descriptors), would end up in that item's captured output.
+    """
+    capture: Any = config.pluginmanager.get_plugin("capturemanager")
+    if capture is None:
+        return contextlib.nullcontext()
+    suspended: contextlib.AbstractContextManager[Any] = capture.global_and_fixture_disabled()
+    return suspended
+
+
 class ProgressLine:
     """One line on the terminal saying how far the upstream work of an item is.
 
@@ -268,6 +282,7 @@ class ProgressLine:
     """
 
     def __init__(self, config: pytest.Config, quiet_seconds: float = 10.0) -> None:
+        self.config = config
         self.writer: Any = config.pluginmanager.get_plugin("terminalreporter")
         self.live = bool(self.writer is not None and self.writer.isatty())
         self.every = 0.2 if self.live else quiet_seconds
@@ -281,21 +296,23 @@ class ProgressLine:
         if not force and now - self.last < self.every:
             return
         self.last = now
-        if not self.shown:
-            self.writer.ensure_newline()  # below the item's dots, which pytest resumes after
-        if self.live:
-            self.writer.rewrite(text, erase=True)
-        else:
-            self.writer.write_line(text)
+        with outside_capture(self.config):
+            if not self.shown:
+                self.writer.ensure_newline()  # below the item's dots; pytest resumes after
+            if self.live:
+                self.writer.rewrite(text, erase=True)
+            else:
+                self.writer.write_line(text)
         self.shown = True
 
     def finish(self, text: str) -> None:
         """The last word, on a line of its own, if anything was shown."""
         if self.writer is None or not self.shown:
             return
-        if self.live:
-            self.writer.rewrite(text, erase=True)
-            self.writer.write_line("")
-        else:
-            self.writer.write_line(text)
+        with outside_capture(self.config):
+            if self.live:
+                self.writer.rewrite(text, erase=True)
+                self.writer.write_line("")
+            else:
+                self.writer.write_line(text)
         self.shown = False

@@ -90,6 +90,7 @@ def decide(plan: RunPlan, item: TaskItem, rerun: bool) -> Verdict:
     """What became of the item's task: looked up, waited for or computed now."""
     __tracebackhide__ = True
     plan.ensure_planned()
+    plan.reissue_warnings()
     key = item.key
     state = plan.states[key]
     if rerun:
@@ -156,6 +157,8 @@ def _compute(plan: RunPlan, item: TaskItem) -> Verdict:
         plan.on_settled(node)
         if node != key and node not in plan.selected:
             upstream_done += 1
+            if time.monotonic() - start < PROGRESS_AFTER_SECONDS:
+                return  # quick work needs no word
             progress.update(
                 f"[taskproc] {item.name}: {upstream_done} upstream tasks done of "
                 f"{run.size - 1}; last done: {run.graph.tasks[node]!r}"
