@@ -284,7 +284,9 @@ class ProgressLine:
     def __init__(self, config: pytest.Config, quiet_seconds: float = 10.0) -> None:
         self.config = config
         self.writer: Any = config.pluginmanager.get_plugin("terminalreporter")
-        self.live = bool(self.writer is not None and self.writer.isatty())
+        # A method on newer pytest, a plain bool attribute on pytest 7.
+        isatty = getattr(self.writer, "isatty", False)
+        self.live = bool(isatty() if callable(isatty) else isatty)
         self.every = 0.2 if self.live else quiet_seconds
         self.last = 0.0
         self.shown = False
