@@ -350,15 +350,7 @@ class GraphRun:
             self.on_settled(node)
 
     def assign_ids(self, stale: Iterable[NodeKey]) -> None:
-        """Tasks about to be written need ids; planning gave ids only to known ones."""
-        by_class: dict[str, list[NodeKey]] = defaultdict(list)
-        for k in stale:
-            if self.states[k].task_id is None:
-                by_class[k[0]].append(k)
-        for nodes in by_class.values():
-            store = self.states[nodes[0]].store
-            for node, task_id in zip(nodes, store.task_ids([n[1] for n in nodes]), strict=True):
-                self.states[node].task_id = task_id
+        assign_ids(self.states, stale)
 
     def _make_ready(
         self,
@@ -482,6 +474,22 @@ class GraphRun:
             type(exc).__name__,
             exc,
         )
+
+
+def assign_ids(states: Mapping[NodeKey, TaskState], stale: Iterable[NodeKey]) -> None:
+    """Tasks about to be written need ids; planning gave ids only to known ones.
+
+    One write of each class's id table for all of them: a table write costs
+    milliseconds, so a graph computed task by task assigns its ids up front.
+    """
+    by_class: dict[str, list[NodeKey]] = defaultdict(list)
+    for k in stale:
+        if states[k].task_id is None:
+            by_class[k[0]].append(k)
+    for nodes in by_class.values():
+        store = states[nodes[0]].store
+        for node, task_id in zip(nodes, store.task_ids([n[1] for n in nodes]), strict=True):
+            states[node].task_id = task_id
 
 
 def run_graph(

@@ -32,7 +32,7 @@ import pytest
 from ..atomic import write_text_atomic
 from ..cache import ensure_directory, prepare_root
 from ..context import Context
-from ..execute import GraphRun, InlineExecutor
+from ..execute import GraphRun, InlineExecutor, assign_ids
 from ..freshness import TaskState, plan
 from ..graph import NodeKey, TaskGraph
 from ..ratelimit import ChannelLimiter, FileSlots
@@ -161,6 +161,7 @@ class RunPlan:
             graph, options.cache_root, options.detect_source_change, frozenset(self.cleared)
         )
         self.graph = graph
+        assign_ids(self.states, [k for k, s in self.states.items() if s.stale])
 
     def reissue_warnings(self) -> None:
         """Warnings met while planning, issued again where pytest records them."""
