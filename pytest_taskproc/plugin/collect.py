@@ -334,7 +334,7 @@ class Collector:
         order = {k: i for i, k in enumerate(found.graph.order)}
         items[:] = items_in_upstream_order(items, order)
 
-    @pytest.hookimpl(trylast=True)
+    @pytest.hookimpl(tryfirst=True)  # before the plan reads the selection
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.found.selected = [i for i in session.items if isinstance(i, TaskItem)]
         self._check_rate_limit_channels()
