@@ -159,7 +159,8 @@ class Folder:
     def run(self, *args: str, timeout: float = 3600) -> float:
         """Wall time of one fresh pytest run here; a failing run ends the benchmark."""
         command = [sys.executable, "-m", "pytest", *BASE_ARGS, *args]
-        env = {**os.environ, "CP_CACHE_DIR": str(self.path / "cache")}
+        # The default place, <rootdir>/.cache: pytest does not look into dot folders.
+        env = {**os.environ, "CP_CACHE_DIR": str(self.path / ".cache")}
         start = time.perf_counter()
         proc = subprocess.run(
             command, cwd=self.path, env=env, capture_output=True, text=True, timeout=timeout
@@ -170,7 +171,7 @@ class Folder:
         return elapsed
 
     def clear(self) -> None:
-        subprocess.run(["rm", "-rf", str(self.path / "cache")], check=True)
+        subprocess.run(["rm", "-rf", str(self.path / ".cache")], check=True)
 
     def close(self) -> None:
         self._tmp.cleanup()

@@ -303,6 +303,10 @@ class Collector:
             return None
         return TaskFile.from_parent(parent, path=file_path)
 
+    def pytest_ignore_collect(self, collection_path: Path) -> bool | None:
+        # The cache holds no tests; walking a big graph's result folders costs seconds.
+        return True if collection_path == self.options.cache_root else None
+
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed and is_task_file(self.config, report.nodeid):
             self.found.task_file_errors += 1
