@@ -10,7 +10,6 @@ thousands of tasks is scheduled in linear time.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import sys
 import time
@@ -27,7 +26,7 @@ import cloudpickle  # type: ignore[import-untyped]
 from .cache import get_store
 from .context import Context, cache_root
 from .errors import CacheCorruptionWarning, CorruptResultError
-from .executors import adapt
+from .executors import InlineExecutor, adapt, executor_width
 from .freshness import Reason, TaskState, judge, plan, reads_of
 from .graph import NodeKey, TaskGraph
 from .ratelimit import ChannelLimiter, FileSlots
@@ -47,42 +46,7 @@ MAX_CHUNK = 64
 #: How often a run on an executor that can grow (a Dask cluster) asks for its width.
 WIDTH_POLL_SECONDS = 1.0
 
-
-def executor_width(executor: Executor) -> int:
-    """How many jobs the executor runs at once, as far as it can be told."""
-    if isinstance(executor, InlineExecutor):
-        return 1
-    current = getattr(executor, "current_width", None)  # executors whose width changes (Dask)
-    if callable(current):
-        return max(1, int(current()))
-    width: object = getattr(executor, "_max_workers", None)
-    if isinstance(width, int) and width > 0:
-        return width
-    client = getattr(executor, "_client", None)  # dask.distributed's ClientExecutor
-    if client is not None:
-        try:
-            threads: int = sum(client.nthreads().values())
-            return max(1, threads)
-        except Exception:
-            pass
-    return os.cpu_count() or 1
-
-
-class InlineExecutor(Executor):
-    """Runs each job in the calling thread, so debuggers and ``-s`` see the task.
-
-    Only ``Exception`` is caught into the future: KeyboardInterrupt and
-    pytest's outcome exceptions keep propagating as they would from a plain call.
-    """
-
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
-        __tracebackhide__ = True
-        future: Future[Any] = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except Exception as exc:
-            future.set_exception(exc)
-        return future
+__all__ = ["GraphRun", "InlineExecutor", "assign_ids", "discard_corrupt", "run_graph"]
 
 
 class GraphRun:
@@ -350,15 +314,7 @@ class GraphRun:
             self.on_settled(node)
 
     def assign_ids(self, stale: Iterable[NodeKey]) -> None:
-        """Tasks about to be written need ids; planning gave ids only to known ones."""
-        by_class: dict[str, list[NodeKey]] = defaultdict(list)
-        for k in stale:
-            if self.states[k].task_id is None:
-                by_class[k[0]].append(k)
-        for nodes in by_class.values():
-            store = self.states[nodes[0]].store
-            for node, task_id in zip(nodes, store.task_ids([n[1] for n in nodes]), strict=True):
-                self.states[node].task_id = task_id
+        assign_ids(self.states, stale)
 
     def _make_ready(
         self,
@@ -482,6 +438,22 @@ class GraphRun:
             type(exc).__name__,
             exc,
         )
+
+
+def assign_ids(states: Mapping[NodeKey, TaskState], stale: Iterable[NodeKey]) -> None:
+    """Tasks about to be written need ids; planning gave ids only to known ones.
+
+    One write of each class's id table for all of them: a table write costs
+    milliseconds, so a graph computed task by task assigns its ids up front.
+    """
+    by_class: dict[str, list[NodeKey]] = defaultdict(list)
+    for k in stale:
+        if states[k].task_id is None:
+            by_class[k[0]].append(k)
+    for nodes in by_class.values():
+        store = states[nodes[0]].store
+        for node, task_id in zip(nodes, store.task_ids([n[1] for n in nodes]), strict=True):
+            states[node].task_id = task_id
 
 
 def run_graph(

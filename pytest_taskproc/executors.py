@@ -1,4 +1,4 @@
-"""Executors named on the command line: ``process[:N]``, ``thread[:N]``, ``dask[:ADDRESS]``.
+"""Executors: inline, and those named on the command line (``process``, ``thread``, ``dask``).
 
 ``dask`` alone starts a local Dask cluster of worker processes; with an
 address (``dask:tcp://scheduler:8786``) it connects to a running scheduler.
@@ -6,9 +6,11 @@ address (``dask:tcp://scheduler:8786``) it connects to a running scheduler.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any
 
 from .context import Context
 
@@ -40,6 +42,43 @@ def _check_address(spec: str, address: str) -> None:
             f"executor {spec!r}: a Dask scheduler address looks like tcp://HOST:PORT "
             f"(schemes: {', '.join(DASK_SCHEMES)}); leave it out to start a local cluster"
         )
+
+
+def executor_width(executor: Executor) -> int:
+    """How many jobs the executor runs at once, as far as it can be told."""
+    if isinstance(executor, InlineExecutor):
+        return 1
+    current = getattr(executor, "current_width", None)  # executors whose width changes (Dask)
+    if callable(current):
+        return max(1, int(current()))
+    width: object = getattr(executor, "_max_workers", None)
+    if isinstance(width, int) and width > 0:
+        return width
+    client = getattr(executor, "_client", None)  # dask.distributed's ClientExecutor
+    if client is not None:
+        try:
+            threads: int = sum(client.nthreads().values())
+            return max(1, threads)
+        except Exception:
+            pass
+    return os.cpu_count() or 1
+
+
+class InlineExecutor(Executor):
+    """Runs each job in the calling thread, so debuggers and ``-s`` see the task.
+
+    Only ``Exception`` is caught into the future: KeyboardInterrupt and
+    pytest's outcome exceptions keep propagating as they would from a plain call.
+    """
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        __tracebackhide__ = True
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
 
 
 def make_executor(spec: str) -> tuple[Executor, Callable[[], None]]:

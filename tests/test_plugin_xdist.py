@@ -270,3 +270,67 @@ def test_a_worker_killed_mid_task_crashes_one_item_and_leaves_nothing_partial(
     second = project.run("-n", "2")
     assert second.parseoutcomes() == {"passed": 1, "cached": 7}
     assert project.runs() == ["Doomed"]
+
+
+#: Each process adds how many records it read to ``reads.txt``.
+COUNT_READS = """
+import os
+
+import pytest_taskproc.cache as cache
+
+reads = [0]
+_read = cache.ClassStore._record_text
+
+
+def _counted(self, task_id):
+    reads[0] += 1
+    return _read(self, task_id)
+
+
+cache.ClassStore._record_text = _counted
+
+
+def pytest_sessionfinish(session):
+    with open("reads.txt", "a") as handle:
+        handle.write(f"{os.getpid()} {reads[0]}\\n")
+"""
+
+LONG_CHAIN = """
+class Step(TaskBase):
+    prev: Requires[int]
+
+    def build_task(self, i: int) -> None:
+        self.prev = Step(i - 1) if i else Const(0)
+
+    def run_task(self) -> int:
+        return self.prev + 1
+
+
+class Last(TaskBase):
+    prev: Requires[int]
+
+    def build_task(self) -> None:
+        self.prev = Step({last})
+
+    def run_task(self) -> int:
+        log("Last", self.prev, os.getpid())
+        return self.prev
+"""
+
+
+def test_each_worker_plans_a_long_chain_once(project: Project) -> None:
+    """Every item used to plan its whole upstream again: n^2 / 2 record reads per worker."""
+    n = 1000
+    project.task_file("task_chain.py", LONG_CHAIN.format(last=n - 2))
+    (project.path / "conftest.py").write_text(COUNT_READS, encoding="utf-8")
+    result = project.run("-n", "2")
+    assert result.parseoutcomes() == {"passed": n}, result.stdout.str()
+    assert project.runs() == [f"Last {n - 1}"]
+    reads = {
+        pid: int(count)
+        for pid, count in map(str.split, (project.path / "reads.txt").read_text().splitlines())
+    }
+    assert len(reads) == 3  # the controller and two workers
+    # Per worker: one read to plan each task, one under the lock of each task
+    # it computes or finds computed by the other worker.
+    assert all(count <= 2 * n + 10 for count in reads.values()), reads

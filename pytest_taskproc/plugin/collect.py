@@ -303,6 +303,10 @@ class Collector:
             return None
         return TaskFile.from_parent(parent, path=file_path)
 
+    def pytest_ignore_collect(self, collection_path: Path) -> bool | None:
+        # The cache holds no tests; walking a big graph's result folders costs seconds.
+        return True if collection_path == self.options.cache_root else None
+
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed and is_task_file(self.config, report.nodeid):
             self.found.task_file_errors += 1
@@ -334,7 +338,7 @@ class Collector:
         order = {k: i for i, k in enumerate(found.graph.order)}
         items[:] = items_in_upstream_order(items, order)
 
-    @pytest.hookimpl(trylast=True)
+    @pytest.hookimpl(tryfirst=True)  # before the plan reads the selection
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.found.selected = [i for i in session.items if isinstance(i, TaskItem)]
         self._check_rate_limit_channels()
