@@ -183,15 +183,6 @@ class TaskType(Generic[P, R]):
             return ClassStore(scratch[1], spec.name), task_id
         return store, task_id
 
-    # Kept for the pytest plugin until it reads specs; not part of the API.
-    @property
-    def _tp_key(self) -> str:
-        return spec_of(self).key
-
-    @property
-    def _tp_upstream(self) -> tuple[Any, ...]:
-        return spec_of(self).upstream
-
     @property
     def _task_worker(self) -> _OriginalWorkerView:
         """What tests written for taskproc 0.11.2 read of a task's internals."""

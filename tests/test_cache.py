@@ -19,6 +19,7 @@ from conftest import TaskModules, forget_stores
 
 from pytest_taskproc import Context
 from pytest_taskproc.cache import CacheCorruptionWarning
+from pytest_taskproc.spec import spec_of
 
 TASKS = """
 class Value(TaskBase):
@@ -96,7 +97,7 @@ def test_layout_of_a_class_folder(tasks: ModuleType, cache_root: Path) -> None:
     base = cache_root / "taskproc" / "tasks.Value"
     folder = base / "results" / str(task.task_id)
     assert json.loads((folder / "args.json").read_text()) == {"n": 3, "label": "x"}
-    assert (folder / "args.json").read_text() == task._tp_key
+    assert (folder / "args.json").read_text() == spec_of(task).key
     assert result_files(folder) == ["result.pkl"]
     with open(folder / "result.pkl", "rb") as handle:
         assert pickle.load(handle) == {"n": 3, "label": "x"}

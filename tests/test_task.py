@@ -250,10 +250,10 @@ def test_annotated_and_assigned_slots_hold_upstream_results(tasks: ModuleType) -
 
 
 def test_slots_list_the_upstream_tasks(tasks: ModuleType) -> None:
-    assert set(tasks.Pair(2, 3)._tp_upstream) == {tasks.Leaf(2), tasks.Leaf(3)}
-    assert tasks.Pair(2, -5)._tp_upstream == (tasks.Leaf(2),)
+    assert set(spec_of(tasks.Pair(2, 3)).upstream) == {tasks.Leaf(2), tasks.Leaf(3)}
+    assert spec_of(tasks.Pair(2, -5)).upstream == (tasks.Leaf(2),)
     # the same upstream task in two places is one edge
-    assert tasks.Sum([1, 1, 2])._tp_upstream == (tasks.Leaf(1), tasks.Leaf(2))
+    assert spec_of(tasks.Sum([1, 1, 2])).upstream == (tasks.Leaf(1), tasks.Leaf(2))
 
 
 def test_requires_list_keeps_order_and_mixes_tasks_and_consts(modules: TaskModules) -> None:
@@ -300,7 +300,7 @@ def test_empty_list_and_dict_slots_are_allowed(modules: TaskModules) -> None:
                 return self.items, self.named
         """,
     )
-    assert mod.Empty()._tp_upstream == ()
+    assert spec_of(mod.Empty()).upstream == ()
     assert mod.Empty().run_graph() == ([], {})
 
 
@@ -352,7 +352,7 @@ def test_item_references_know_their_origin_and_path(modules: TaskModules) -> Non
     assert repr(ref) == "Multi()['a']['b'][2]"
     assert ref == mod.Multi()["a"]["b"][2]
     assert ref != mod.Multi()["a"]["b"][1]
-    assert mod.Pick()._tp_upstream == (mod.Multi(),)
+    assert spec_of(mod.Pick()).upstream == (mod.Multi(),)
     mod.Pick().run_graph()
     assert ref.get_task_result() == 12
 
