@@ -1,4 +1,4 @@
-"""The CI recipe: the example's GitHub Actions workflow, replayed by ``example_project/ci_recipe.py``.
+"""The CI recipe: the example's GitHub Actions workflow, replayed by a script, end to end.
 
 The end-to-end tests run the script (two fresh clones of this repository's
 HEAD, a cache restored from a tarball with misleading file dates); the others
