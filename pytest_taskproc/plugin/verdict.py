@@ -26,6 +26,7 @@ from ..worker import REPLAN_ERRORS, Outcome
 from .collect import TaskItem
 from .plan import RunPlan
 from .report import ProgressLine
+from .verify import VERIFIER, Checked
 
 #: Seconds an item waits for its task before the progress line appears.
 PROGRESS_AFTER_SECONDS = 0.5
@@ -58,6 +59,8 @@ class Verdict:
     replan: BaseException | None = None
     #: tasks computed only as upstream of the selection meanwhile: (count, seconds)
     upstream: tuple[int, float] = (0, 0.0)
+    #: FRESH in a ``--taskproc-verify`` run: what recomputing the cached task found
+    verification: Checked | None = None
 
 
 def read_verdict(run: GraphRun, item: TaskItem, earlier: bool) -> Verdict:
@@ -98,8 +101,13 @@ def decide(plan: RunPlan, item: TaskItem, rerun: bool) -> Verdict:
         plan.forget_failure(key)
     if not state.stale:
         problem = _damage(state)
+        verifier = plan.config.stash.get(VERIFIER, None)
         if problem is None:
-            return Verdict(Fate.FRESH, state)
+            if verifier is None:
+                return Verdict(Fate.FRESH, state)
+            return Verdict(Fate.FRESH, state, verification=verifier.check(item))
+        if verifier is not None:
+            verifier.discard(item)
         _invalidate(plan, key, problem)
     elif plan.background is not None:
         return _wait(plan, item)
