@@ -115,13 +115,12 @@ def report_verdict(item: TaskItem, verdict: Verdict, plan: RunPlan) -> None:
         _report_verification(item, verdict.verification)
         return
     if verdict.fate is Fate.FRESH:
+        if verdict.made_before(plan.options.run_id):
+            status[STATUS] = "cached"
+            return
         if outcome is not None and outcome.computed:
             where = "by this process, as an upstream task"
         else:
-            made_by = outcome.run if outcome is not None else _made_by(state)
-            if made_by != plan.options.run_id:
-                status[STATUS] = "cached"
-                return
             where = "by another process"
         status.update(
             {STATUS: "computed", REASON: f"computed earlier in this run {where}", SECONDS: 0.0}
@@ -200,11 +199,6 @@ def _repeat_recorded(item: TaskItem, summary: str) -> None:
         "on another xdist worker; its traceback is in that item's report)",
         summary,
     )
-
-
-def _made_by(state: TaskState) -> str | None:
-    run: str | None = state.record.made.get("run") if state.record is not None else None
-    return run
 
 
 def _output_sections(item: TaskItem, state: TaskState) -> None:

@@ -62,6 +62,14 @@ class Verdict:
     #: FRESH in a ``--taskproc-verify`` run: what recomputing the cached task found
     verification: Checked | None = None
 
+    def made_before(self, run_id: str) -> bool:
+        """FRESH: the result was there before this run (not made by it, here or elsewhere)."""
+        outcome = self.outcome
+        if outcome is not None:
+            return not outcome.computed and outcome.run != run_id
+        record = self.state.record
+        return record is None or record.made.get("run") != run_id
+
 
 def read_verdict(run: GraphRun, item: TaskItem, earlier: bool) -> Verdict:
     """The verdict on ``item`` from what ``run`` knows; ``earlier``: settled before this item."""
@@ -90,6 +98,24 @@ def read_verdict(run: GraphRun, item: TaskItem, earlier: bool) -> Verdict:
 
 
 def decide(plan: RunPlan, item: TaskItem, rerun: bool) -> Verdict:
+    """What became of the item's task; with ``--taskproc-verify``, whether it reproduces.
+
+    A task whose result was there before this run is verified, also one
+    planned stale only because an upstream task was, when recomputing that
+    gave the same value (early cutoff); a task computed in this run is not.
+    """
+    __tracebackhide__ = True
+    verdict = _settle(plan, item, rerun)
+    verifier = plan.config.stash.get(VERIFIER, None)
+    if verifier is not None:
+        if verdict.fate is Fate.FRESH and verdict.made_before(plan.options.run_id):
+            verdict.verification = verifier.check(item)
+        else:
+            verifier.discard(item)
+    return verdict
+
+
+def _settle(plan: RunPlan, item: TaskItem, rerun: bool) -> Verdict:
     """What became of the item's task: looked up, waited for or computed now."""
     __tracebackhide__ = True
     plan.ensure_planned()
@@ -101,13 +127,8 @@ def decide(plan: RunPlan, item: TaskItem, rerun: bool) -> Verdict:
         plan.forget_failure(key)
     if not state.stale:
         problem = _damage(state)
-        verifier = plan.config.stash.get(VERIFIER, None)
         if problem is None:
-            if verifier is None:
-                return Verdict(Fate.FRESH, state)
-            return Verdict(Fate.FRESH, state, verification=verifier.check(item))
-        if verifier is not None:
-            verifier.discard(item)
+            return Verdict(Fate.FRESH, state)
         _invalidate(plan, key, problem)
     elif plan.background is not None:
         return _wait(plan, item)
