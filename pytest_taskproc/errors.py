@@ -100,5 +100,9 @@ class ClassNameConflictError(TaskprocError, TypeError):
     """Two different task classes share one module and qualname, hence one cache folder."""
 
 
+class NotReproducibleError(TaskprocError, AssertionError):
+    """A cached task, recomputed from the same upstream values and code, gave another value."""
+
+
 class CacheCorruptionWarning(UserWarning):
     """A cache file was damaged; the affected result is recomputed."""

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = [
     "build_manifest",
     "manifest_entry",
     "verify_task",
+    "verify_task_blob",
     "write_manifest",
 ]
 
@@ -199,6 +201,19 @@ def verify_task(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return _compare(task, store, task_id, record, value)
+
+
+def verify_task_blob(blob: bytes, cache_root: str) -> tuple[str, str | None, bool, float]:
+    """Pool entry point of :func:`verify_task`: the task arrives cloudpickled.
+
+    The answer leaves as ``(status, difference, same_bytes, seconds)``,
+    without the task, which the caller has.
+    """
+    import cloudpickle  # type: ignore[import-untyped]
+
+    start = time.perf_counter()
+    found = verify_task(cloudpickle.loads(blob), cache_root=cache_root)
+    return found.status.value, found.difference, found.same_bytes, time.perf_counter() - start
 
 
 def _check_upstream(root: Path, task: Any, record: Record) -> dict[NodeKey, UpstreamRead] | str:

@@ -76,6 +76,7 @@ class Project:
 PYTEST_WORD = {
     "computed": "passed",
     "cached": "cached",
+    "verified": "verified",
     "failed": "failed",
     "skipped": "skipped",
     "xfailed": "xfailed",

@@ -5,7 +5,8 @@ This module stays cheap to import: without ``--taskproc`` or
 work.  With them, the stages of the run are registered as plugins, each in
 its own module: ``collect`` (task files to items), ``plan`` (the run's graph,
 planned once, and the executor), ``runtest`` (one item's outcome) and
-``report`` (statuses and the summary line).  Their state lives in
+``report`` (statuses and the summary line), and with their options
+``verify`` (``--taskproc-verify``) and ``manifest`` (``--taskproc-manifest``).  Their state lives in
 ``config.stash``.
 """
 
@@ -66,6 +67,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write the task graph with each task's state to FILE (.md/.mmd Mermaid, .dot "
         "Graphviz).",
     )
+    group.addoption(
+        "--taskproc-manifest",
+        metavar="FILE",
+        default=None,
+        help="after the run, write every collected task's status and record (code, "
+        "arguments, upstream values it was made from) to FILE as JSON.",
+    )
+    group.addoption(
+        "--taskproc-verify",
+        action="store_true",
+        default=False,
+        help="recompute each selected cached task in a scratch folder and compare it with "
+        "its cached value; a differing one fails as not reproducible. The cache is not written.",
+    )
     parser.addini(
         "taskproc_files",
         type="args",
@@ -74,6 +89,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("taskproc_cache_dir", default="", help="cache root for --taskproc runs.")
     parser.addini("taskproc_rate_limits", default="", help="JSON rate limits for --taskproc runs.")
+    parser.addini(
+        "taskproc_manifest",
+        default="",
+        help="where --taskproc runs write their manifest (relative to the rootdir).",
+    )
     parser.addini(
         "taskproc_executor",
         default="",
@@ -99,6 +119,10 @@ def pytest_configure(config: pytest.Config) -> None:
     reporter = TaskprocReporter(config, options)
     config.pluginmanager.register(reporter, "taskproc-reporter")
     config.pluginmanager.register(CachedInShortSummary(reporter), "taskproc-short-summary")
+    if options.manifest is not None:
+        from .manifest import Manifest
+
+        config.pluginmanager.register(Manifest(config, options), "taskproc-manifest")
     if options.controller:
         return
     from .collect import Collector
@@ -108,6 +132,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # Registered in the order the run uses them; each finds the others in config.stash.
     config.pluginmanager.register(Collector(config, options), "taskproc-collect")
     config.pluginmanager.register(RunPlan(config, options, reporter), "taskproc-plan")
+    if options.verify:
+        from .verify import Verifier
+
+        config.pluginmanager.register(Verifier(config, options), "taskproc-verify")
     config.pluginmanager.register(ItemRunner(config, options), "taskproc-runtest")
 
 

@@ -31,6 +31,10 @@ class Options:
     detect_source_change: bool = True
     #: where to write the graph (``--taskproc-graph``), as given
     graph: str | None = None
+    #: where the reporting process writes the run's manifest (``--taskproc-manifest``)
+    manifest: Path | None = None
+    #: recompute the selected cached tasks and compare (``--taskproc-verify``)
+    verify: bool = False
     #: ``-s``: a task's prints also reach the terminal
     echo: bool = False
     collect_only: bool = False
@@ -186,6 +190,19 @@ def _check_cache_root(root: Path) -> None:
         raise pytest.UsageError(f"--taskproc-cache-dir: cannot write to {probe} (for cache {root})")
 
 
+def _manifest(config: pytest.Config) -> Path | None:
+    """Where the manifest goes, made absolute.
+
+    The option is relative to the invocation directory, as ``--junitxml``; the
+    ini option to the rootdir, as ``taskproc_cache_dir``.
+    """
+    chosen = config.getoption("taskproc_manifest")
+    if chosen:
+        return Path(config.invocation_params.dir, chosen).resolve()
+    text = str(config.getini("taskproc_manifest") or "").strip()
+    return (config.rootpath / text).resolve() if text else None
+
+
 def _executor(config: pytest.Config) -> str | None:
     chosen = config.getoption("taskproc_executor")
     if chosen is not None:
@@ -218,6 +235,8 @@ def read_options(config: pytest.Config) -> Options:
         clear=bool(config.getoption("taskproc_clear")),
         detect_source_change=not config.getoption("taskproc_no_source_check"),
         graph=config.getoption("taskproc_graph"),
+        manifest=_manifest(config),
+        verify=bool(config.getoption("taskproc_verify")),
         echo=config.getoption("capture") == "no",
         collect_only=bool(config.getoption("collectonly")),
         run_id=info["run_id"] if info else uuid.uuid4().hex,

@@ -1,4 +1,4 @@
-"""What the run reports: the ``cached`` status, the ``taskproc:`` line, progress, the graph file.
+"""What the run reports: own statuses, the ``taskproc:`` line, progress, the graph file.
 
 :class:`TaskprocReporter` is registered in every process of a ``--taskproc``
 run, including the xdist controller, which only reports; so this module
@@ -37,7 +37,12 @@ GRAPH_FILE = "graph.json"
 MAIN_COUNTS = ("computed", "cached", "failed", "skipped")
 EXTRA_COUNTS = ("xfailed", "xpassed", "errors", "rerun")
 #: the state a task is drawn in by the graph export, per count
-GRAPH_STATE = {"xfailed": "failed", "xpassed": "computed", "errors": "failed"}
+GRAPH_STATE = {"xfailed": "failed", "xpassed": "computed", "errors": "failed", "verified": "cached"}
+#: statuses of tasks recomputed by ``--taskproc-verify`` (the words of ``provenance.Status``)
+VERIFIED = "verified"
+NOT_REPRODUCIBLE = "not reproducible"
+#: passing statuses with a category of their own; pytest's ``-rp`` lists them with ``passed``
+OWN_CATEGORIES = ("cached", VERIFIED)
 
 
 def _status(report: Any) -> dict[str, Any]:
@@ -69,7 +74,9 @@ def is_task_file(config: pytest.Config, nodeid: str) -> bool:
 
 
 def teststatus(report: Any, config: pytest.Config, plain: bool = False) -> Any:
-    """``cached`` (letter ``c``) for fresh tasks; computed ones pass and say why in ``-v``.
+    """``cached`` (letter ``c``) for fresh tasks, ``verified`` (``v``) for reproduced ones.
+
+    Computed tasks pass and say why in ``-v``.
 
     ``plain`` gives the word without markup, for pytest 7's short summary,
     which prints the word as it gets it.
@@ -80,6 +87,8 @@ def teststatus(report: Any, config: pytest.Config, plain: bool = False) -> Any:
     kind = status.get(STATUS)
     if kind == "cached" and report.passed:
         return "cached", "c", "CACHED" if plain else ("CACHED", {"cyan": True})
+    if kind == VERIFIED and report.passed:
+        return VERIFIED, "v", "VERIFIED" if plain else ("VERIFIED", {"green": True})
     if kind == "computed" and report.passed:
         if plain:
             return "passed", ".", "PASSED"
@@ -100,7 +109,7 @@ def count_of(report: Any) -> str | None:
     """Which count of the summary line a report of a task item adds to, like pytest's own.
 
     pytest counts each report by its outcome: a passing call is ``passed``
-    (here ``computed`` or ``cached``), a failing setup or teardown an
+    (here ``computed``, ``cached`` or ``verified``), a failing setup or teardown an
     ``error``, xfail marks turn outcomes into ``xfailed``/``xpassed``, and
     pytest-rerunfailures reports each retry as ``rerun``.
     """
@@ -115,7 +124,8 @@ def count_of(report: Any) -> str | None:
     if outcome == "passed" and report.when == "call":
         if wasxfail:
             return "xpassed"
-        return "cached" if _status(report).get(STATUS) == "cached" else "computed"
+        kind = _status(report).get(STATUS)
+        return kind if kind in OWN_CATEGORIES else "computed"
     return None
 
 
@@ -124,9 +134,12 @@ class Tally:
     """Counts per outcome of task items' reports, for the summary line."""
 
     counts: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(MAIN_COUNTS + EXTRA_COUNTS, 0)
+        default_factory=lambda: dict.fromkeys((VERIFIED, *MAIN_COUNTS, *EXTRA_COUNTS), 0)
     )
     seconds: float = 0.0
+    #: failed items whose task was recomputed to another value (counted in ``failed`` too)
+    not_reproducible: int = 0
+    verify_seconds: float = 0.0
     #: tasks computed only as upstream of the selection (deselected with -k/-m)
     upstream: int = 0
     status_by_nodeid: dict[str, str] = field(default_factory=dict)
@@ -138,7 +151,13 @@ class Tally:
         self.counts[which] += 1
         if report.when == "call":
             status = _status(report)
-            self.seconds += float(status.get(SECONDS, 0.0))
+            kind = status.get(STATUS)
+            if kind in (VERIFIED, NOT_REPRODUCIBLE):
+                self.verify_seconds += float(status.get(SECONDS, 0.0))
+                if kind == NOT_REPRODUCIBLE and which == "failed":
+                    self.not_reproducible += 1
+            else:
+                self.seconds += float(status.get(SECONDS, 0.0))
             count, seconds = status.get(UPSTREAM, (0, 0.0))
             self.add_upstream(int(count), float(seconds))
         if which != "rerun":
@@ -148,27 +167,42 @@ class Tally:
         self.upstream += count
         self.seconds += seconds
 
-    def summary_line(self, cache_root: Path) -> str:
+    def summary_line(self, cache_root: Path, verify: bool = False) -> str:
+        """``taskproc: 3 computed (+2 upstream), 5 cached, 0 failed, 0 skipped; ...``.
+
+        A ``--taskproc-verify`` run leads with the verified tasks, says that
+        the computed ones (stale, so not verified) were not, and how many of
+        the failed ones are not reproducible.
+        """
         c = self.counts
         shown = [f"{c[k]} {k}" for k in MAIN_COUNTS]
-        if self.upstream:
-            shown[0] += f" (+{self.upstream} upstream)"
+        notes = [f"+{self.upstream} upstream"] if self.upstream else []
+        if verify:
+            notes.append("not verified")
+            shown[2] += f" ({self.not_reproducible} {NOT_REPRODUCIBLE})"
+            shown.insert(0, f"{c[VERIFIED]} {VERIFIED}")
+        if notes:
+            shown[1 if verify else 0] += f" ({'; '.join(notes)})"
         # pytest's words: "1 error", "2 errors"
         shown += [
             f"{c[k]} {'error' if k == 'errors' and c[k] == 1 else k}" for k in EXTRA_COUNTS if c[k]
         ]
-        return f"taskproc: {', '.join(shown)}; {self.seconds:.2f} s computing; cache: {cache_root}"
+        timing = f"{self.seconds:.2f} s computing"
+        if verify:
+            timing += f", {self.verify_seconds:.2f} s verifying"
+        return f"taskproc: {', '.join(shown)}; {timing}; cache: {cache_root}"
 
 
 class CachedInShortSummary:
-    """``-rp``/``-rA`` list cached items too, as ``CACHED nodeid`` lines.
+    """``-rp``/``-rA`` list cached and verified items too, as ``CACHED nodeid`` lines.
 
     pytest lists passed reports from its ``passed`` statistics only, and a
-    cached item is counted under its own ``cached`` status.  For the span of
-    the summary, the cached reports join ``passed`` (pytest renders them with
-    their own word, from the teststatus hook), and leave it before pytest
-    counts outcomes for its last line.  Words come without markup meanwhile:
-    pytest 7 prints the word of a short-summary line as it gets it.
+    cached item is counted under its own ``cached`` status (a verified one
+    under ``verified``).  For the span of the summary, those reports join
+    ``passed`` (pytest renders them with their own word, from the teststatus
+    hook), and leave it before pytest counts outcomes for its last line.
+    Words come without markup meanwhile: pytest 7 prints the word of a
+    short-summary line as it gets it.
     """
 
     def __init__(self, reporter: TaskprocReporter) -> None:
@@ -178,7 +212,11 @@ class CachedInShortSummary:
     def pytest_terminal_summary(self, terminalreporter: Any) -> Any:
         stats = getattr(terminalreporter, "stats", None)
         chars = getattr(terminalreporter, "reportchars", "")
-        cached = list(stats.get("cached", [])) if isinstance(stats, dict) else []
+        cached = (
+            [r for kind in OWN_CATEGORIES for r in stats.get(kind, [])]
+            if isinstance(stats, dict)
+            else []
+        )
         listed = bool(cached) and "p" in chars
         if listed:
             passed = stats.setdefault("passed", [])  # type: ignore[union-attr]
@@ -203,6 +241,7 @@ class TaskprocReporter:
         self.cache_root = options.cache_root
         self.run_dir = options.run_dir
         self.is_worker = options.worker_id is not None
+        self.verify = options.verify
         self.tally = Tally()
         #: what a --collect-only run would compute (set by the plan in this process)
         self.dry_run: dict[str, Any] | None = None
@@ -234,7 +273,7 @@ class TaskprocReporter:
             for nodeid, reason in stale:
                 tr.write_line(f"  {nodeid}: {reason}")
             return
-        terminalreporter.write_line(self.tally.summary_line(self.cache_root))
+        terminalreporter.write_line(self.tally.summary_line(self.cache_root, self.verify))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         target = self.config.getoption("taskproc_graph")

@@ -21,14 +21,31 @@ from typing import Any
 
 import pytest
 
-from ..errors import ResultNotPicklableError, TaskFailedEarlierError, TaskprocError
+from ..errors import (
+    NotReproducibleError,
+    ResultNotPicklableError,
+    TaskFailedEarlierError,
+    TaskprocError,
+)
 from ..freshness import TaskState
+from ..provenance import Status
 from ..worker import summarize
 from .collect import PROTOCOL, TaskItem
 from .options import Options
 from .plan import PLAN, RunPlan
-from .report import REASON, REPORT_ATTR, SECONDS, STATUS, TASK_ID, UPSTREAM, status_line
+from .report import (
+    NOT_REPRODUCIBLE,
+    REASON,
+    REPORT_ATTR,
+    SECONDS,
+    STATUS,
+    TASK_ID,
+    UPSTREAM,
+    VERIFIED,
+    status_line,
+)
 from .verdict import Fate, Verdict, decide
+from .verify import Checked
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
@@ -58,8 +75,9 @@ class ItemRunner:
     def repr_failure(
         self, item: TaskItem, excinfo: pytest.ExceptionInfo[BaseException], style: Any
     ) -> Any:
-        header = failure_header(item, self.plan.states.get(item.key))
         error = excinfo.value
+        what = f"is {NOT_REPRODUCIBLE}" if isinstance(error, NotReproducibleError) else "failed"
+        header = failure_header(item, self.plan.states.get(item.key), what)
         if isinstance(error, TaskprocError) and not _raised_in_run_task(item, excinfo):
             # Our own errors outside run_task (an unpicklable result, a missing
             # item key, a failure on another worker) say all there is to say:
@@ -93,14 +111,16 @@ def report_verdict(item: TaskItem, verdict: Verdict, plan: RunPlan) -> None:
         status.update({STATUS: "computed", REASON: state.describe(), SECONDS: outcome.seconds})
         _output_sections(item, state)
         return
+    if verdict.fate is Fate.FRESH and verdict.verification is not None:
+        _report_verification(item, verdict.verification)
+        return
     if verdict.fate is Fate.FRESH:
+        if verdict.made_before(plan.options.run_id):
+            status[STATUS] = "cached"
+            return
         if outcome is not None and outcome.computed:
             where = "by this process, as an upstream task"
         else:
-            made_by = outcome.run if outcome is not None else _made_by(state)
-            if made_by != plan.options.run_id:
-                status[STATUS] = "cached"
-                return
             where = "by another process"
         status.update(
             {STATUS: "computed", REASON: f"computed earlier in this run {where}", SECONDS: 0.0}
@@ -121,6 +141,23 @@ def report_verdict(item: TaskItem, verdict: Verdict, plan: RunPlan) -> None:
     status[STATUS] = _kind(summarize(error))[0]
     _output_sections(item, state)
     raise error  # with its own traceback from run_task
+
+
+def _report_verification(item: TaskItem, checked: Checked) -> None:
+    """Verified passes, not reproducible fails; one that could not be verified stays cached."""
+    __tracebackhide__ = True
+    status = item.tp_status
+    if checked.status is Status.VERIFIED:
+        how = "the same bytes" if checked.same_bytes else "an equal value, pickled differently"
+        status.update({STATUS: VERIFIED, REASON: f"recomputed to {how}", SECONDS: checked.seconds})
+        return
+    if checked.status is Status.NOT_REPRODUCIBLE:
+        status.update(
+            {STATUS: NOT_REPRODUCIBLE, REASON: checked.difference, SECONDS: checked.seconds}
+        )
+        raise NotReproducibleError(f"{NOT_REPRODUCIBLE}: {checked.difference}")
+    # Changed under this run by another process, after it was planned fresh.
+    status.update({STATUS: "cached", REASON: f"not verified: {checked.difference}"})
 
 
 def _kind(summary: str) -> tuple[str, str]:
@@ -164,11 +201,6 @@ def _repeat_recorded(item: TaskItem, summary: str) -> None:
     )
 
 
-def _made_by(state: TaskState) -> str | None:
-    run: str | None = state.record.made.get("run") if state.record is not None else None
-    return run
-
-
 def _output_sections(item: TaskItem, state: TaskState) -> None:
     task_id = state.task_id
     if task_id is None:
@@ -186,11 +218,11 @@ def _output_sections(item: TaskItem, state: TaskState) -> None:
 
 
 # -- failures ----------------------------------------------------------------------------
-def failure_header(item: TaskItem, state: TaskState | None) -> str:
-    """Class, arguments, task id and output files of a failed task."""
+def failure_header(item: TaskItem, state: TaskState | None, what: str = "failed") -> str:
+    """Class, arguments, task id and output files of a failed task (``what`` befell it)."""
     task = item.task
     lines = [
-        f"task {task!r} failed",
+        f"task {task!r} {what}",
         f"  class:     {task.task_name}",
         f"  arguments: {item.key[1]}",
     ]
@@ -219,13 +251,17 @@ def _short_repr(excinfo: pytest.ExceptionInfo[BaseException], header: str) -> An
     (the message in the short summary, also on pytest 7 and through xdist).
     """
     error = excinfo.value
-    lines = [f"{type(error).__name__}: {error}"]
+    # "not reproducible: ..." says it all; the class name would only repeat it.
+    plain = isinstance(error, NotReproducibleError)
+    lines = [str(error) if plain else f"{type(error).__name__}: {error}"]
     fix = next((f for kind, f in _FIXES.items() if isinstance(error, kind)), None)
     if fix is not None:
         lines.append(f"fix: {fix}")
     try:
         rendered = excinfo.getrepr(style="value")
         rendered.reprtraceback.reprentries[-1].lines[:] = lines  # type: ignore[index]
+        if plain and rendered.reprcrash is not None:
+            rendered.reprcrash.message = lines[0]  # the short summary's words too
     except (AttributeError, IndexError, TypeError, ValueError):  # pragma: no cover
         return "\n".join(lines) + "\n\n" + header
     rendered.addsection("taskproc", header)

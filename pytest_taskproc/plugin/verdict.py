@@ -26,6 +26,7 @@ from ..worker import REPLAN_ERRORS, Outcome
 from .collect import TaskItem
 from .plan import RunPlan
 from .report import ProgressLine
+from .verify import VERIFIER, Checked
 
 #: Seconds an item waits for its task before the progress line appears.
 PROGRESS_AFTER_SECONDS = 0.5
@@ -58,6 +59,16 @@ class Verdict:
     replan: BaseException | None = None
     #: tasks computed only as upstream of the selection meanwhile: (count, seconds)
     upstream: tuple[int, float] = (0, 0.0)
+    #: FRESH in a ``--taskproc-verify`` run: what recomputing the cached task found
+    verification: Checked | None = None
+
+    def made_before(self, run_id: str) -> bool:
+        """FRESH: the result was there before this run (not made by it, here or elsewhere)."""
+        outcome = self.outcome
+        if outcome is not None:
+            return not outcome.computed and outcome.run != run_id
+        record = self.state.record
+        return record is None or record.made.get("run") != run_id
 
 
 def read_verdict(run: GraphRun, item: TaskItem, earlier: bool) -> Verdict:
@@ -87,6 +98,24 @@ def read_verdict(run: GraphRun, item: TaskItem, earlier: bool) -> Verdict:
 
 
 def decide(plan: RunPlan, item: TaskItem, rerun: bool) -> Verdict:
+    """What became of the item's task; with ``--taskproc-verify``, whether it reproduces.
+
+    A task whose result was there before this run is verified, also one
+    planned stale only because an upstream task was, when recomputing that
+    gave the same value (early cutoff); a task computed in this run is not.
+    """
+    __tracebackhide__ = True
+    verdict = _settle(plan, item, rerun)
+    verifier = plan.config.stash.get(VERIFIER, None)
+    if verifier is not None:
+        if verdict.fate is Fate.FRESH and verdict.made_before(plan.options.run_id):
+            verdict.verification = verifier.check(item)
+        else:
+            verifier.discard(item)
+    return verdict
+
+
+def _settle(plan: RunPlan, item: TaskItem, rerun: bool) -> Verdict:
     """What became of the item's task: looked up, waited for or computed now."""
     __tracebackhide__ = True
     plan.ensure_planned()

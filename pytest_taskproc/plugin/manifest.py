@@ -1,0 +1,140 @@
+"""The run's manifest (``--taskproc-manifest``): every task item's status and record, as JSON.
+
+The process that runs an item reads its task's record once the item has run
+and puts it on the item's teardown report, where the status already
+travels: xdist carries both to the controller, and a worker that crashes
+later has sent what it ran.  Deselected items have no reports; the process
+that collected them adds them at the end (the first xdist worker, through
+``workeroutput``: every worker collects the same items).  The reporting
+process, the xdist controller or the only one, writes one document when
+the session ends: entries sorted by item and keys sorted, so the manifests
+of two runs diff line by line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .options import Options
+from .report import STATUS, count_of, is_task_file
+
+#: the entry of a task item, on its teardown report
+MANIFEST_ATTR = "taskproc_manifest"
+#: entries of deselected items, in an xdist worker's ``workeroutput``
+WORKER_OUTPUT = "taskproc_manifest"
+
+#: the status in the manifest, per count of the summary line where it differs
+_STATUS_WORDS = {"errors": "error"}
+
+
+def run_status(report: Any) -> str | None:
+    """What a report says became of its item's task: ``computed``, ``not reproducible``, ..."""
+    which = count_of(report)
+    if which is None or which == "rerun":
+        return None
+    status = getattr(report, "taskproc", None)
+    word = status.get(STATUS) if isinstance(status, dict) else None
+    if which in ("computed", "failed") and isinstance(word, str):
+        return word  # "computed", "not reproducible", or "failed"
+    return _STATUS_WORDS.get(which, which)
+
+
+class Manifest:
+    """Entries of the run's manifest: made where items run, written where the run reports."""
+
+    def __init__(self, config: pytest.Config, options: Options) -> None:
+        assert options.manifest is not None
+        self.config = config
+        self.options = options
+        self.path: Path = options.manifest
+        self.runs_items = not options.controller
+        self.reports = options.worker_id is None
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.statuses: dict[str, str] = {}
+
+    # -- where items run ----------------------------------------------------------------------
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Any:
+        outcome = yield
+        if call.when != "teardown" or not self.runs_items:
+            return
+        from .collect import TaskItem
+
+        if isinstance(item, TaskItem):
+            setattr(outcome.get_result(), MANIFEST_ATTR, _entry(item.task))
+
+    def _unreported(self, selected_too: bool) -> dict[str, dict[str, Any]]:
+        """Entries of collected items without a report: deselected, or (here) not run."""
+        from .collect import COLLECTION
+
+        found = self.config.stash.get(COLLECTION, None)
+        if found is None:
+            return {}
+        selected = {item.key for item in found.selected}
+        entries = {}
+        for key, item in found.itemized.items():
+            if item.nodeid in self.entries or (key in selected and not selected_too):
+                continue
+            entry = _entry(item.task)
+            if key in selected:
+                entry["status"] = "not run"  # the run stopped first (-x, --maxfail)
+            else:
+                made = (entry["record"] or {}).get("made", {})
+                # Computed in this run only as upstream of the selection, or left alone.
+                ran = made.get("run") == self.options.run_id
+                entry["status"] = "upstream" if ran else "deselected"
+            entries[item.nodeid] = entry
+        return entries
+
+    # -- where the run reports ----------------------------------------------------------------
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not self.reports:
+            return
+        entry = getattr(report, MANIFEST_ATTR, None)
+        if isinstance(entry, dict):
+            self.entries[report.nodeid] = entry
+        if entry is not None or is_task_file(self.config, report.nodeid):
+            status = run_status(report)
+            if status is not None:  # a failing teardown has the last word, as in pytest
+                self.statuses[report.nodeid] = status
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        output = getattr(node, "workeroutput", None) or {}
+        for nodeid, entry in (output.get(WORKER_OUTPUT) or {}).items():
+            self.entries.setdefault(nodeid, entry)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.options.collect_only:
+            return
+        if not self.reports:
+            # Every worker collects the same items; one tells the controller of
+            # the deselected ones.  The others ran on some worker or other.
+            if self.options.worker_id == "gw0":
+                workeroutput: dict[str, Any] = getattr(self.config, "workeroutput", {})
+                workeroutput[WORKER_OUTPUT] = self._unreported(selected_too=False)
+            return
+        if self.runs_items:
+            self.entries.update(self._unreported(selected_too=True))
+        self.write()
+
+    def write(self) -> None:
+        from ..provenance import write_manifest
+
+        tasks = []
+        for nodeid in sorted(self.entries):
+            entry = dict(self.entries[nodeid], item=nodeid)
+            entry["status"] = self.statuses.get(nodeid, entry.get("status", "not run"))
+
+            tasks.append(entry)
+        write_manifest(self.path, {"cache": str(self.options.cache_root), "tasks": tasks})
+
+
+def _entry(task: Any) -> dict[str, Any]:
+    from ..provenance import manifest_entry
+
+    return manifest_entry(task)
