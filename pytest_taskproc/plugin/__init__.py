@@ -5,9 +5,9 @@ This module stays cheap to import: without ``--taskproc`` or
 work.  With them, the stages of the run are registered as plugins, each in
 its own module: ``collect`` (task files to items), ``plan`` (the run's graph,
 planned once, and the executor), ``runtest`` (one item's outcome) and
-``report`` (statuses and the summary line), and with their options
-``verify`` (``--taskproc-verify``) and ``manifest`` (``--taskproc-manifest``).  Their state lives in
-``config.stash``.
+``report`` (statuses and the summary line); with their options, ``verify``
+(``--taskproc-verify``) and ``manifest`` (``--taskproc-manifest``).  Their
+state lives in ``config.stash``.
 """
 
 from __future__ import annotations

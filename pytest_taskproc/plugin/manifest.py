@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from .options import Options
-from .report import STATUS, count_of, is_task_file
+from .report import REPORT_ATTR, STATUS, count_of, is_task_file
 
 #: the entry of a task item, on its teardown report
 MANIFEST_ATTR = "taskproc_manifest"
@@ -35,7 +35,7 @@ def run_status(report: Any) -> str | None:
     which = count_of(report)
     if which is None or which == "rerun":
         return None
-    status = getattr(report, "taskproc", None)
+    status = getattr(report, REPORT_ATTR, None)
     word = status.get(STATUS) if isinstance(status, dict) else None
     if which in ("computed", "failed") and isinstance(word, str):
         return word  # "computed", "not reproducible", or "failed"
@@ -129,7 +129,6 @@ class Manifest:
         for nodeid in sorted(self.entries):
             entry = dict(self.entries[nodeid], item=nodeid)
             entry["status"] = self.statuses.get(nodeid, entry.get("status", "not run"))
-
             tasks.append(entry)
         write_manifest(self.path, {"cache": str(self.options.cache_root), "tasks": tasks})
 
