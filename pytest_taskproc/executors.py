@@ -81,6 +81,28 @@ class InlineExecutor(Executor):
         return future
 
 
+def start_pool_server(spec: str) -> None:
+    """For a ``process`` spec: start the server that pool workers fork from, now.
+
+    A process with threads (pytest plugins start some) forks pool workers
+    from a fork server, which takes a few tenths of a second to start and
+    import the worker's modules (pytest included, which task files and
+    outcomes need).  Started before the run imports and collects, that time
+    overlaps the run's own start-up instead of delaying the first task.
+    """
+    if not check_spec(spec).startswith("process"):
+        return
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    multiprocessing.get_context("forkserver").set_forkserver_preload(
+        ["pytest_taskproc.worker", "pytest"]
+    )
+    forkserver.ensure_running()
+
+
 def make_executor(spec: str) -> tuple[Executor, Callable[[], None]]:
     """The executor for ``spec`` and a function that releases everything it started."""
     kind, _, rest = check_spec(spec).partition(":")

@@ -100,12 +100,6 @@ class RunPlan:
             self.reporter.dry_run = dry_run(found.selected, self.options)
         write_graph_structure(found, self.options)
 
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        options = self.options
-        spec = options.executor or ""
-        if spec.startswith("process") and options.worker_id is None and not options.collect_only:
-            _start_fork_server()
-
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> None:
         self.session = session
@@ -319,25 +313,6 @@ class RunPlan:
         marker = self.options.failure_dir / f"{state.store.name}.{state.task_id}"
         for path in (marker, Path(f"{marker}{RUNNING_SUFFIX}")):
             path.unlink(missing_ok=True)
-
-
-def _start_fork_server() -> None:
-    """Start the server process pools fork their workers from, while pytest collects.
-
-    A process with threads (pytest plugins start some) forks pool workers
-    from a fork server, which takes a tenth of a second to start and import
-    the worker's modules; started now, that overlaps collection instead of
-    delaying the first task.  Nothing else starts before a task is stale.
-    """
-    import multiprocessing
-    from multiprocessing import forkserver
-
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return
-    multiprocessing.get_context("forkserver").set_forkserver_preload(
-        ["pytest_taskproc.worker", "pytest"]
-    )
-    forkserver.ensure_running()
 
 
 def clear_selected(selected: list[TaskItem], options: Options) -> set[NodeKey]:
