@@ -43,6 +43,7 @@ __all__ = [
     "manifest_entry",
     "verify_task",
     "verify_task_blob",
+    "verify_task_timed",
     "write_manifest",
 ]
 
@@ -203,17 +204,27 @@ def verify_task(
     return _compare(task, store, task_id, record, value)
 
 
-def verify_task_blob(blob: bytes, cache_root: str) -> tuple[str, str | None, bool, float]:
-    """Pool entry point of :func:`verify_task`: the task arrives cloudpickled.
+def verify_task_timed(
+    task: Any, cache_root: str | os.PathLike[str]
+) -> tuple[str, str | None, bool, float]:
+    """:func:`verify_task`, answered as ``(status, difference, same_bytes, seconds)``.
 
-    The answer leaves as ``(status, difference, same_bytes, seconds)``,
-    without the task, which the caller has.
+    The plain answer a pytest run needs, the same whether it verified in its
+    own process or on a pool (see :func:`verify_task_blob`).
+    """
+    start = time.perf_counter()
+    found = verify_task(task, cache_root=cache_root)
+    return found.status.value, found.difference, found.same_bytes, time.perf_counter() - start
+
+
+def verify_task_blob(blob: bytes, cache_root: str) -> tuple[str, str | None, bool, float]:
+    """Pool entry point of :func:`verify_task_timed`: the task arrives cloudpickled.
+
+    The answer leaves without the task, which the caller has.
     """
     import cloudpickle  # type: ignore[import-untyped]
 
-    start = time.perf_counter()
-    found = verify_task(cloudpickle.loads(blob), cache_root=cache_root)
-    return found.status.value, found.difference, found.same_bytes, time.perf_counter() - start
+    return verify_task_timed(cloudpickle.loads(blob), cache_root)
 
 
 def _check_upstream(root: Path, task: Any, record: Record) -> dict[NodeKey, UpstreamRead] | str:

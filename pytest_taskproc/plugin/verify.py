@@ -15,7 +15,6 @@ own.
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -23,7 +22,7 @@ from typing import Any, TypeAlias
 import pytest
 
 from ..graph import NodeKey
-from ..provenance import Status, verify_task, verify_task_blob
+from ..provenance import Status, verify_task_blob, verify_task_timed
 from .collect import TaskItem
 from .options import Options
 from .plan import PLAN, RunPlan
@@ -85,10 +84,7 @@ class Verifier:
         if future is None:
             executor = self.plan.executor()
             if executor is None:
-                start = time.perf_counter()
-                found = verify_task(item.task, cache_root=self.options.cache_root)
-                seconds = time.perf_counter() - start
-                return Checked(found.status, found.difference, found.same_bytes, seconds)
+                return Checked.from_answer(verify_task_timed(item.task, self.options.cache_root))
             future = _submit(executor, item.task, self.options)
         return Checked.from_answer(future.result())
 
