@@ -50,6 +50,8 @@ class Summary(TaskBase):
         log("Summary", os.getpid())
         return {"total": self.total}
 """
+#: the DAG's tasks by class, each run once (as ``project.runs()`` logs them, sorted)
+DAG_RUNS = ["Seed", "Seed", "Seed", "Summary", "Total"]
 DAG_ITEMS = [
     "task_dag.py::Seed[0]",
     "task_dag.py::Seed[1]",
@@ -246,13 +248,7 @@ def test_a_deterministic_graph_is_verified_and_stays_cached(project: Project) ->
     )
     result.stdout.fnmatch_lines(["VERIFIED task_dag.py::Total"])
     # Each task was recomputed once, to verify it.
-    assert sorted(line.split()[0] for line in project.runs()) == [
-        "Seed",
-        "Seed",
-        "Seed",
-        "Summary",
-        "Total",
-    ]
+    assert sorted(line.split()[0] for line in project.runs()) == DAG_RUNS
     assert {e["status"] for e in manifest(project.path / "m.json")["tasks"]} == {"verified"}
     assert project.run().parseoutcomes() == {"cached": 5}
     assert project.runs() == []
@@ -351,12 +347,6 @@ def test_stale_tasks_are_computed_and_not_verified(project: Project) -> None:
         "taskproc: 4 verified, 1 computed (not verified), 0 cached, "
         "0 failed (0 not reproducible), 0 skipped;"
     )
-    assert sorted(line.split()[0] for line in project.runs()) == [
-        "Seed",
-        "Seed",
-        "Seed",
-        "Summary",
-        "Total",
-    ]
+    assert sorted(line.split()[0] for line in project.runs()) == DAG_RUNS
     # The stale one was cached as in any run.
     assert project.run().parseoutcomes() == {"cached": 5}
