@@ -313,10 +313,11 @@ class Collector:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, items: list[Any]) -> Any:
-        """Add the items no collected file claimed, then restore upstream-first order.
+        """Add the items no collected file claimed, in upstream-first order.
 
-        Items are added before the other plugins see the list, so ``-k``/``-m``
-        can deselect them; the order is restored after them, because plugins
+        Items are added and ordered before the other plugins see the list, so
+        ``-k``/``-m`` can deselect them and ``--sw`` skips what came before the
+        failed item; the order is restored after them, because plugins
         that shuffle (pytest-randomly) or sort do so in plain implementations
         or before theirs yields.  ``--ff``/``--nf`` reorder after this, in
         wrappers of their own, and keep their say.
@@ -334,8 +335,11 @@ class Collector:
             # "collected N items" (and every other listener) right.
             report = pytest.CollectReport(session.nodeid, "passed", None, late)
             self.config.hook.pytest_collectreport(report=report)
-        yield
         order = {k: i for i, k in enumerate(found.graph.order)}
+        # Before the others too: ``--sw`` deselects the items before the one that
+        # failed last time, by position, so it must see them upstream-first.
+        items[:] = items_in_upstream_order(items, order)
+        yield
         items[:] = items_in_upstream_order(items, order)
 
     @pytest.hookimpl(tryfirst=True)  # before the plan reads the selection
