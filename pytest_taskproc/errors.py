@@ -106,3 +106,12 @@ class NotReproducibleError(TaskprocError, AssertionError):
 
 class CacheCorruptionWarning(UserWarning):
     """A cache file was damaged; the affected result is recomputed."""
+
+
+class TaskDefinitionWarning(UserWarning):
+    """A task class that will run but probably not as meant: it caches ``None``.
+
+    A ``UserWarning``, shown by default; turned into an error by ``-W error``
+    or ``filterwarnings = error``, which makes the module defining the class
+    fail to import, naming the class.
+    """
