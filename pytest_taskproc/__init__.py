@@ -78,6 +78,7 @@ __all__ = [
     "TaskArgumentError",
     "TaskBase",
     "TaskCycleError",
+    "TaskDefinitionWarning",
     "TaskFailedError",
     "TaskType",
     "TaskprocError",
