@@ -146,7 +146,7 @@ class DaskExecutor(Executor):
 
     def submit_jobs(self, jobs: list[Job], channels: Sequence[str] = ()) -> Future[list[JobResult]]:
         """Run ``jobs`` on one worker, under a key naming their tasks."""
-        root = jobs[0].cache_root
+        root = jobs[0].settings.cache_root
         self._ship_code(jobs, root)
         token = self._tokens.get(root) or self._tokens.setdefault(root, cache_token(root))
         label = repr(jobs[0].task) + (f" and {len(jobs) - 1} more" if len(jobs) > 1 else "")

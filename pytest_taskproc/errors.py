@@ -72,9 +72,11 @@ class TaskFailedError(TaskprocError, RuntimeError):
 class TaskFailedEarlierError(TaskprocError, RuntimeError):
     """A task already failed in this pytest run (perhaps on another worker); not retried."""
 
-    def __init__(self, message: str, summary: str = "") -> None:
-        super().__init__(message, summary)
+    def __init__(self, message: str, summary: str = "", kind: str = "failed") -> None:
+        super().__init__(message, summary, kind)
         self.summary = summary
+        #: how the item of the task ended: ``failed``, ``skipped`` or ``xfailed``
+        self.kind = kind
 
     def __str__(self) -> str:
         return str(self.args[0])
