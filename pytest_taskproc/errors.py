@@ -106,5 +106,26 @@ class NotReproducibleError(TaskprocError, AssertionError):
     """A cached task, recomputed from the same upstream values and code, gave another value."""
 
 
+class RecordError(TaskprocError, ValueError):
+    """A record file that is not a record of this format."""
+
+
+# -- Dask (raised by ``dask_executor``) ------------------------------------------------------
+class SchedulerUnreachableError(TaskprocError, ConnectionError):
+    """No Dask scheduler answers at the address given."""
+
+
+class CacheNotSharedError(TaskprocError, OSError):
+    """A Dask worker does not see the driver's cache directory."""
+
+
+class NotImportableError(TaskprocError, TypeError):
+    """A task class lives in ``__main__``, which Dask workers cannot import."""
+
+
+class WorkerLostError(TaskprocError, RuntimeError):
+    """The Dask worker running a task died (killed, out of memory) and Dask gave up on it."""
+
+
 class CacheCorruptionWarning(UserWarning):
     """A cache file was damaged; the affected result is recomputed."""
