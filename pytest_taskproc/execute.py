@@ -29,7 +29,7 @@ from .job import Outcome, RunSettings
 from .ledger import forget_marker
 from .ratelimit import ChannelLimiter
 from .scheduler import GraphRun, Listener, assign_ids
-from .spec import node_key
+from .spec import TaskObject, node_key
 from .worker import REPLAN_ERRORS
 
 #: How often one call may plan again after a damaged result or an upstream value
@@ -111,7 +111,7 @@ class Run:
         """The task's planned state (as recovered, if it was)."""
         return self._pass.states[node]
 
-    def task(self, node: NodeKey) -> Any:
+    def task(self, node: NodeKey) -> TaskObject:
         return self._pass.graph.tasks[node]
 
     @property
@@ -315,7 +315,7 @@ class Run:
 
 
 def run_graph(
-    task: Any,
+    task: TaskObject,
     *,
     executor: Executor | None,
     max_workers: int | None,

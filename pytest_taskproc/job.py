@@ -35,10 +35,10 @@ from .errors import (
     UpstreamChangedError,
 )
 from .record import Record, UpstreamRead, made_now, new_lineage
-from .requires import RESOLVED_ATTR, resolve_slot_value
+from .requires import bound_slots, resolve_slot_value
 from .serialize import dump_result, value_digest
 from .source import code_digest
-from .spec import NodeKey, node_key, spec_of
+from .spec import NodeKey, TaskObject, node_key, spec_of
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class RunSettings:
 class Job:
     """One task to compute, self-contained enough to cross a process boundary."""
 
-    task: Any
+    task: TaskObject
     task_id: int
     settings: RunSettings
     #: the upstream values the planner expects this task to read
@@ -110,7 +110,7 @@ class Outcome:
         return UpstreamRead(self.node[0], self.node[1], self.digest, self.lineage)
 
 
-def describe(task: Any, store: ClassStore, task_id: int) -> str:
+def describe(task: TaskObject, store: ClassStore, task_id: int) -> str:
     """One line naming a task for error messages: class, arguments, id and output files."""
     return (
         f"{task.task_name} {spec_of(task).key} (task id {task_id}; "
@@ -198,7 +198,7 @@ def compute(job: Job, store: ClassStore) -> Record:
 
 
 def run_bound(
-    task: Any,
+    task: TaskObject,
     load: Callable[[Any], Any],
     output: tuple[Path, Path] | None,
     *,
@@ -227,17 +227,14 @@ def run_bound(
         for slot in spec_of(task).config.slots
     }
     loaded.clear()
-    task.__dict__[RESOLVED_ATTR] = resolved
-    del resolved
     start = time.perf_counter()
-    try:
+    with bound_slots(task, resolved):
+        del resolved
         if output is not None:
             with captured_output(output[0], output[1], echo, new_folder=new_folder):
                 value = task.run_task()
         else:
             value = task.run_task()
-    finally:
-        task.__dict__.pop(RESOLVED_ATTR, None)
     return value, time.perf_counter() - start
 
 
@@ -326,7 +323,7 @@ def _plain_reduce(cls: type) -> bool:
     )
 
 
-def portable_error(exc: BaseException, task: Any) -> BaseException:
+def portable_error(exc: BaseException, task: TaskObject) -> BaseException:
     """``exc`` ready to be pickled to another process, its traceback text attached as cause.
 
     Pickling keeps an exception's class, arguments and ``__dict__``, not its

@@ -42,7 +42,7 @@ from .identity import (
 from .locks import task_lock
 from .requires import Const, MappedTask, Req, iter_slot_tasks
 from .source import code_digest
-from .spec import SPEC_ATTR, TaskClassConfig, TaskSpec, spec_of
+from .spec import SPEC_ATTR, TaskClassConfig, TaskObject, TaskSpec, spec_of
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -286,7 +286,7 @@ class TaskType(Generic[P, R]):
         """Like :meth:`run_graph`; also returns ``{'stats': {class name: tasks run}}``."""
         del dump_generations  # accepted for compatibility; generations are not recorded
         result, stats = _run_graph(
-            self,
+            cast(TaskObject, self),
             executor=executor,
             max_workers=max_workers,
             rate_limits=rate_limits,
