@@ -212,6 +212,24 @@ def apply_edit(path: Path, diff: str, where: str) -> None:
     path.write_text(text.replace(before, "\n".join(new) + "\n"), encoding="utf-8")
 
 
+def play_file_step(step: Step, project: Path, where: str) -> str:
+    """Carry out a project, file, append or edit step; return the file's new text."""
+    if step.kind == "project":
+        for name in step.arg.split():
+            shutil.copy(ROOT / name, project / Path(name).name)
+        return ""
+    target = project / step.arg
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if step.kind == "file":
+        target.write_text(step.text, encoding="utf-8")
+    elif step.kind == "append":
+        with target.open("a", encoding="utf-8") as handle:
+            handle.write("\n\n" + step.text)
+    else:
+        apply_edit(target, step.text, where)
+    return target.read_text(encoding="utf-8")
+
+
 def run_page(page: Path, project: Path) -> tuple[dict[str, str], list[str]]:
     """Play the page's steps in ``project``: the files it wrote (as last written), mismatches.
 
@@ -227,19 +245,9 @@ def run_page(page: Path, project: Path) -> tuple[dict[str, str], list[str]]:
             assert pending[1] == 0, f"{pending[0]}: exited {pending[1]}:\n{output}"
             pending = None
         if step.kind == "project":
-            for name in step.arg.split():
-                shutil.copy(ROOT / name, project / Path(name).name)
+            play_file_step(step, project, where)
         elif step.kind in ("file", "append", "edit"):
-            target = project / step.arg
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if step.kind == "file":
-                target.write_text(step.text, encoding="utf-8")
-            elif step.kind == "append":
-                with target.open("a", encoding="utf-8") as handle:
-                    handle.write("\n\n" + step.text)
-            else:
-                apply_edit(target, step.text, where)
-            written[step.arg] = target.read_text(encoding="utf-8")
+            written[step.arg] = play_file_step(step, project, where)
         elif step.kind == "run":
             outputs, status = [], 0
             for command in step.text.splitlines():
@@ -320,3 +328,29 @@ def test_reference_is_generated_from_the_current_docstrings() -> None:
         "docs/reference.md is out of date: run python docs/make_reference.py"
     )
     assert module.render() == current, "rendering twice must give the same text"
+
+
+def show(page: Path) -> None:
+    """Play ``page`` in a temporary folder and print what each run printed, to paste."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        project = Path(folder)
+        for step in parse(page):
+            if step.kind in ("project", "file", "append", "edit"):
+                play_file_step(step, project, f"{page_id(page)}:{step.line}")
+            elif step.kind in ("run", "run-python"):
+                if step.kind == "run-python":
+                    (project / "docs_block.py").write_text(step.text, encoding="utf-8")
+                    commands = ["python docs_block.py"]
+                else:
+                    commands = [c.strip() for c in step.text.splitlines() if c.strip()]
+                for command in commands:
+                    print(f"----- {page_id(page)}:{step.line}: {command}")
+                    print(run_command(command, project)[1].replace(folder, "/home/me/project"))
+
+
+if __name__ == "__main__":
+    # python tests/test_docs.py docs/tutorial.md: the real outputs of a page's runs
+    for name in sys.argv[1:]:
+        show(ROOT / name)

@@ -13,10 +13,10 @@ class MakeData(TaskBase):
         return {"train": (x[:30], y[:30]), "valid": (x[30:], y[30:])}
 
 
-ALPHAS = [0.001, 0.01, 0.1, 1.0, 10.0]
+ALPHAS = [1e-05, 0.0001, 0.001, 0.01, 0.1, 1.0, 10.0]
 
 
-def features(x: np.ndarray, degree: int = 5) -> np.ndarray:
+def features(x: np.ndarray, degree: int = 15) -> np.ndarray:
     return np.vander(x / 3, degree + 1)
 
 
@@ -58,6 +58,6 @@ class Plot(TaskBase):
         ax.set_ylabel("mean squared error")
         ax.legend()
         path = self.task_directory / "error_vs_alpha.png"
-        fig.savefig(path)
+        fig.savefig(path, bbox_inches="tight")
         print(f"plot: {path}")
         return str(path)
