@@ -358,3 +358,46 @@ if __name__ == "__main__":
     # python tests/test_docs.py docs/tutorial.md: the real outputs of a page's runs
     for name in sys.argv[1:]:
         show(ROOT / name)
+
+
+# -- links -------------------------------------------------------------------------------------
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = heading.strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    found, fenced = set(), False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and line.startswith("#"):
+            found.add(slug(line.lstrip("#")))
+    return found
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_links_between_pages_lead_somewhere(page: Path) -> None:
+    broken = []
+    for target in LINK.findall(page.read_text(encoding="utf-8")):
+        if "://" in target or target.startswith("mailto:"):
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        if not linked.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+            broken.append(f"{target}: no heading with the anchor #{anchor} in {linked.name}")
+    assert not broken, f"{page_id(page)}:\n" + "\n".join(broken)
+
+
+def test_anchors_are_githubs() -> None:
+    assert slug(" Step 2: a task, and a sweep") == "step-2-a-task-and-a-sweep"
+    assert slug(" `python -m pytest_taskproc.app`") == "python--m-pytest_taskprocapp"
+    assert slug(" The pytest plugin's options") == "the-pytest-plugins-options"
