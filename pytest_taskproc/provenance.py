@@ -138,6 +138,7 @@ class Verification:
 
     @property
     def failed(self) -> bool:
+        """Whether the task fails a verify run (its value is not reproducible)."""
         return self.status is Status.NOT_REPRODUCIBLE
 
     def describe(self) -> str:
