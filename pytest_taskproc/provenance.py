@@ -251,7 +251,7 @@ def _check_upstream(root: Path, task: Any, record: Record) -> dict[NodeKey, Upst
     if reason is Reason.UPSTREAM_STALE:
         missing = next(n for n, read in now.items() if read is None)
         return f"upstream task {names[missing]!r} has no cached result"
-    return f"{reason.value} ({detail})" if detail else str(reason.value)
+    return f"{reason.sentence} ({detail})" if detail else reason.sentence
 
 
 def _load_upstream(root: Path, upstream: Any, read: UpstreamRead) -> Any:
