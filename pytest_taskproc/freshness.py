@@ -24,7 +24,7 @@ from .cache import ClassStore, get_store
 from .graph import TaskGraph
 from .record import Record, UpstreamRead
 from .source import CodeDigest, code_digest
-from .spec import NodeKey, TaskSpec, spec_of
+from .spec import NodeKey, TaskObject, TaskSpec, spec_of
 
 
 class Reason(enum.Enum):
@@ -55,7 +55,7 @@ class Reason(enum.Enum):
 class TaskState:
     """What the planner knows about one task."""
 
-    task: Any
+    task: TaskObject
     spec: TaskSpec
     store: ClassStore
     task_id: int | None

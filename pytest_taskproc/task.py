@@ -40,7 +40,7 @@ from .identity import (
 from .locks import task_lock
 from .requires import Const, MappedTask, Req, iter_slot_tasks
 from .source import code_digest
-from .spec import SPEC_ATTR, TaskClassConfig, TaskSpec, spec_of
+from .spec import SPEC_ATTR, TaskClassConfig, TaskObject, TaskSpec, spec_of
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -201,7 +201,7 @@ class TaskType(Generic[P, R]):
 
     @property
     def task_record(self) -> dict[str, Any] | None:
-        """What the cached result was made from (see the README), or None without one."""
+        """What the cached result was made from (see docs/concepts.md), or None without one."""
         store = self._tp_store()
         key = spec_of(self).key
         task_id = store.known_id(key)
@@ -210,6 +210,7 @@ class TaskType(Generic[P, R]):
 
     @property
     def task_directory(self) -> Path:
+        """A folder for files the task writes: created on access, emptied before each run."""
         store, task_id = self._tp_own_folder()
         path = store.data_dir(task_id)
         ensure_directory(path)
@@ -217,12 +218,13 @@ class TaskType(Generic[P, R]):
 
     @property
     def task_stdout(self) -> Path:
-        """What the last run printed; empty when it printed nothing or never ran."""
+        """The file holding what the last run printed (empty if nothing, or no run yet)."""
         store, task_id = self._tp_own_folder()
         return _existing_output(store.stdout_path(task_id))
 
     @property
     def task_stderr(self) -> Path:
+        """The file holding what the last run wrote to stderr (empty if nothing, or no run yet)."""
         store, task_id = self._tp_own_folder()
         return _existing_output(store.stderr_path(task_id))
 
@@ -251,6 +253,7 @@ class TaskType(Generic[P, R]):
 
     @classmethod
     def clear_all_tasks(cls) -> None:
+        """Forget every result of this class (under the same locks as a run)."""
         get_store(cache_root(), cls.task_name).clear_all()
 
     # -- running ------------------------------------------------------------
@@ -285,7 +288,7 @@ class TaskType(Generic[P, R]):
         """Like :meth:`run_graph`; also returns ``{'stats': {class name: tasks run}}``."""
         del dump_generations  # accepted for compatibility; generations are not recorded
         result, stats = _run_graph(
-            self,
+            cast(TaskObject, self),
             executor=executor,
             max_workers=max_workers,
             rate_limits=rate_limits,

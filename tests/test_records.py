@@ -372,7 +372,7 @@ def helpers(modules: TaskModules, cache_root: Path) -> Sessions:
 
 
 def test_editing_a_helper_or_constant_a_task_uses_makes_it_stale(helpers: Sessions) -> None:
-    detect = {"detect_source_change": True}
+    detect: dict[str, Any] = {"detect_source_change": True}
     assert helpers.run("Report()", **detect) == [[2, 4, 6], {"Row": 3, "Report": 1}]
     helpers.edit("def unused() -> int:\n    return 0", "def unused() -> int:\n    return 1")
     helpers.edit("return x + 0", "return x + 0  # a comment, and a reformatted body")
@@ -415,7 +415,7 @@ def test_removing_a_grid_value_changes_the_upstream_set(helpers: Sessions) -> No
 
 
 def test_a_code_edit_that_reproduces_the_value_leaves_downstream_fresh(gated: Sessions) -> None:
-    detect = {"detect_source_change": True}
+    detect: dict[str, Any] = {"detect_source_change": True}
     gated.open_gate("down")
     assert gated.run("Down()", **detect) == [105, {"Up": 1, "Down": 1}]
     gated.edit("        return value\n", "        return value * 1\n")
