@@ -42,6 +42,7 @@ from ..spec import spec_of
 from .collect import COLLECTION, Collection, TaskItem
 from .options import Options
 from .params import skip_by_marks
+from .progress import Estimate
 from .report import CLEARED_FILE, GRAPH_FILE, TaskprocReporter, outside_capture
 
 
@@ -92,6 +93,8 @@ class RunPlan:
         self.settled_count = 0
         self.stale_count = 0
         self.last_settled: NodeKey | None = None
+        #: done/total and time left of the background pass, for the status line
+        self.estimate: Estimate | None = None
         #: tasks computed only as upstream of the selection, not yet on a report
         self._upstream = [0, 0.0]
         self.session: pytest.Session | None = None
@@ -232,6 +235,7 @@ class RunPlan:
         self.stale_count = run.stale_count
         if not self.stale_count:
             return
+        self.estimate = Estimate(run, self.collection.graph.order)
         self.executor()  # a scheduler that cannot be reached is a usage error, here
         withheld = self.withheld
 
@@ -295,6 +299,8 @@ class RunPlan:
         with self.changed:
             self.settled_count += 1
             self.last_settled = node
+            if self.estimate is not None:
+                self.estimate.settled(node)
             if outcome is not None and outcome.computed and node not in self.selected:
                 self._upstream[0] += 1
                 self._upstream[1] += outcome.seconds
