@@ -1,4 +1,4 @@
-"""End-to-end in a real terminal (a pty): the status line of a run with an executor.
+"""The status line of a run with an executor: in a real terminal (a pty), and its estimate.
 
 pytest draws a row of dots per file; the status of the background pass
 shares that line, drawn to the right of the cursor and erased before
@@ -13,9 +13,16 @@ import re
 import select
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
+from conftest import TaskModules
 from taskproject import Project
+
+from pytest_taskproc.execute import Run, RunSettings
+from pytest_taskproc.graph import TaskGraph
+from pytest_taskproc.plugin.progress import Estimate
 
 SLOW = """
 @pytest.mark.parametrize("i", [0, 1, 2, 3, 4])
@@ -102,3 +109,49 @@ def test_the_status_line_shares_the_row_of_dots_and_leaves_it_whole(
     # It is gone from the finished screen.
     assert not [line for line in shown if "stale tasks done" in line]
     assert sorted(project.runs()) == [f"Slow {i}" for i in range(5)]
+
+
+WORK = """
+class Work(TaskBase):
+    def build_task(self, i: int) -> None:
+        self.i = i
+
+    def run_task(self) -> int:
+        time.sleep({pause} * self.i)  # the task's work: its duration is in its record
+        return self.i
+
+
+class All(TaskBase):
+    parts: RequiresList[int]
+
+    def build_task(self, n: int) -> None:
+        self.parts = [Work(i) for i in range(n)]
+
+    def run_task(self) -> int:
+        return sum(self.parts)
+"""
+
+
+def test_the_time_left_counts_a_new_task_as_long_as_the_recorded_ones_of_its_class(
+    modules: TaskModules, cache_root: Path
+) -> None:
+    module = modules.load("eta_tasks", WORK.format(pause=0.05))
+    with ThreadPoolExecutor(1) as pool:
+        module.All(3).run_graph(executor=pool)
+    recorded = [module.Work(i).task_record["made"]["seconds"] for i in range(3)]
+    assert recorded[2] > recorded[1] > recorded[0]
+    # Work(3) and All(4) are new: stale, without a record of their own.
+    graph = TaskGraph([module.All(4)])
+    run = Run(graph, RunSettings(str(cache_root)))
+    estimate = Estimate(run, graph.order)
+    expected = {task_key[1]: seconds for task_key, seconds in estimate.expected.items()}
+    assert expected == {
+        '{"i":3}': pytest.approx(sum(recorded) / 3),  # the mean of its class
+        # No task of its class in this graph has a record: the mean of those that do.
+        '{"n":4}': pytest.approx(sum(recorded) / 3),
+    }
+    assert estimate.counted() == "0/2 stale tasks done"
+    assert estimate.left() == ""  # no pace before a task is done
+    estimate.settled(next(k for k in estimate.expected if "Work" in k[0]))
+    assert estimate.counted() == "1/2 stale tasks done"
+    assert re.fullmatch(r"about \d+ s left", estimate.left())
