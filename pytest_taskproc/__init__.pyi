@@ -9,6 +9,7 @@ from .errors import ResultMissingError as ResultMissingError
 from .errors import ResultNotPicklableError as ResultNotPicklableError
 from .errors import TaskArgumentError as TaskArgumentError
 from .errors import TaskCycleError as TaskCycleError
+from .errors import TaskDefinitionWarning as TaskDefinitionWarning
 from .errors import TaskFailedError as TaskFailedError
 from .errors import TaskprocError as TaskprocError
 from .errors import UnsetRequirementError as UnsetRequirementError

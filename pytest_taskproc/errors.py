@@ -129,3 +129,12 @@ class WorkerLostError(TaskprocError, RuntimeError):
 
 class CacheCorruptionWarning(UserWarning):
     """A cache file was damaged; the affected result is recomputed."""
+
+
+class TaskDefinitionWarning(UserWarning):
+    """A task class that will run but probably not as meant: it caches ``None``.
+
+    A ``UserWarning``, shown by default; turned into an error by ``-W error``
+    or ``filterwarnings = error``, which makes the module defining the class
+    fail to import, naming the class.
+    """

@@ -138,6 +138,7 @@ class Verification:
 
     @property
     def failed(self) -> bool:
+        """Whether the task fails a verify run (its value is not reproducible)."""
         return self.status is Status.NOT_REPRODUCIBLE
 
     def describe(self) -> str:
@@ -250,7 +251,7 @@ def _check_upstream(root: Path, task: Any, record: Record) -> dict[NodeKey, Upst
     if reason is Reason.UPSTREAM_STALE:
         missing = next(n for n, read in now.items() if read is None)
         return f"upstream task {names[missing]!r} has no cached result"
-    return f"{reason.value} ({detail})" if detail else str(reason.value)
+    return f"{reason.sentence} ({detail})" if detail else reason.sentence
 
 
 def _load_upstream(root: Path, upstream: Any, read: UpstreamRead) -> Any:

@@ -99,6 +99,7 @@ class Const(Generic[R]):
     value: R
 
     def get_task_result(self) -> R:
+        """The value itself, as a task's cached result would be read."""
         return self.value
 
 
