@@ -76,7 +76,6 @@ class Job:
     #: the code digest the planner saw (None: no source available there)
     code: str | None = None
     in_prefix_child: bool = False
-    origin_pid: int = field(default_factory=os.getpid)
 
     @property
     def node(self) -> NodeKey:
