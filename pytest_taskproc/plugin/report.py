@@ -33,6 +33,8 @@ TASK_ID = "taskproc_task_id"
 UPSTREAM = "taskproc_upstream"
 
 GRAPH_FILE = "graph.json"
+#: what --taskproc-clear cleared, written once per run by the process that cleared
+CLEARED_FILE = "cleared"
 
 #: node ids of task classes that need arguments, are not parametrized and that no
 #: collected task requires: they never run, which the summary says in one line
@@ -233,6 +235,7 @@ class TaskprocReporter:
         self.run_dir = options.run_dir
         self.is_worker = options.worker_id is not None
         self.verify = options.verify
+        self.clear = options.clear
         self.tally = Tally()
         #: what a --collect-only run would compute (set by the plan in this process)
         self.dry_run: dict[str, Any] | None = None
@@ -267,7 +270,25 @@ class TaskprocReporter:
             for nodeid, reason in stale:
                 tr.write_line(f"  {nodeid}: {reason}")
             return
+        cleared = self._cleared()
+        if cleared:
+            terminalreporter.write_line(cleared)
         terminalreporter.write_line(self.tally.summary_line(self.cache_root, self.verify))
+
+    def _cleared(self) -> str | None:
+        """``--taskproc-clear``: how many results of how many classes were cleared."""
+        if not self.clear:
+            return None
+        try:
+            counts = json.loads((self.run_dir / CLEARED_FILE).read_text())
+        except (OSError, ValueError):
+            return None  # nothing was selected, or collection failed before clearing
+        results, classes = counts["results"], counts["classes"]
+        return (
+            f"taskproc clear: cleared {results} cached result{'s' * (results != 1)} of "
+            f"{classes} task class{'es' * (classes != 1)} "
+            f"({counts['selected']} task{'s' * (counts['selected'] != 1)} selected)"
+        )
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         target = self.config.getoption("taskproc_graph")
