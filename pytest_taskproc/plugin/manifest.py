@@ -123,14 +123,15 @@ class Manifest:
         self.write()
 
     def write(self) -> None:
-        from ..provenance import write_manifest
+        from ..provenance import manifest_document, write_manifest
 
         tasks = []
         for nodeid in sorted(self.entries):
             entry = dict(self.entries[nodeid], item=nodeid)
             entry["status"] = self.statuses.get(nodeid, entry.get("status", "not run"))
             tasks.append(entry)
-        write_manifest(self.path, {"cache": str(self.options.cache_root), "tasks": tasks})
+        document = manifest_document(self.options.cache_root, tasks, self.config.rootpath)
+        write_manifest(self.path, document)
 
 
 def _entry(task: Any) -> dict[str, Any]:
