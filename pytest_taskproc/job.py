@@ -190,7 +190,7 @@ def compute(job: Job, store: ClassStore) -> Record:
         file=name,
         stored_size=stored_size,
         lineage=lineage or new_lineage(),
-        made=made_now(seconds, job.settings.run_id),
+        made=made_now(seconds, job.settings.run_id, type(task)),
     )
     store.commit(job.task_id, record)
     return record
