@@ -106,3 +106,11 @@ class NotReproducibleError(TaskprocError, AssertionError):
 
 class CacheCorruptionWarning(UserWarning):
     """A cache file was damaged; the affected result is recomputed."""
+
+
+class CodeDigestWarning(UserWarning):
+    """Part of a task's code could not be digested: the task counts as changed."""
+
+
+class SourceEditedWarning(CodeDigestWarning):
+    """A file of a task's code was edited after it was imported; the process runs the old code."""
