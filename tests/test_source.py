@@ -588,3 +588,155 @@ def test_what_cannot_be_digested_warns_once_and_counts_as_changed(project: Proje
         assert len(caught) == 1 and caught[0].startswith("CodeDigestWarning: Main"), caught
         assert "tasks.make.<locals>.locked.<closure lock>" in caught[0]
         assert len(project.runs()) == 1  # recomputed by each new process, once
+
+
+# -- issue 16 item 8: pytest metadata is not code ---------------------------------------------
+
+SWEEP = """
+GENS = 2
+
+
+@pytest.mark.parametrize("n", [1, 2])
+class Fit(TaskBase):
+    def build_task(self, n: int) -> None:
+        self.n = n
+
+    def run_task(self) -> int:
+        log("Fit", self.n)
+        return self.n
+
+
+@pytest.mark.parametrize("g", range(GENS))
+class Evolve(TaskBase):
+    def build_task(self, g: int) -> None:
+        self.g = g
+
+    def run_task(self) -> int:
+        log("Evolve", self.g)
+        return self.g
+"""
+
+
+def test_extending_a_sweep_computes_only_new_points_and_marks_recompute_nothing(
+    pytester: pytest.Pytester,
+) -> None:
+    from taskproject import Project as PluginProject
+    from taskproject import assert_counts_agree
+
+    pytester.makeini("[pytest]\nmarkers =\n    slow: a slow task\n")
+    plugin = PluginProject(pytester)
+    plugin.task_file("task_sweep.py", SWEEP)
+    plugin.run().assert_outcomes(passed=4)
+    assert sorted(plugin.runs()) == ["Evolve 0", "Evolve 1", "Fit 1", "Fit 2"]
+
+    text = (pytester.path / "task_sweep.py").read_text()
+    text = text.replace("[1, 2]", "[1, 2, 3]").replace("GENS = 2", "GENS = 3")
+    (pytester.path / "task_sweep.py").write_text(text)
+    counts = assert_counts_agree(plugin.run())
+    assert (counts["computed"], counts["cached"]) == (2, 4)
+    assert sorted(plugin.runs()) == ["Evolve 2", "Fit 3"]
+
+    text = text.replace("class Fit", "@pytest.mark.slow\nclass Fit")
+    (pytester.path / "task_sweep.py").write_text(text)
+    counts = assert_counts_agree(plugin.run())
+    assert (counts["computed"], counts["cached"]) == (0, 6)
+    assert plugin.runs() == []
+
+
+MEMO = """
+import dataclasses
+from typing import Callable
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+@dataclasses.dataclass
+class Holder:
+    fn: Callable[[int], int]
+
+
+HOLDER = Holder(double)
+MEMO: dict[int, int] = {}
+
+
+@pytest.mark.parametrize("i", [1, 2, 3])
+class Leaf(TaskBase):
+    def build_task(self, i: int) -> None:
+        MEMO[i] = i * i  # the plugin builds every item first: a fuller memo than the library's
+        self.i = i
+
+    def run_task(self) -> int:
+        log("Leaf", self.i)
+        return HOLDER.fn(self.i) + MEMO[self.i]
+"""
+
+
+def test_plugin_and_library_runs_agree_on_digests(pytester: pytest.Pytester) -> None:
+    from taskproject import Project as PluginProject
+    from taskproject import assert_counts_agree
+
+    plugin = PluginProject(pytester)
+    plugin.task_file("task_memo.py", MEMO)
+    library = Project(pytester.path)
+    library.cache = plugin.cache
+    library.log = plugin.log
+    values, caught = library.python("import task_memo\nreport(run(task_memo.Leaf(1)))")
+    assert (values, caught, plugin.runs()) == ([3], [], ["Leaf 1"])
+    counts = assert_counts_agree(plugin.run())
+    assert (counts["computed"], counts["cached"], sorted(plugin.runs())) == (
+        2,
+        1,
+        ["Leaf 2", "Leaf 3"],
+    )
+    values, caught = library.python("import task_memo\nreport(run(task_memo.Leaf(3)))")
+    assert (values, caught, plugin.runs()) == ([15], [], [])
+
+
+# -- a real Jupyter kernel -------------------------------------------------------------------
+
+CELL = """
+class Main(TaskBase):
+    def run_task(self) -> int:
+        log("run")
+        return {value}
+
+results.append(Main().run_graph(max_workers=1))
+"""
+
+
+def test_a_task_class_redefined_in_a_notebook_cell_is_recomputed(project: Project) -> None:
+    manager = pytest.importorskip("jupyter_client.manager", reason="needs jupyter_client")
+    pytest.importorskip("ipykernel", reason="needs ipykernel")
+    try:
+        kernel, client = manager.start_new_kernel(startup_timeout=60, kernel_name="python3")
+    except Exception as exc:  # no kernel spec, no free port, a sandbox without sockets...
+        pytest.skip(f"a Jupyter kernel cannot start here: {exc}")
+    outputs: list[str] = []
+
+    def cell(code: str) -> None:
+        def hook(message: dict) -> None:
+            if message["msg_type"] == "stream":
+                outputs.append(message["content"]["text"])
+            elif message["msg_type"] == "error":
+                outputs.append("\n".join(message["content"]["traceback"]))
+
+        reply = client.execute_interactive(code, timeout=120, output_hook=hook)
+        assert reply["content"]["status"] == "ok", outputs
+
+    try:
+        cell(
+            HEADER.format(log=str(project.log))
+            + f"from pytest_taskproc import Context\nContext.cache_dir = {str(project.cache)!r}\n"
+            "results = []\n"
+        )
+        cell(CELL.format(value=1))
+        cell(CELL.format(value=2))  # the cell edited and run again
+        cell(CELL.format(value=2))  # and once more, unchanged
+        cell("print(results)")
+    finally:
+        client.stop_channels()
+        kernel.shutdown_kernel(now=True)
+    assert outputs[-1].strip() == "[1, 2, 2]", outputs
+    assert project.runs() == ["run", "run"]
