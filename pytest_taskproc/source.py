@@ -143,4 +143,7 @@ def _compute(cls: type) -> _Entry:
             _warned_files.add(filename)
             _warn_edited(filename)
         digest = UNMATCHABLE + uuid.uuid4().hex
-    return _Entry(CodeDigest(digest, parts), walker.lookups, list(walker.files.values()))
+    lookups = list(
+        {(id(home), key): (home, key, value) for home, key, value in walker.lookups}.values()
+    )
+    return _Entry(CodeDigest(digest, parts), lookups, list(walker.files.values()))

@@ -236,7 +236,8 @@ def _installed_roots() -> tuple[str, ...]:
     roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     roots.update(site.getsitepackages() if hasattr(site, "getsitepackages") else ())
     roots.add(site.getusersitepackages())
-    return tuple(os.path.realpath(r) + os.sep for r in roots if r)
+    found = {os.path.realpath(r) + os.sep for r in roots if r}
+    return tuple(found | {os.path.abspath(r) + os.sep for r in roots if r})
 
 
 _INSTALLED = _installed_roots()
@@ -244,7 +245,8 @@ _INSTALLED = _installed_roots()
 
 def is_user_path(path: str) -> bool:
     """Whether a source file is the user's: outside the standard library and site-packages."""
-    return not os.path.realpath(path).startswith(_INSTALLED)
+    # most modules are installed ones, told apart without resolving links
+    return not path.startswith(_INSTALLED) and not os.path.realpath(path).startswith(_INSTALLED)
 
 
 def _classify_module(name: str) -> bool:
