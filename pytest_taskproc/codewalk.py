@@ -46,7 +46,7 @@ from .sourcefiles import (
     source_file,
 )
 from .spec import is_task_class
-from .valuedigest import Undigestable, ValueText, qualified, sha
+from .valuedigest import Undigestable, ValueText, is_immutable, qualified, sha
 
 #: class attributes that are not the user's code (set by Python or by TaskBase)
 _NOT_CODE = frozenset(
@@ -276,7 +276,11 @@ class Walker:
             return
         if statements and not all(isinstance(s, ast.Import) for s in statements):
             stripped = [_strip(s) for s in statements]
-            self.parts[label] = sha("\n".join(ast.unparse(s) for s in stripped))
+            shown = [ast.unparse(s) for s in stripped]
+            if is_immutable(value):
+                # also what it came out as: ``N = int(os.environ["N"])``, ``STARTED = time.time()``
+                shown.append(self._value_text(label, value))
+            self.parts[label] = sha("\n".join(shown))
             for statement in stripped:
                 self._follow_tree(statement, home)
             return

@@ -45,6 +45,18 @@ _BY_REPR = (
 _MAX_DEPTH = 40
 
 
+_IMMUTABLE = (*_PLAIN, *_BY_REPR, pathlib.PurePath, re.Pattern, enum.Enum)
+
+
+def is_immutable(value: Any, depth: int = 0) -> bool:
+    """Whether a value cannot change after it was made (so its content is worth digesting)."""
+    if isinstance(value, _IMMUTABLE):
+        return True
+    if isinstance(value, (tuple, frozenset)) and depth < 5:
+        return all(is_immutable(v, depth + 1) for v in value)
+    return False
+
+
 class Undigestable(Exception):
     """A value that has neither a content description nor pickled bytes."""
 

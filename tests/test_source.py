@@ -375,6 +375,26 @@ def test_a_helper_imported_inside_run_task_is_part_of_the_code(project: Project)
     assert project.main() == (15, 1)
 
 
+def test_an_immutable_constant_counts_by_its_value_too(project: Project) -> None:
+    project.write(
+        "tasks.py",
+        """
+        import os
+
+        DATA = Path(os.environ.get("DATA_DIR", "a"))
+
+
+        class Main(TaskBase):
+            def run_task(self) -> str:
+                log("run")
+                return DATA.name
+        """,
+    )
+    assert project.main() == ("a", 1)
+    assert project.main() == ("a", 0)
+    assert project.main(env={"DATA_DIR": "b"}) == ("b", 1)
+
+
 # -- issue 16 item 9: the same code gives the same digest in every process ------------------
 
 STABLE = """
