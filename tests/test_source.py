@@ -720,7 +720,7 @@ CELL = """
 class Main(TaskBase):
     def run_task(self) -> int:
         log("run")
-        return {value}
+        return {value} * SCALE
 
 results.append(Main().run_graph(max_workers=1))
 """
@@ -749,14 +749,15 @@ def test_a_task_class_redefined_in_a_notebook_cell_is_recomputed(project: Projec
         cell(
             HEADER.format(log=str(project.log))
             + f"from pytest_taskproc import Context\nContext.cache_dir = {str(project.cache)!r}\n"
-            "results = []\n"
+            "results = []\nSCALE = 1\n"
         )
         cell(CELL.format(value=1))
         cell(CELL.format(value=2))  # the cell edited and run again
         cell(CELL.format(value=2))  # and once more, unchanged
+        cell("SCALE = 3\nresults.append(Main().run_graph(max_workers=1))")
         cell("print(results)")
     finally:
         client.stop_channels()
         kernel.shutdown_kernel(now=True)
-    assert outputs[-1].strip() == "[1, 2, 2]", outputs
-    assert project.runs() == ["run", "run"]
+    assert outputs[-1].strip() == "[1, 2, 2, 6]", outputs
+    assert project.runs() == ["run", "run", "run"]
