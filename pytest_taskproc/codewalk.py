@@ -28,13 +28,12 @@ their methods and attributes that the code calls directly.
 from __future__ import annotations
 
 import ast
-import copy
 import importlib
 import importlib.util
 import sys
 import types
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from .sourcefiles import (
@@ -67,7 +66,7 @@ _NOT_CODE = frozenset(
         "pytestmark",
     }
 )
-_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_NO_VALUE = object()
 
 
 class Walker:
@@ -129,10 +128,7 @@ class Walker:
         else:
             if not kept.runs(code):
                 self.stale_files.append(kept.filename)
-            stripped = [_strip(n) for n in nodes]
-            self.parts[name] = sha("\n".join(ast.unparse(n) for n in stripped))
-            for node in stripped:
-                self._follow_tree(node, func.__globals__)
+            self._digest_source(name, kept, nodes, func.__globals__)
         self._closures(func)
 
     def _class(self, cls: type) -> None:
@@ -149,10 +145,7 @@ class Walker:
         else:
             if any(not kept.runs(f.__code__) for f in own):
                 self.stale_files.append(kept.filename)
-            stripped = [_strip(n) for n in nodes]
-            self.parts[name] = sha("\n".join(ast.unparse(n) for n in stripped))
-            for node in stripped:
-                self._follow_tree(node, scope)
+            self._digest_source(name, kept, nodes, scope)
         for base in cls.__bases__:
             if not is_task_class(base):
                 self._follow_value(base)
@@ -203,13 +196,28 @@ class Walker:
 
     # -- names read by code --------------------------------------------------------------
 
-    def _follow_tree(self, tree: ast.AST, scope: dict[str, Any]) -> None:
-        imports = dict(self._local_imports(tree, scope))
-        for path in _references(tree):
-            self._resolve(path, scope, imports)
+    def _digest_source(
+        self,
+        name: str,
+        kept: SourceFile,
+        nodes: Sequence[ast.AST],
+        scope: dict[str, Any],
+        value: Any = _NO_VALUE,
+    ) -> None:
+        """A part made of definitions or statements of a file, and the names they read."""
+        summaries = [kept.summary(n) for n in nodes]
+        shown = [s.text for s in summaries]
+        if value is not _NO_VALUE and is_immutable(value):
+            # also what it came out as: ``N = int(os.environ["N"])``, ``STARTED = time.time()``
+            shown.append(self._value_text(name, value))
+        self.parts[name] = sha("\n".join(shown))
+        for summary in summaries:
+            imports = dict(self._local_imports(summary.imports, scope))
+            for path in summary.references:
+                self._resolve(path, scope, imports)
 
     def _resolve(
-        self, path: list[str], scope: Any, imports: dict[str, tuple[Any, str, Any]]
+        self, path: Sequence[str], scope: Any, imports: dict[str, tuple[Any, str, Any]]
     ) -> None:
         head = path[0]
         if head in imports:
@@ -270,28 +278,23 @@ class Walker:
         if kept is not None:
             self.files[id(kept)] = kept
         if statements and all(isinstance(s, ast.ImportFrom) for s in statements):
-            for local, (src_home, src_key, src_value) in self._local_imports(statements[-1], home):
+            imported = self._local_imports([statements[-1]], home)  # type: ignore[list-item]
+            for local, (src_home, src_key, src_value) in imported:
                 if local == key and src_home is not None:
                     self._name(src_home, src_key, src_value)
             return
         if statements and not all(isinstance(s, ast.Import) for s in statements):
-            stripped = [_strip(s) for s in statements]
-            shown = [ast.unparse(s) for s in stripped]
-            if is_immutable(value):
-                # also what it came out as: ``N = int(os.environ["N"])``, ``STARTED = time.time()``
-                shown.append(self._value_text(label, value))
-            self.parts[label] = sha("\n".join(shown))
-            for statement in stripped:
-                self._follow_tree(statement, home)
+            assert kept is not None
+            self._digest_source(label, kept, statements, home, value)
             return
         self.parts[label] = sha(self._value_text(label, value))
 
     def _local_imports(
-        self, tree: ast.AST, scope: dict[str, Any]
+        self, statements: Iterable[ast.Import | ast.ImportFrom], scope: dict[str, Any]
     ) -> Iterator[tuple[str, tuple[Any, str, Any]]]:
-        """Names bound by ``import`` statements in ``tree``, resolved to user modules' names."""
+        """Names bound by ``import`` statements, resolved to user modules' names."""
         package = scope.get("__package__") or ""
-        for node in ast.walk(tree):
+        for node in statements:
             if isinstance(node, ast.ImportFrom):
                 base = _absolute(node.module, node.level, package)
                 module = self._user_module(base) if base else None
@@ -338,28 +341,18 @@ class Walker:
 
 
 def _function_nodes(kept: SourceFile, code: types.CodeType) -> list[ast.AST]:
-    line = code.co_firstlineno
-    try:
-        tree = kept.tree
-    except (SyntaxError, ValueError):
-        return []
-    if code.co_name == "<lambda>":
-        return [n for n in ast.walk(tree) if isinstance(n, ast.Lambda) and n.lineno == line]
+    found = kept.definitions_at(code.co_firstlineno)
+    if code.co_name == "<lambda>":  # several lambdas on one line all count
+        return [n for n in found if isinstance(n, ast.Lambda)]
     return [
         n
-        for n in ast.walk(tree)
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-        and n.name == code.co_name
-        and line in (n.lineno, *(d.lineno for d in n.decorator_list))
+        for n in found
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == code.co_name
     ]
 
 
 def _class_nodes(kept: SourceFile, cls: type, own: list[types.FunctionType]) -> list[ast.ClassDef]:
-    try:
-        tree = kept.tree
-    except (SyntaxError, ValueError):
-        return []
-    named = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls.__name__]
+    named = kept.classes_named(cls.__name__)
     first = getattr(cls, "__firstlineno__", None)  # Python 3.13+
     found = list(named)  # no way to tell them apart: all of them count
     if first is not None:
@@ -427,62 +420,3 @@ def _code_names(code: types.CodeType) -> set[str]:
         if isinstance(const, types.CodeType):
             names |= _code_names(const)
     return names
-
-
-# -- normalising and reading source ----------------------------------------------------------
-
-
-def _is_mark(decorator: ast.expr) -> bool:
-    """``@pytest.mark.x``, ``@pytest.mark.x(...)``, ``@mark.x(...)``: pytest metadata."""
-    target = decorator.func if isinstance(decorator, ast.Call) else decorator
-    path: list[str] = []
-    while isinstance(target, ast.Attribute):
-        path.append(target.attr)
-        target = target.value
-    if not isinstance(target, ast.Name):
-        return False
-    path.append(target.id)
-    path.reverse()
-    return path[:2] == ["pytest", "mark"] or (path[0] == "mark" and len(path) > 1)
-
-
-def _is_pytestmark(statement: ast.stmt) -> bool:
-    targets: list[ast.expr] = []
-    if isinstance(statement, ast.Assign):
-        targets = statement.targets
-    elif isinstance(statement, (ast.AnnAssign, ast.AugAssign)):
-        targets = [statement.target]
-    return any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in targets)
-
-
-def _strip(node: Any) -> Any:
-    """A copy without docstrings and pytest metadata."""
-    node = copy.deepcopy(node)
-    for inner in ast.walk(node):
-        if isinstance(inner, _DEFS):
-            inner.decorator_list = [d for d in inner.decorator_list if not _is_mark(d)]
-            body = [s for s in inner.body if not _is_pytestmark(s)]
-            if (
-                body
-                and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)
-            ):
-                body = body[1:]
-            inner.body = body or [ast.Pass()]
-    return node
-
-
-def _references(tree: ast.AST) -> Iterator[list[str]]:
-    """Dotted names read by the code: ``helper``, ``module.CONSTANT``, ``Other.method``."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
-            path: list[str] = []
-            inner: ast.expr = node
-            while isinstance(inner, ast.Attribute):
-                path.append(inner.attr)
-                inner = inner.value
-            if isinstance(inner, ast.Name):
-                yield [inner.id, *reversed(path)]
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            yield [node.id]

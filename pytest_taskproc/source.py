@@ -24,7 +24,7 @@ from typing import Any
 
 from .codewalk import Walker
 from .errors import CodeDigestWarning, SourceEditedWarning
-from .sourcefiles import SourceFile, edited, is_user_module, note_modules
+from .sourcefiles import SourceFile, edited, is_user_module, module_file, note_modules
 from .valuedigest import sha
 
 #: the start of a digest that must never match a recorded one
@@ -94,6 +94,8 @@ def note_class_defined(cls: type) -> None:
     code that runs; helper modules imported before it are as fresh as can be
     known.  A file edited after this is noticed (``warn_if_edited``).
     """
+    if is_user_module(cls.__module__):
+        module_file(sys.modules.get(cls.__module__))  # also when imported again under its name
     note_modules(is_user_module)
 
 

@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .normalize import Summary, strip_in_place, summarize
+
 
 @dataclass(eq=False)
 class SourceFile:
@@ -48,14 +50,53 @@ class SourceFile:
     _tree: ast.Module | None = None
     _codes: dict[tuple[str, int], tuple[Any, ...]] | None = None
     _bindings: dict[str, list[ast.stmt]] | None = None
+    #: line -> definitions starting there (a decorator's line counts): found by code objects
+    _defs: dict[int, list[ast.AST]] | None = None
+    _classes: dict[str, list[ast.ClassDef]] | None = None
+    _summaries: dict[int, Summary] = field(default_factory=dict)
     edited: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def tree(self) -> ast.Module:
         if self._tree is None:
-            self._tree = ast.parse(self.text, self.filename)
+            try:
+                tree = ast.parse(self.text, self.filename)
+            except (SyntaxError, ValueError):  # then nothing is found in it: digested by value
+                tree = ast.Module(body=[], type_ignores=[])
+            self._index(tree)  # before marks go: a code object may start at a mark's line
+            strip_in_place(tree)
+            self._tree = tree
         return self._tree
+
+    def definitions_at(self, line: int) -> list[ast.AST]:
+        """Functions, lambdas and classes whose definition starts at ``line``."""
+        self.tree  # noqa: B018 - parsed and indexed on first use
+        return self._defs.get(line, []) if self._defs is not None else []
+
+    def classes_named(self, name: str) -> list[ast.ClassDef]:
+        self.tree  # noqa: B018 - parsed and indexed on first use
+        return self._classes.get(name, []) if self._classes is not None else []
+
+    def _index(self, tree: ast.Module) -> None:
+        defs: dict[int, list[ast.AST]] = {}
+        classes: dict[str, list[ast.ClassDef]] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                for line in {node.lineno, *(d.lineno for d in node.decorator_list)}:
+                    defs.setdefault(line, []).append(node)
+                if isinstance(node, ast.ClassDef):
+                    classes.setdefault(node.name, []).append(node)
+            elif isinstance(node, ast.Lambda):
+                defs.setdefault(node.lineno, []).append(node)
+        self._defs, self._classes = defs, classes
+
+    def summary(self, node: ast.AST) -> Summary:
+        """The normalised text of a definition or statement of this file, made once."""
+        found = self._summaries.get(id(node))
+        if found is None:
+            found = self._summaries[id(node)] = summarize(node)
+        return found
 
     def bindings(self, name: str) -> list[ast.stmt]:
         """The top-level statements that mention ``name`` (outside function and class bodies)."""
