@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,7 +95,9 @@ class Project:
         assert old in text, old
         path.write_text(text.replace(old, new), encoding="utf-8")
 
-    def python(self, script: str, env: dict[str, str] | None = None) -> tuple[list, list[str]]:
+    def python(
+        self, script: str, env: dict[str, str] | None = None
+    ) -> tuple[list[Any], list[str]]:
         """Run a script in a new process: the values it reported and the warnings of its runs."""
         preamble = PREAMBLE.format(directory=str(self.path), cache=str(self.cache))
         environment = {k: v for k, v in os.environ.items() if not k.startswith("CP_")}
@@ -736,7 +739,7 @@ def test_a_task_class_redefined_in_a_notebook_cell_is_recomputed(project: Projec
     outputs: list[str] = []
 
     def cell(code: str) -> None:
-        def hook(message: dict) -> None:
+        def hook(message: dict[str, Any]) -> None:
             if message["msg_type"] == "stream":
                 outputs.append(message["content"]["text"])
             elif message["msg_type"] == "error":
