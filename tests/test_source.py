@@ -95,9 +95,7 @@ class Project:
         assert old in text, old
         path.write_text(text.replace(old, new), encoding="utf-8")
 
-    def python(
-        self, script: str, env: dict[str, str] | None = None
-    ) -> tuple[list[Any], list[str]]:
+    def python(self, script: str, env: dict[str, str] | None = None) -> tuple[list[Any], list[str]]:
         """Run a script in a new process: the values it reported and the warnings of its runs."""
         preamble = PREAMBLE.format(directory=str(self.path), cache=str(self.cache))
         environment = {k: v for k, v in os.environ.items() if not k.startswith("CP_")}
