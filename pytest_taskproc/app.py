@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-D",
         "--detect-source-change",
-        action="store_true",
-        help="recompute tasks whose class source code changed",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="recompute tasks whose code changed (default: on, unless CP_DETECT_SOURCE_CHANGE=0)",
     )
     parser.add_argument(
         "--dont-force-entrypoint",
