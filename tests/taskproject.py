@@ -56,7 +56,9 @@ class Project:
         return ["--taskproc", *options] if taskproc else options
 
     def run(self, *args: str, taskproc: bool = True) -> pytest.RunResult:
-        return self.pytester.runpytest_subprocess(*self.options(taskproc), *args, timeout=120)
+        return self.pytester.runpytest_subprocess(
+            *self.options(taskproc), *without_randomly(args), *args, timeout=120
+        )
 
     def runs(self) -> list[str]:
         """Log lines since the last call: what ``run_task`` computed in between."""
@@ -70,6 +72,17 @@ class Project:
         """Node ids listed by ``--collect-only -q``, in order."""
         result = self.run("--collect-only", "-q", *args)
         return [line for line in result.outlines if "::" in line and not line.startswith(" ")]
+
+
+def without_randomly(args: tuple[str, ...]) -> list[str]:
+    """``-p no:randomly`` unless the run asks for pytest-randomly by its options.
+
+    pytest-randomly, where installed, imports numpy in every pytest process
+    to reseed it, about a second of each run's start-up on a loaded 2-core
+    machine, and shuffles plain tests, which no test here wants unless it
+    says so (``--randomly-seed=...``).
+    """
+    return [] if any(a.startswith("--randomly") for a in args) else ["-p", "no:randomly"]
 
 
 #: pytest's word for each count of the ``taskproc:`` line
