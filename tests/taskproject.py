@@ -57,7 +57,7 @@ class Project:
 
     def run(self, *args: str, taskproc: bool = True) -> pytest.RunResult:
         return self.pytester.runpytest_subprocess(
-            *self.options(taskproc), *without_randomly(args), *args, timeout=120
+            *self.options(taskproc), *unused_plugins(args, self.path), *args, timeout=120
         )
 
     def runs(self) -> list[str]:
@@ -74,15 +74,39 @@ class Project:
         return [line for line in result.outlines if "::" in line and not line.startswith(" ")]
 
 
-def without_randomly(args: tuple[str, ...]) -> list[str]:
-    """``-p no:randomly`` unless the run asks for pytest-randomly by its options.
+#: plugins installed for the test suite that an inner run loads only when it uses them:
+#: name -> the option prefixes, or ini keys, that use it
+OPTIONAL_PLUGINS = {
+    "randomly": ("--randomly", "randomly"),
+    "rerunfailures": ("--reruns", "--only-rerun", "--rerun-except", "reruns"),
+    "timeout": ("--timeout", "timeout"),
+    "html": ("--html", "--self-contained-html", "--css", "html"),
+    "metadata": ("--html", "--metadata", "html", "metadata"),
+}
+INI_FILES = ("pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml")
 
-    pytest-randomly, where installed, imports numpy in every pytest process
-    to reseed it, about a second of each run's start-up on a loaded 2-core
-    machine, and shuffles plain tests, which no test here wants unless it
-    says so (``--randomly-seed=...``).
+
+def unused_plugins(args: tuple[str, ...], folder: Path) -> list[str]:
+    """``-p no:NAME`` for each optional plugin neither the arguments nor the ini files use.
+
+    Each costs every pytest process its start-up (pytest-randomly imports
+    numpy to reseed it and shuffles plain tests; pytest-html, its templates),
+    about a third of a trivial run's CPU time, paid by every inner run and
+    every xdist worker of the suite.
     """
-    return [] if any(a.startswith("--randomly") for a in args) else ["-p", "no:randomly"]
+    ini = " ".join(
+        (folder / name).read_text(encoding="utf-8")
+        for name in INI_FILES
+        if (folder / name).is_file()
+    )
+    off = []
+    for name, uses in OPTIONAL_PLUGINS.items():
+        if any(a.startswith(u) for a in args for u in uses if u.startswith("-")):
+            continue
+        if any(u in ini for u in uses if not u.startswith("-")):
+            continue
+        off += ["-p", f"no:{name}"]
+    return off
 
 
 #: pytest's word for each count of the ``taskproc:`` line
