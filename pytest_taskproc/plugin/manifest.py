@@ -126,7 +126,7 @@ class Manifest:
         self.write()
 
     def write(self) -> None:
-        from ..provenance import write_manifest
+        from ..provenance import manifest_document, write_manifest
 
         tasks = []
         for nodeid in sorted(self.entries):
@@ -135,7 +135,8 @@ class Manifest:
             if nodeid in self.reasons:
                 entry["reason"] = self.reasons[nodeid]
             tasks.append(entry)
-        write_manifest(self.path, {"cache": str(self.options.cache_root), "tasks": tasks})
+        document = manifest_document(self.options.cache_root, tasks, self.config.rootpath)
+        write_manifest(self.path, document)
 
 
 def _entry(task: Any) -> dict[str, Any]:
