@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
-from .report import OWN_CATEGORIES, REASON, REPORT_ATTR, STATUS, TASK_ID, teststatus
+from .report import REASON, REPORT_ATTR, STATUS, TASK_ID, teststatus
+from .status import OWN_CATEGORIES
 
 #: pytest-sugar's symbol for a cached (or verified) item, where it draws ✓ for a pass
-SUGAR_SYMBOLS = {"cached": "c", "verified": "v"}
+SUGAR_SYMBOLS = {status.word: status.letter for status in OWN_CATEGORIES}
 
 
 class ReportingPlugins:
@@ -74,7 +75,7 @@ class ReportingPlugins:
 
         def with_task_statuses(report: Any) -> Any:
             ours = teststatus(report, config, plain=True)
-            if ours is not None and ours[0] in OWN_CATEGORIES:
+            if ours is not None and ours[0] in SUGAR_SYMBOLS:
                 symbol = getattr(sugar, "colored")(SUGAR_SYMBOLS[ours[0]], "cyan")  # noqa: B009
                 return ours[0], symbol, ours[2]
             return original(report)
