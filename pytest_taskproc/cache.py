@@ -28,7 +28,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple
 
 from . import serialize
 from .atomic import TMP_MARK, remove_tree, write_atomic, write_text_atomic
@@ -52,6 +52,28 @@ to make its tasks recompute. Results are pickles: only load a cache you trust.
 
 #: How often a reader re-reads a result that changed under it before giving up.
 READ_ATTEMPTS = 5
+
+
+class StoredValue(NamedTuple):
+    """What ``write_value`` stored: the file name, the pickle's digest and size, the file's size."""
+
+    file: str
+    digest: str
+    size: int
+    stored_size: int
+
+
+#: Value files this process wrote, with the digest of their pickle and their
+#: stat then.  A file whose stat (ctime included, which no user can set) is
+#: unchanged still holds those bytes, so reading it back in this process need
+#: not hash it again.
+_written: dict[str, tuple[str, tuple[int, ...]]] = {}
+#: Only files this large are remembered: hashing a small one costs less than a look-up.
+TRUST_WRITTEN_FROM = 1 << 20
+
+
+def _stat_key(stat: os.stat_result) -> tuple[int, ...]:
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
 
 
 def ensure_directory(path: Path) -> None:
@@ -233,15 +255,27 @@ class ClassStore:
             try:
                 with open(path, "rb") as handle:
                     blob = handle.read()
+                    written = _written.get(path)
+                    if written is not None and written != (
+                        record.digest,
+                        _stat_key(os.fstat(handle.fileno())),
+                    ):
+                        written = None
             except FileNotFoundError:
                 continue  # replaced just now: read the new record
             except OSError as exc:
                 raise access_error("read", path, exc) from None
             problem = None
             try:
-                value, intact = serialize.verified_load(
-                    serialize.unpack(record.file, blob), record.digest
-                )
+                if written is not None and self._record_text(task_id) == text:
+                    # This process wrote these very bytes, nothing touched the
+                    # file since, and its record did not change while it was
+                    # read (a writer removes the record before the value).
+                    value, intact = serialize.decode(record.file, blob), True
+                else:
+                    value, intact = serialize.verified_load(
+                        serialize.unpack(record.file, blob), record.digest
+                    )
             except ValueError as exc:
                 value, intact, problem = None, False, str(exc)
             if intact:
@@ -323,21 +357,37 @@ class ClassStore:
         remove_tree(Path(folder, "data"))
         return False, previous
 
-    def write_value(self, task_id: int, data: bytes, compress_level: int | None) -> tuple[str, int]:
-        """Store pickled ``data`` in the task's folder; returns the file name and its size.
+    def write_value(self, task_id: int, value: Any, compress_level: int | None) -> StoredValue:
+        """Pickle ``value`` into the task's folder in one pass; what was stored.
 
         Written in place: until the record is committed nobody trusts it.
+        Pickling errors propagate as they are (nothing is left behind); a
+        failing write is an ``access_error``.
         """
-        name, blob = serialize.encode(data, serialize.choose_encoding(data, compress_level))
-        path = f"{self.folder(task_id)}{os.sep}{name}"
-        try:
-            with open(path, "wb") as handle:
-                handle.write(blob)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(path)  # a partial value is no result, and a full disk needs the room
-            raise access_error("write the result", path, exc) from None
-        return name, len(blob)
+        folder = self.folder(task_id)
+        with contextlib.ExitStack() as files:
+
+            def open_file(name: str) -> BinaryIO:
+                return files.enter_context(open(f"{folder}{os.sep}{name}", "wb"))
+
+            writer = serialize.ValueWriter(open_file, compress_level)
+            try:
+                serialize.stream_result(value, writer)
+                digest = writer.finish()
+            except BaseException as exc:
+                files.close()
+                path = f"{folder}{os.sep}{writer.name}"
+                if writer.name is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)  # a partial value is no result; a full disk needs room
+                if isinstance(exc, OSError) and exc is writer.write_error:
+                    raise access_error("write the result", path, exc) from None
+                raise
+            stat = os.fstat(writer.fileno())
+        assert writer.name is not None
+        if writer.stored_size >= TRUST_WRITTEN_FROM:
+            _written[f"{folder}{os.sep}{writer.name}"] = (digest, _stat_key(stat))
+        return StoredValue(writer.name, digest, writer.size, writer.stored_size)
 
     def commit(self, task_id: int, record: Record) -> None:
         """Publish a result: its record replaces whatever record was there, atomically."""

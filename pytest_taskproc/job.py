@@ -26,6 +26,7 @@ from typing import Any
 from .cache import ClassStore, get_store
 from .capture import captured_output
 from .errors import (
+    CacheAccessError,
     CorruptResultError,
     PlanMismatchError,
     ResultMissingError,
@@ -35,7 +36,6 @@ from .errors import (
 )
 from .record import Record, UpstreamRead, made_now, new_lineage
 from .requires import RESOLVED_ATTR, resolve_slot_value
-from .serialize import dump_result, value_digest
 from .source import code_digest
 from .spec import NodeKey, node_key, spec_of
 
@@ -151,7 +151,9 @@ def compute(job: Job, store: ClassStore) -> Record:
         output = (store.stdout_path(job.task_id), store.stderr_path(job.task_id))
     value, seconds = run_bound(task, load, output, echo=job.echo, new_folder=new_folder)
     try:
-        data = dump_result(value)
+        stored = store.write_value(job.task_id, value, config.compress_level)
+    except CacheAccessError:
+        raise
     except Exception as exc:
         raise ResultNotPicklableError(
             f"{task!r}: run_task returned a {type(value).__qualname__} that cloudpickle cannot "
@@ -159,8 +161,7 @@ def compute(job: Job, store: ClassStore) -> Record:
             f"{describe(task, store, job.task_id)}"
         ) from None
     del value
-    digest = value_digest(data)
-    name, stored_size = store.write_value(job.task_id, data, config.compress_level)
+    digest = stored.digest
     # A value reproduced byte for byte from the same upstream values (say,
     # after a code edit) keeps its lineage, so what was computed from it stays
     # fresh.  Anything else is a new value, and so is anything computed from a
@@ -175,9 +176,9 @@ def compute(job: Job, store: ClassStore) -> Record:
         code_parts=code_digest(type(task)).parts,
         upstream=job.reads,
         digest=digest,
-        size=len(data),
-        file=name,
-        stored_size=stored_size,
+        size=stored.size,
+        file=stored.file,
+        stored_size=stored.stored_size,
         lineage=lineage or new_lineage(),
         made=made_now(seconds, job.run),
     )
