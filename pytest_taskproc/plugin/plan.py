@@ -10,7 +10,7 @@ tasks run in one of two ways:
 - *item by item* (no executor, or under xdist): each item computes what its
   own task still needs, in the pytest process (so ``--pdb`` and ``-s`` work)
   or, with an executor under xdist, on that executor.  A graph of one pass
-  (``execute.GraphRun``) is worked through target by target, linear overall.
+  (``scheduler.GraphRun``) is worked through target by target, linear overall.
 - *in the background* (``--taskproc-executor`` without xdist): one pass over
   every stale task runs in a thread, submitting each task as soon as its
   upstream tasks are done; each item waits for its own task's outcome.
@@ -32,10 +32,11 @@ import pytest
 from ..atomic import write_text_atomic
 from ..cache import ensure_directory, prepare_root
 from ..context import Context
-from ..execute import GraphRun, InlineExecutor, assign_ids
+from ..execute import InlineExecutor
 from ..freshness import TaskState, plan
 from ..graph import NodeKey, TaskGraph
 from ..ratelimit import ChannelLimiter, FileSlots
+from ..scheduler import GraphRun, assign_ids
 from ..worker import RUNNING_SUFFIX
 from .collect import COLLECTION, Collection, TaskItem
 from .options import Options

@@ -18,10 +18,11 @@ from typing import Any
 
 from .. import freshness
 from ..errors import CacheCorruptionWarning, CorruptResultError, TaskprocError
-from ..execute import MAX_RECOVERIES, GraphRun, InlineExecutor, discard_corrupt
+from ..execute import MAX_RECOVERIES, InlineExecutor, discard_corrupt
 from ..freshness import Reason, TaskState
 from ..graph import NodeKey, TaskGraph
 from ..ratelimit import ChannelLimiter
+from ..scheduler import GraphRun
 from ..worker import REPLAN_ERRORS, Outcome
 from .collect import TaskItem
 from .plan import RunPlan
