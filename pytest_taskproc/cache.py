@@ -61,6 +61,8 @@ class StoredValue(NamedTuple):
     digest: str
     size: int
     stored_size: int
+    #: (mtime_ns, inode, ctime_ns) of the file as it was left
+    stat: tuple[int, int, int]
 
 
 #: Value files this process wrote, with the digest of their pickle and their
@@ -387,7 +389,13 @@ class ClassStore:
         assert writer.name is not None
         if writer.stored_size >= TRUST_WRITTEN_FROM:
             _written[f"{folder}{os.sep}{writer.name}"] = (digest, _stat_key(stat))
-        return StoredValue(writer.name, digest, writer.size, writer.stored_size)
+        return StoredValue(
+            writer.name,
+            digest,
+            writer.size,
+            writer.stored_size,
+            (stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns),
+        )
 
     def commit(self, task_id: int, record: Record) -> None:
         """Publish a result: its record replaces whatever record was there, atomically."""
