@@ -20,7 +20,10 @@ or the commit before records for the ``records-*`` rows (which need ``--b-src``)
 
 Library rows time ``run_graph`` inside the subprocess; plugin rows time the
 whole ``python -m pytest`` process from outside, since start-up is part of
-what they measure.
+what they measure.  Each row also prints the ratio of the CPU seconds (user +
+system, of the subprocess and every process it waited for, pool workers
+included): on a loaded machine that ratio is the steadier of the two, except
+for the parallel rows, where only the wall-clock ratio means anything.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -76,7 +80,15 @@ class Side:
         (folder / "pytest.ini").write_text("[pytest]\n")
         return folder
 
-    def measure(self, folder: Path) -> float:
+    def measure(self, folder: Path) -> tuple[float, float]:
+        """The time (``run_graph``'s or the whole process's) and the CPU seconds it used."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        elapsed = self._run(folder)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        return elapsed, cpu
+
+    def _run(self, folder: Path) -> float:
         cache = folder / ".cache"
         if self.cold:
             shutil.rmtree(cache, ignore_errors=True)
@@ -247,6 +259,13 @@ def _cpu(a: tuple[str, ...], b: tuple[str, ...], plain: bool = False) -> tuple[S
     return plugin(" ".join(a), files, *a), plugin(" ".join(b), files, *b)
 
 
+def _summary(ratios: list[float]) -> str:
+    return (
+        f"median {statistics.median(ratios):.3f} "
+        f"(min {min(ratios):.3f}, max {max(ratios):.3f}, {len(ratios)} pairs)"
+    )
+
+
 def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -293,21 +312,26 @@ def main() -> int:
     )
     print(f"load average before: {load()}", flush=True)
     ratios: list[float] = []
+    cpu_ratios: list[float] = []
     try:
         for i in range(args.pairs + 1):
-            ta = a.measure(folders[0])
-            tb = b.measure(folders[1])
+            ta, ca = a.measure(folders[0])
+            tb, cb = b.measure(folders[1])
             tag = "warm-up" if i == 0 else f"pair {i}"
-            print(f"  {tag:8} A {ta:8.3f} s  B {tb:8.3f} s  A/B {ta / tb:6.3f}", flush=True)
+            print(
+                f"  {tag:8} A {ta:8.3f} s  B {tb:8.3f} s  A/B {ta / tb:6.3f}   "
+                f"CPU A {ca:7.3f} s  B {cb:7.3f} s  A/B {ca / cb:6.3f}",
+                flush=True,
+            )
             if i:
                 ratios.append(ta / tb)
+                cpu_ratios.append(ca / cb)
     finally:
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
     print(f"load average after: {load()}")
     print(
-        f"RESULT {args.row} [{args.where}]: A/B median {statistics.median(ratios):.3f} "
-        f"(min {min(ratios):.3f}, max {max(ratios):.3f}, {len(ratios)} pairs)"
+        f"RESULT {args.row} [{args.where}]: A/B {_summary(ratios)}; CPU A/B {_summary(cpu_ratios)}"
     )
     return 0
 

@@ -24,6 +24,7 @@ instead of calling it damage, since a writer may have committed meanwhile.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import warnings
@@ -40,6 +41,8 @@ __all__ = ["CacheCorruptionWarning", "ClassStore", "get_store"]
 
 RECORD_NAME = "record.json"
 ARGS_NAME = "args.json"
+STDOUT_NAME = "stdout.txt"
+STDERR_NAME = "stderr.txt"
 CACHE_README = """\
 # pytest-taskproc cache
 
@@ -76,6 +79,12 @@ TRUST_WRITTEN_FROM = 1 << 20
 
 def _stat_key(stat: os.stat_result) -> tuple[int, ...]:
     return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
+
+
+@functools.lru_cache(maxsize=64)
+def root_path(root: str) -> Path:
+    """The cache root of a job as a ``Path``, made once per process: pathlib costs per task."""
+    return Path(root)
 
 
 def ensure_directory(path: Path) -> None:
@@ -162,10 +171,10 @@ class ClassStore:
         return Path(self.folder(task_id))
 
     def stdout_path(self, task_id: int) -> Path:
-        return self.result_dir(task_id) / "stdout.txt"
+        return self.result_dir(task_id) / STDOUT_NAME
 
     def stderr_path(self, task_id: int) -> Path:
-        return self.result_dir(task_id) / "stderr.txt"
+        return self.result_dir(task_id) / STDERR_NAME
 
     def data_dir(self, task_id: int) -> Path:
         return self.result_dir(task_id) / "data"
@@ -314,29 +323,37 @@ class ClassStore:
         return None
 
     # -- writing ----------------------------------------------------------
-    def begin_run(self, task_id: int, key: str) -> tuple[bool, Record | None]:
-        """Make way for a new result; returns (folder is new, the previous record).
-
-        The previous record is removed first: from then on the old value is
-        not trusted, so a failed or killed run leaves no result behind.
-        """
+    def create_folder(self, task_id: int, key: str) -> bool:
+        """Create the task's result folder with its ``args.json``; False if it existed."""
         folder = self.folder(task_id)
         try:
             os.mkdir(folder)
         except FileExistsError:
-            pass
+            return False
         except FileNotFoundError:
             ensure_directory(Path(folder))
         except OSError as exc:
             raise access_error("prepare", folder, exc) from None
-        else:
-            # A new folder holds no record, so args.json need not be written
-            # atomically: a torn one is rewritten by the next run.
-            try:
-                with open(f"{folder}{os.sep}{ARGS_NAME}", "x", encoding="utf-8") as handle:
-                    handle.write(key)
-            except OSError as exc:
-                raise access_error("prepare", folder, exc) from None
+        # A new folder holds no record, so args.json need not be written
+        # atomically: a torn one is rewritten by the next run.
+        try:
+            with open(f"{folder}{os.sep}{ARGS_NAME}", "x", encoding="utf-8") as handle:
+                handle.write(key)
+        except OSError as exc:
+            raise access_error("prepare", folder, exc) from None
+        return True
+
+    def begin_run(
+        self, task_id: int, key: str, created: bool = False
+    ) -> tuple[bool, Record | None]:
+        """Make way for a new result; returns (folder is new, the previous record).
+
+        The previous record is removed first: from then on the old value is
+        not trusted, so a failed or killed run leaves no result behind.
+        ``created``: the caller made the folder (``create_folder``) under the task's lock.
+        """
+        folder = self.folder(task_id)
+        if created or self.create_folder(task_id, key):
             return True, None
         if not os.path.isdir(folder):
             _warn(f"{folder} is not a folder; replacing it with the result of {self.name} {key}")

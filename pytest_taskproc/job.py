@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import ClassStore, get_store
+from .cache import STDERR_NAME, STDOUT_NAME, ClassStore, get_store, root_path
 from .capture import captured_output
 from .errors import (
     CacheAccessError,
@@ -130,15 +130,15 @@ def check_plan(job: Job) -> None:
         )
 
 
-def compute(job: Job, store: ClassStore) -> Record:
+def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
     """Run ``run_task`` with upstream values in place; store the value and its record."""
     __tracebackhide__ = True
     task = job.task
     spec = spec_of(task)
     config = spec.config
-    root = Path(job.cache_root)
+    root = root_path(job.cache_root)
     check_plan(job)
-    new_folder, previous = store.begin_run(job.task_id, spec.key)
+    new_folder, previous = store.begin_run(job.task_id, spec.key, created)
     expected = {(r.name, r.key): r for r in job.reads}
     ids = dict(zip(((r.name, r.key) for r in job.reads), job.upstream_ids, strict=False))
 
@@ -148,7 +148,8 @@ def compute(job: Job, store: ClassStore) -> Record:
 
     output = None
     if config.detach_output:
-        output = (store.stdout_path(job.task_id), store.stderr_path(job.task_id))
+        folder = store.folder(job.task_id)
+        output = (f"{folder}{os.sep}{STDOUT_NAME}", f"{folder}{os.sep}{STDERR_NAME}")
     value, seconds = run_bound(task, load, output, echo=job.echo, new_folder=new_folder)
     try:
         stored = store.write_value(job.task_id, value, config.compress_level)
@@ -189,7 +190,7 @@ def compute(job: Job, store: ClassStore) -> Record:
 def run_bound(
     task: Any,
     load: Callable[[Any], Any],
-    output: tuple[Path, Path] | None,
+    output: tuple[str | Path, str | Path] | None,
     *,
     echo: bool = False,
     new_folder: bool = False,

@@ -34,6 +34,11 @@ _NL = "\n"
 _encode = json.dumps
 
 
+def _args(key: str) -> str:
+    """Canonical arguments as written in records: spaced like the rest of the record."""
+    return _encode(json.loads(key))
+
+
 @dataclass(frozen=True)
 class UpstreamRead:
     """One upstream value a result was computed from."""
@@ -45,7 +50,7 @@ class UpstreamRead:
 
     def json_text(self) -> str:
         return (
-            f'{{"task": {_encode(self.name)}, "args": {self.key}, '
+            f'{{"task": {_encode(self.name)}, "args": {_args(self.key)}, '
             f'"digest": {_encode(self.digest)}, "lineage": {_encode(self.lineage)}}}'
         )
 
@@ -68,8 +73,7 @@ class Record:
 
     def to_json(self) -> str:
         # One member per line for people, each encoded by json's C encoder
-        # (``indent`` forces the pure-Python one, several times slower); the
-        # canonical argument strings are JSON already and go in as they are.
+        # (``indent`` forces the pure-Python one, several times slower).
         value = {
             "digest": self.digest,
             "size": self.size,
@@ -81,7 +85,7 @@ class Record:
         return (
             f'{{\n "format": "{FORMAT}",\n'
             f' "task": {_encode(self.name)},\n'
-            f' "args": {self.key},\n'
+            f' "args": {_args(self.key)},\n'
             f' "code": {_encode({"digest": self.code, "parts": self.code_parts})},\n'
             f' "upstream": [{f"{_NL}  {upstream}{_NL} " if upstream else ""}],\n'
             f' "value": {_encode(value)},\n'
