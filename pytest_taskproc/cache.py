@@ -33,9 +33,9 @@ from typing import Any, BinaryIO, NamedTuple
 
 from . import serialize
 from .atomic import TMP_MARK, remove_tree, write_atomic, write_text_atomic
-from .errors import CacheCorruptionWarning, CorruptResultError, ResultMissingError
+from .errors import CacheCorruptionWarning, CorruptResultError, RecordError, ResultMissingError
 from .idtable import IdTable, access_error
-from .record import Record, RecordError, parse_record
+from .record import Record, parse_record
 
 __all__ = ["CacheCorruptionWarning", "ClassStore", "get_store"]
 
