@@ -10,13 +10,15 @@ first used, which lets the pytest plugin and the app choose it first.
 from __future__ import annotations
 
 import contextvars
-import multiprocessing
 import os
 import sys
 import threading
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from multiprocessing.context import BaseContext
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
 
 
 def _env_flag(name: str) -> bool:
@@ -55,6 +57,9 @@ class Context:
         if cls.executor_name == "thread":
             return ThreadPoolExecutor(max_workers=workers)
         if cls.executor_name == "process":
+            # multiprocessing costs tens of ms to import: only when a pool is made
+            from concurrent.futures import ProcessPoolExecutor
+
             return ProcessPoolExecutor(max_workers=workers, mp_context=_process_context())
         raise ValueError(
             f"unknown executor name {cls.executor_name!r} (CP_EXECUTOR); use 'process' or 'thread'"
@@ -110,6 +115,8 @@ def forget_fixed_root() -> None:
 
 
 def _process_context() -> BaseContext:
+    import multiprocessing
+
     """How worker processes start.
 
     Forking is what the original used on Linux: it is the fastest, and it is
