@@ -136,6 +136,13 @@ class IdTable:
                     self._damaged = str(exc)
                     self._close_writer()
                     self._assign_in(self._open_writer(), missing)
+                finally:
+                    # diskcache keeps one connection per thread and closes only
+                    # the calling thread's: one left in a pool thread that ends
+                    # is never closed (a ResourceWarning on Python 3.13).  The
+                    # next assignment reconnects, which costs far less than the
+                    # computation it precedes.
+                    self._close_connection()
             return [self._ids[k] for k in keys]
 
     def _open_writer(self) -> diskcache.Cache:
@@ -176,7 +183,11 @@ class IdTable:
         except OSError as exc:
             raise access_error("open the id table", self.path, exc) from None
         if rebuild:
-            self._fill_from_folders(writer)
+            try:
+                self._fill_from_folders(writer)
+            except BaseException:
+                writer.close()
+                raise
         self._damaged = None
         self._writer = writer
         return writer
@@ -223,6 +234,11 @@ class IdTable:
                 table.set(NEXT_ID, next_id)
         except OSError as exc:
             raise access_error("write the id table of", self.path, exc) from None
+
+    def _close_connection(self) -> None:
+        """Close this thread's connection to the table, keeping the table open for the next."""
+        if self._writer is not None:
+            self._writer.close()
 
     def _close_writer(self) -> None:
         if self._writer is not None:
