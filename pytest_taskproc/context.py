@@ -119,8 +119,6 @@ def forget_fixed_root() -> None:
 
 
 def _process_context() -> BaseContext:
-    import multiprocessing
-
     """How worker processes start.
 
     Forking is what the original used on Linux: it is the fastest, and it is
@@ -129,6 +127,8 @@ def _process_context() -> BaseContext:
     (pytest-xdist, Dask, a thread pool), so then workers fork from a clean
     fork server instead; platforms without fork spawn.
     """
+    import multiprocessing  # tens of ms to import: only when a pool is made
+
     methods = multiprocessing.get_all_start_methods()
     if "fork" in methods and sys.platform.startswith("linux") and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
