@@ -221,7 +221,7 @@ def child_env(log: Path) -> dict[str, str]:
 def pytest_command(cache: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "pytest", "--taskproc", "-p", "no:cacheprovider", "-q",
-        f"--taskproc-cache-dir={cache}", *extra,
+        "-p", "no:randomly", f"--taskproc-cache-dir={cache}", *extra,
     ]  # fmt: skip
 
 
