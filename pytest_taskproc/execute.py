@@ -102,9 +102,8 @@ class Run:
         self.stale_count = len(stale)
         #: seconds spent in passes that had tasks to settle
         self.seconds = 0.0
-        self._pass = GraphRun(
-            graph, states, self._lazy_executor, settings, ChannelLimiter(rate_limits)
-        )
+        self._limiter = ChannelLimiter(rate_limits)
+        self._pass = GraphRun(graph, states, self._lazy_executor, settings, self._limiter)
 
     # -- reading ----------------------------------------------------------------------------
     def state(self, node: NodeKey) -> TaskState:
@@ -292,7 +291,7 @@ class Run:
                     discard_corrupt(self._root, error)
         graph = TaskGraph([self.task(n) for n in broken])
         states = plan(graph, self._root, self._settings.detect_source_change)
-        part = GraphRun(graph, states, self._lazy_executor, self._settings)
+        part = GraphRun(graph, states, self._lazy_executor, self._settings, self._limiter)
         self._timed(part, None, keep_going, withheld, None)
         sched.adopt(part)
         if listener is not None:

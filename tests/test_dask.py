@@ -353,9 +353,8 @@ def test_an_unreachable_scheduler_is_one_usage_error_and_cached_runs_need_none(
     project: Project,
 ) -> None:
     address = f"tcp://127.0.0.1:{closed_port()}"
-    start = time.monotonic()
+    # How soon the error comes is measured by benchmarks/bench_plugin.py (row U1), not here.
     result = project.run(f"--taskproc-executor=dask:{address}")
-    assert time.monotonic() - start < 25  # pytest start-up included; Dask alone waited 30 s
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: --taskproc-executor=dask:{address}: no Dask scheduler*"])
     assert project.runs() == []

@@ -19,10 +19,8 @@ from typing import Any
 
 import pytest
 
-from .report import OWN_CATEGORIES, REASON, REPORT_ATTR, STATUS, TASK_ID, teststatus
-
-#: pytest-sugar's symbol for a cached (or verified) item, where it draws ✓ for a pass
-SUGAR_SYMBOLS = {"cached": "c", "verified": "v"}
+from .report import REASON, REPORT_ATTR, STATUS, TASK_ID, teststatus
+from .status import OWN_CATEGORIES, Status
 
 
 class ReportingPlugins:
@@ -74,8 +72,10 @@ class ReportingPlugins:
 
         def with_task_statuses(report: Any) -> Any:
             ours = teststatus(report, config, plain=True)
-            if ours is not None and ours[0] in OWN_CATEGORIES:
-                symbol = getattr(sugar, "colored")(SUGAR_SYMBOLS[ours[0]], "cyan")  # noqa: B009
+            status = None if ours is None else Status.of(ours[0])
+            if status is not None and status in OWN_CATEGORIES:
+                # pytest-sugar's symbol for a cached (or verified) item, where it draws ✓
+                symbol = getattr(sugar, "colored")(status.letter, "cyan")  # noqa: B009
                 return ours[0], symbol, ours[2]
             return original(report)
 
