@@ -93,7 +93,7 @@ def _compute_under_lock(job: Job, store: ClassStore) -> Outcome:
         if marker is not None and not isinstance(exc, (KeyboardInterrupt, *REPLAN_ERRORS)):
             # Written while the lock is held, so a process waiting for this
             # task learns of the failure instead of computing it again.
-            Failure.of(exc).write(marker)
+            Failure.of(exc).write(marker, exc)
         raise
     finally:
         if running is not None:
