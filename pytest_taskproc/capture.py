@@ -107,7 +107,7 @@ class _LazyFile:
     result until the task runs again.
     """
 
-    def __init__(self, path: Path, new_folder: bool = False) -> None:
+    def __init__(self, path: str | Path, new_folder: bool = False) -> None:
         self.path = path
         self.new_folder = new_folder
         self._handle: IO[str] | None = None
@@ -152,7 +152,10 @@ class _LazyFile:
 
 @contextmanager
 def captured_output(
-    stdout_path: Path, stderr_path: Path, echo: bool = False, new_folder: bool = False
+    stdout_path: str | Path,
+    stderr_path: str | Path,
+    echo: bool = False,
+    new_folder: bool = False,
 ) -> Iterator[None]:
     """Send this thread's prints to the two files (see :class:`_LazyFile`).
 
