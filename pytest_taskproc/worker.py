@@ -94,7 +94,7 @@ def _compute_under_lock(job: Job, store: ClassStore, created: bool = False) -> O
         if marker is not None and not isinstance(exc, (KeyboardInterrupt, *REPLAN_ERRORS)):
             # Written while the lock is held, so a process waiting for this
             # task learns of the failure instead of computing it again.
-            Failure.of(exc).write(marker)
+            Failure.of(exc).write(marker, exc)
         raise
     finally:
         if running is not None:

@@ -154,6 +154,8 @@ class TaskItem(pytest.Item):
         #: what became of the task in the latest run of this item (see report.STATUS)
         self.tp_status: dict[str, Any] = {}
         self.tp_attempts = 0
+        #: the traceback of the task's failure when another item computed it first
+        self.tp_earlier_traceback: str | None = None
         self.add_marker("taskproc")
         for mark in [*class_marks(type(task)), *marks]:
             mark = getattr(mark, "mark", mark)  # a MarkDecorator or the Mark it holds

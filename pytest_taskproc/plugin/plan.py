@@ -113,8 +113,19 @@ class RunPlan:
             self.reporter.dry_run = dry_run(found.selected, self.options)
         write_graph_structure(found, self.options)
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtestloop(self, session: pytest.Session) -> None:
+    @pytest.hookimpl(hookwrapper=True, trylast=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Any:
+        # Innermost of the wrappers: set up before any item runs, and end the
+        # pool with the loop rather than at unconfigure, since its workers write
+        # their coverage data as they exit and pytest-cov combines it as soon
+        # as the loop is over (in its own wrapper, outside this one).
+        self._before_items(session)
+        outcome = yield
+        if outcome.excinfo is None and not session.shouldstop:
+            self.stop(cancel=True)
+            self.close_executor()
+
+    def _before_items(self, session: pytest.Session) -> None:
         self.session = session
         if session.testsfailed and session.testsfailed == self.collection.task_file_errors:
             # Only task files failed to collect (a root's build_task raised, say):
@@ -167,8 +178,12 @@ class RunPlan:
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        if self._close_executor is not None:
-            self._close_executor()
+        self.close_executor()
+
+    def close_executor(self) -> None:
+        close, self._close_executor = self._close_executor, None
+        if close is not None:
+            close()
 
     # -- the plan ---------------------------------------------------------------------------
     def ensure_planned(self) -> Run:
