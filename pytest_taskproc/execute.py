@@ -119,8 +119,9 @@ class Run:
         return self._pass.size
 
     def counts(self) -> dict[str, int]:
-        """Tasks computed by this run, per class."""
-        return dict(self._pass.ran)
+        """Tasks computed by this run, per class of the graph (0 for those it did not run)."""
+        classes = sorted({name for name, _ in self._pass.graph.tasks})
+        return {**dict.fromkeys(classes, 0), **self._pass.ran}
 
     def outcome(self, node: NodeKey) -> TaskOutcome:
         """What became of the task in this run so far."""
@@ -337,16 +338,13 @@ def run_graph(
     settings = RunSettings(
         str(cache_root()), detect_source_change=detect, show_progress=show_progress
     )
-    graph = TaskGraph([task])
-    run = Run(graph, settings, executor=start, rate_limits=rate_limits)
+    run = Run(TaskGraph([task]), settings, executor=start, rate_limits=rate_limits)
     try:
         result = run.value(node_key(task))
     finally:
         for pool in own:
             pool.shutdown(wait=True, cancel_futures=True)
-    counts = dict.fromkeys(sorted({k[0] for k in graph.tasks}), 0)
-    counts.update(run.counts())
-    return result, {"stats": counts, "seconds": run.seconds}
+    return result, {"stats": run.counts(), "seconds": run.seconds}
 
 
 def discard_corrupt(cache_root: Path, exc: CorruptResultError) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import traceback
 import warnings
 from concurrent.futures import Executor
 from pathlib import Path
@@ -152,6 +153,18 @@ class RunPlan:
         count, seconds = self.take_upstream()
         if count and self.options.worker_id is None:
             self.reporter.tally.add_upstream(count, seconds)
+        error, self.background_error = self.background_error, None
+        if error is not None and exitstatus != pytest.ExitCode.INTERRUPTED:
+            # It broke down after the last item that could have raised it: still said.
+            self._report_late_error(session, error)
+
+    def _report_late_error(self, session: pytest.Session, error: BaseException) -> None:
+        writer: Any = self.config.pluginmanager.get_plugin("terminalreporter")
+        if writer is not None:
+            lines = traceback.format_exception(type(error), error, error.__traceback__)
+            writer.write_sep("!", "taskproc: the background scheduler thread failed")
+            writer.write_line("".join(lines).rstrip())
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         if self._close_executor is not None:
