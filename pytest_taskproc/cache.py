@@ -87,6 +87,28 @@ def root_path(root: str) -> Path:
     return Path(root)
 
 
+#: Records parsed lately, by their exact bytes: a computed task's record is read
+#: again by each of its downstream tasks.  Parsing is a function of the bytes
+#: alone, so the same bytes always give an equal record.
+_records: dict[bytes, Record] = {}
+_records_lock = threading.Lock()
+PARSED_RECORDS = 4096
+PARSED_RECORD_SIZE = 16 * 1024
+
+
+def _parsed(text: bytes) -> Record:
+    record = _records.get(text)
+    if record is None:
+        record = parse_record(text)
+        if len(text) > PARSED_RECORD_SIZE:
+            return record  # a large fan-in's record: kept out, to bound the memory held
+        with _records_lock:
+            if len(_records) >= PARSED_RECORDS:
+                del _records[next(iter(_records))]
+            _records[text] = record
+    return record
+
+
 def ensure_directory(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -224,7 +246,7 @@ class ClassStore:
         """The record if it is trustworthy, None if there is no result, else what is wrong."""
         path = self.record_path(task_id)
         try:
-            record = parse_record(text)
+            record = _parsed(text)
         except RecordError as exc:
             return f"{path} of {self.name} {key} is damaged ({exc})"
         if record.name != self.name or record.key != key:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from ..cache import STDERR_NAME, STDOUT_NAME
 from ..errors import (
     NotReproducibleError,
     ResultNotPicklableError,
@@ -216,12 +217,11 @@ def _output_sections(item: TaskItem, state: TaskState) -> None:
     task_id = state.task_id
     if task_id is None:
         return
-    for which, path in (
-        ("stdout", state.store.stdout_path(task_id)),
-        ("stderr", state.store.stderr_path(task_id)),
-    ):
+    folder = state.store.folder(task_id)  # a string: two Path objects per item cost more
+    for which, name in (("stdout", STDOUT_NAME), ("stderr", STDERR_NAME)):
         try:
-            text = path.read_text(errors="replace")
+            with open(f"{folder}{os.sep}{name}", encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
         except FileNotFoundError:
             continue
         if text:
