@@ -198,7 +198,8 @@ class TaskType(Generic[P, R]):
     @property
     def task_args(self) -> dict[str, Any]:
         """The bound arguments as given (defaults applied; tuples and int keys kept)."""
-        return dict(spec_of(self).arguments)
+        copied: dict[str, Any] = plain_value(spec_of(self).arguments)
+        return copied
 
     @property
     def task_record(self) -> dict[str, Any] | None:
@@ -358,7 +359,9 @@ def _build(task: Any) -> None:
         return
     spec.building = True
     try:
-        task.build_task(*spec.args, **spec.kwargs)
+        # A private copy: build_task may change what it is given without
+        # changing the task's identity (or what a pool process rebuilds).
+        task.build_task(*plain_value(spec.args), **plain_value(spec.kwargs))
     finally:
         spec.building = False
     spec.upstream = _collect_upstream(task, spec.config)
