@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the lazy names below, spelled out for type checkers
     from .errors import TaskprocError as TaskprocError
     from .errors import UnsetRequirementError as UnsetRequirementError
     from .requires import Const as Const
+    from .requires import InputFile as InputFile
     from .requires import Req as Req
     from .task import Requires as Requires
     from .task import RequiresDict as RequiresDict
@@ -38,6 +39,7 @@ if TYPE_CHECKING:  # the lazy names below, spelled out for type checkers
 _HOMES = {
     "Context": ".context",
     "Const": ".requires",
+    "InputFile": ".requires",
     "Req": ".requires",
     "Requires": ".task",
     "RequiresDict": ".task",
@@ -64,6 +66,7 @@ __all__ = [
     "Const",
     "Context",
     "CorruptResultError",
+    "InputFile",
     "JobPrefixError",
     "Req",
     "RequirementTypeError",

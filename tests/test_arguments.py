@@ -74,10 +74,12 @@ def test_task_args_stay_faithful_and_tasks_in_arguments_stay_themselves(
 
 
         class Holder(TaskBase):
+            given: Requires[int]
+
             def build_task(self, shape: tuple, names: dict, up: Any = None) -> None:
                 self.shape = shape
                 self.names = names
-                self.given = up
+                self.given = up if up is not None else Const(0)
 
             def run_task(self) -> int:
                 return 0
@@ -90,7 +92,7 @@ def test_task_args_stay_faithful_and_tasks_in_arguments_stay_themselves(
     args = task.task_args
     assert args["shape"] == (1, 2) and type(args["shape"]) is tuple
     assert args["names"] == {0: "a", 1: ["b"]} and list(args["names"]) == [0, 1]
-    assert args["up"] is up and task.given is up
+    assert args["up"] is up and task._tp_req_given is up
     args["names"][1].append("changed by the caller")  # a copy: the task does not change
     assert task.task_args["names"] == {0: "a", 1: ["b"]}
     assert mod.Holder((1, 2), {0: "a", 1: ["b"]}, up) is task
@@ -105,3 +107,59 @@ def test_a_sweep_in_the_plugin_computes_each_value(pytester: pytest.Pytester) ->
     again = project.run("-p", "no:randomly")
     assert again.ret == 0
     assert project.runs() == []
+
+
+UNDECLARED = """
+from pytest_taskproc import InputFile
+
+
+class Data(TaskBase):
+    def run_task(self) -> list:
+        return [1, 2, 3]
+
+
+class Total(TaskBase):
+    def build_task(self, what: str) -> None:
+        if what == "task":
+            self.data = Data()
+        elif what == "item":
+            self.data = Data()[0]
+        elif what == "const":
+            self.data = Const([1, 2])
+        elif what == "file":
+            self.data = InputFile("data.csv")
+        else:
+            self.data = ["plain", "values"]
+
+    def run_task(self) -> int:
+        return sum(list(self.data))
+"""
+
+
+@pytest.mark.parametrize("what", ["task", "item", "const", "file"])
+def test_a_requirement_in_an_undeclared_attribute_is_an_error_at_build_time(
+    modules: TaskModules, what: str
+) -> None:
+    from pytest_taskproc.errors import TaskDefinitionError
+
+    mod = modules.load("undeclared", UNDECLARED)
+    with pytest.raises(TaskDefinitionError) as caught:
+        mod.Total(what)
+    message = str(caught.value)
+    assert message.startswith("Total: ")
+    assert "'data'" in message and "data: Requires[...]" in message
+    with pytest.raises(TaskDefinitionError):  # nothing of the failed construction stays
+        mod.Total(what)
+
+
+def test_plain_values_in_attributes_stay_allowed(modules: TaskModules) -> None:
+    mod = modules.load("undeclared", UNDECLARED)
+    assert mod.Total("plain").data == ["plain", "values"]
+
+
+def test_a_task_is_never_iterable(modules: TaskModules) -> None:
+    mod = modules.load("undeclared", UNDECLARED)
+    with pytest.raises(TypeError, match="cannot be iterated"):
+        list(mod.Data())
+    with pytest.raises(TypeError, match="cannot be iterated"):
+        list(mod.Data()[0])
