@@ -84,6 +84,10 @@ class ResultMissingError(TaskprocError, FileNotFoundError):
     """A task's result was asked for but is not in the cache."""
 
 
+class InputMissingError(TaskprocError, FileNotFoundError):
+    """A file or directory declared as a task's ``InputFile`` does not exist."""
+
+
 class UpstreamChangedError(TaskprocError, RuntimeError):
     """An upstream value changed (or vanished) between planning and reading it.
 

@@ -29,6 +29,7 @@ from .errors import CacheCorruptionWarning, CorruptResultError
 from .executors import InlineExecutor, adapt, executor_width
 from .freshness import Reason, TaskState, judge, plan, reads_of
 from .graph import NodeKey, TaskGraph
+from .inputs import persist_stat_cache
 from .ratelimit import ChannelLimiter, FileSlots
 from .record import UpstreamRead
 from .spec import node_key, spec_of
@@ -515,6 +516,7 @@ def run_graph(
     finally:
         if own is not None:
             own.shutdown(wait=True, cancel_futures=True)
+        persist_stat_cache(root)  # what planning hashed need not be read again next run
 
 
 def discard_corrupt(cache_root: Path, exc: CorruptResultError) -> None:

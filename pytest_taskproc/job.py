@@ -27,13 +27,15 @@ from .cache import ClassStore, get_store
 from .capture import captured_output
 from .errors import (
     CorruptResultError,
+    InputMissingError,
     PlanMismatchError,
     ResultMissingError,
     ResultNotPicklableError,
     TaskFailedError,
     UpstreamChangedError,
 )
-from .record import Record, UpstreamRead, made_now, new_lineage
+from .inputs import input_reads, missing_inputs, persist_stat_cache
+from .record import InputRead, Record, UpstreamRead, made_now, new_lineage
 from .requires import RESOLVED_ATTR, resolve_slot_value
 from .serialize import dump_result, value_digest
 from .source import code_digest
@@ -138,6 +140,7 @@ def compute(job: Job, store: ClassStore) -> Record:
     config = spec.config
     root = Path(job.cache_root)
     check_plan(job)
+    inputs = read_inputs(task, root)
     new_folder, previous = store.begin_run(job.task_id, spec.key)
     expected = {(r.name, r.key): r for r in job.reads}
     ids = dict(zip(((r.name, r.key) for r in job.reads), job.upstream_ids, strict=False))
@@ -180,8 +183,10 @@ def compute(job: Job, store: ClassStore) -> Record:
         stored_size=stored_size,
         lineage=lineage or new_lineage(),
         made=made_now(seconds, job.run),
+        inputs=inputs,
     )
     store.commit(job.task_id, record)
+    persist_stat_cache(root)
     return record
 
 
@@ -211,7 +216,7 @@ def run_bound(
         return loaded[node]
 
     resolved = {
-        slot.public_name: resolve_slot_value(slot.raw_value(task), load_once)
+        slot.public_name: resolve_slot_value(slot.raw_value(task), load_once, task)
         for slot in spec_of(task).config.slots
     }
     loaded.clear()
@@ -227,6 +232,22 @@ def run_bound(
     finally:
         task.__dict__.pop(RESOLVED_ATTR, None)
     return value, time.perf_counter() - start
+
+
+def read_inputs(task: Any, root: Path) -> tuple[InputRead, ...]:
+    """The digests of the task's declared inputs, taken before it runs (what the record names);
+    a missing input file is the task's one error."""
+    spec = spec_of(task)
+    inputs = input_reads(spec, root)
+    missing = missing_inputs(spec, inputs)
+    if missing:
+        shown = ", ".join(str(p) for p in missing)
+        raise InputMissingError(
+            f"{task!r}: its input file {shown} does not exist; create it, or fix the path given "
+            "to InputFile in build_task (a relative path is taken from the directory of the "
+            "file defining the task class)"
+        )
+    return inputs
 
 
 def _read_upstream(root: Path, upstream: Any, expected: UpstreamRead, task_id: int | None) -> Any:

@@ -39,6 +39,7 @@ from .identity import (
     encode_key,
     plain_value,
 )
+from .inputs import collect_inputs
 from .locks import task_lock
 from .requires import INPUTS, Const, InputFile, MappedTask, Req, iter_slot_tasks
 from .source import code_digest
@@ -375,6 +376,7 @@ def _build(task: Any) -> None:
         spec.building = False
     _refuse_undeclared(task)
     spec.upstream = _collect_upstream(task, spec.config)
+    spec.inputs = collect_inputs(task, spec.config.slots)
     spec.built = True
 
 

@@ -35,6 +35,7 @@ from ..context import Context
 from ..execute import GraphRun, InlineExecutor, assign_ids
 from ..freshness import TaskState, plan
 from ..graph import NodeKey, TaskGraph
+from ..inputs import persist_stat_cache
 from ..ratelimit import ChannelLimiter, FileSlots
 from ..worker import RUNNING_SUFFIX
 from .collect import COLLECTION, Collection, TaskItem
@@ -140,6 +141,10 @@ class RunPlan:
         count, seconds = self.take_upstream()
         if count and self.options.worker_id is None:
             self.reporter.tally.add_upstream(count, seconds)
+        if not self.options.collect_only and self.collection.selected:
+            # Digests of input files (and of copied values) learned by this run
+            # are kept, so the next run need not read those files again.
+            persist_stat_cache(self.options.cache_root)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         if self._close_executor is not None:
