@@ -278,6 +278,49 @@ def raw_pickle_module(_package: str) -> str:
     """)
 
 
+def input_file_module(package: str) -> str:
+    """W5: a task with a 1 GiB ``InputFile``; a warm run must not read the file again."""
+    return textwrap.dedent(f"""
+        import os
+        import time
+        from pathlib import Path
+
+        from {package} import InputFile, Requires, TaskBase
+
+        DATA = Path(__file__).parent / "big.bin"
+
+
+        def make_data(size: int) -> None:
+            # Real blocks (not a sparse file, which reads faster than a disk), written
+            # quickly; dated a minute back, so the file is not "racily" new when hashed.
+            if DATA.exists() and DATA.stat().st_size == size:
+                return
+            block = bytearray(os.urandom(1 << 20))
+            with open(DATA, "wb") as handle:
+                for i in range(size >> 20):
+                    block[:8] = i.to_bytes(8, "little")
+                    handle.write(block)
+            old = time.time() - 60
+            os.utime(DATA, (old, old))
+
+
+        class Scan(TaskBase):
+            data: Requires[Path]
+
+            def build_task(self, size: int) -> None:
+                self.data = InputFile("big.bin")
+                self.size = size
+
+            def run_task(self) -> int:
+                return self.data.stat().st_size
+
+
+        def make_root(size: int) -> Scan:
+            make_data(size)
+            return Scan(size)
+    """)
+
+
 def w4_expected(n: int, size: int) -> float:
     """Reference value for W4, computed with the very same generator in the parent."""
     import numpy as np
@@ -364,6 +407,18 @@ def build_plan(workloads: set[str], quick: bool, spin_iterations: int | None) ->
                 params,
                 mean_sum,
                 modes=("cold",),
+            )
+        )
+    if "W5" in workloads:
+        size = 2**30
+        plan.append(
+            Case(
+                "W5",
+                "InputFile 1 GiB",
+                input_file_module,
+                {"size": size},
+                _const(size),
+                libs=("ours",),
             )
         )
     return plan
@@ -1021,7 +1076,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="smoke test: W1 n=20 and W2 N=100 only (no W3/W4)"
     )
     parser.add_argument(
-        "--only", default="W1,W2,W3,W4", help="comma-separated workloads to run (default: all)"
+        "--only", default="W1,W2,W3,W4,W5", help="comma-separated workloads to run (default: all)"
     )
     parser.add_argument(
         "--skip-original",
@@ -1063,7 +1118,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.workloads = {w.strip().upper() for w in args.only.split(",") if w.strip()}
-    unknown = args.workloads - {"W1", "W2", "W3", "W4"}
+    unknown = args.workloads - {"W1", "W2", "W3", "W4", "W5"}
     if unknown:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     if args.repeat < 1:
