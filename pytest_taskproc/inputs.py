@@ -164,6 +164,14 @@ def tree_digest(top: str, table: StatCache | None) -> str:
     return "dir:" + digest.hexdigest()
 
 
+def written_digest(directory: Path) -> str | None:
+    """The digest of the files a task wrote into its task_directory; None when it wrote none."""
+    top = str(directory)
+    if not os.path.isdir(top) or next(walk_files(top), None) is None:
+        return None
+    return tree_digest(top, None)
+
+
 def path_digest(path: Path, table: StatCache | None) -> str | None:
     """The digest of a file or directory; None when there is none."""
     text = str(path)

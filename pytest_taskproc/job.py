@@ -34,7 +34,7 @@ from .errors import (
     TaskFailedError,
     UpstreamChangedError,
 )
-from .inputs import input_reads, missing_inputs, persist_stat_cache
+from .inputs import input_reads, missing_inputs, persist_stat_cache, written_digest
 from .record import InputRead, Record, UpstreamRead, made_now, new_lineage
 from .requires import RESOLVED_ATTR, resolve_slot_value
 from .serialize import dump_result, value_digest
@@ -162,6 +162,7 @@ def compute(job: Job, store: ClassStore) -> Record:
             f"{describe(task, store, job.task_id)}"
         ) from None
     del value
+    files = written_digest(store.data_dir(job.task_id))
     digest = value_digest(data)
     name, stored_size = store.write_value(job.task_id, data, config.compress_level)
     # A value reproduced byte for byte from the same upstream values (say,
@@ -169,7 +170,12 @@ def compute(job: Job, store: ClassStore) -> Record:
     # fresh.  Anything else is a new value, and so is anything computed from a
     # new value: clearing a task recomputes everything downstream of it.
     lineage = None
-    if previous is not None and previous.digest == digest and previous.upstream == job.reads:
+    if (
+        previous is not None
+        and previous.digest == digest
+        and previous.files == files  # the files it wrote count as part of its value
+        and previous.upstream == job.reads
+    ):
         lineage = previous.lineage
     record = Record(
         name=spec.name,
@@ -184,6 +190,7 @@ def compute(job: Job, store: ClassStore) -> Record:
         lineage=lineage or new_lineage(),
         made=made_now(seconds, job.run),
         inputs=inputs,
+        files=files,
     )
     store.commit(job.task_id, record)
     persist_stat_cache(root)
