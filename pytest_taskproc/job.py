@@ -191,6 +191,7 @@ def compute(job: Job, store: ClassStore) -> Record:
         made=made_now(seconds, job.run),
         inputs=inputs,
         files=files,
+        stat=store.value_stat(job.task_id, name),
     )
     store.commit(job.task_id, record)
     persist_stat_cache(root)
