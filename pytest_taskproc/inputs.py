@@ -18,7 +18,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +148,7 @@ def file_digest(path: str, table: StatCache | None) -> str:
 
 
 def walk_files(top: str) -> Iterator[str]:
-    """Every file under ``top`` by relative path, in a fixed order (``/`` separated)."""
+    """Every file under ``top`` by relative path (``/`` separated)."""
     for here, dirs, files in os.walk(top):
         dirs.sort()
         rel = os.path.relpath(here, top)
@@ -158,10 +158,27 @@ def walk_files(top: str) -> Iterator[str]:
 
 def tree_digest(top: str, table: StatCache | None) -> str:
     """The digest of a directory: every file's relative path and SHA-256."""
+    names = sorted(walk_files(top))  # one order for every walk, whatever the file system's
+    return _combine((rel, file_digest(os.path.join(top, rel), table)) for rel in names)
+
+
+def _combine(files: Iterable[tuple[str, str]]) -> str:
     digest = hashlib.sha256(b"dir\n")
-    for rel in walk_files(top):
-        digest.update(f"{rel}\0{file_digest(os.path.join(top, rel), table)}\n".encode())
+    for rel, file in files:
+        digest.update(f"{rel}\0{file}\n".encode())
     return "dir:" + digest.hexdigest()
+
+
+def written_digest_of(files: dict[str, str]) -> str | None:
+    """:func:`written_digest` of files already hashed (by relative path)."""
+    return _combine(sorted(files.items())) if files else None
+
+
+def file_digests(top: Path) -> dict[str, str]:
+    """Each file under ``top`` by relative path, with its SHA-256 (empty when there is none)."""
+    if not os.path.isdir(top):
+        return {}
+    return {rel: hash_file(os.path.join(top, rel)) for rel in walk_files(str(top))}
 
 
 def written_digest(directory: Path) -> str | None:
