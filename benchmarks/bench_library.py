@@ -129,6 +129,14 @@ def choose_module(package: str) -> str:
     """)
 
 
+def choose_without_read_audit(package: str) -> str:
+    """W1 with ``Context.audit_reads = False`` (set on import, so in pool workers too)."""
+    return (
+        choose_module(package)
+        + "\nfrom pytest_taskproc import Context\n\nContext.audit_reads = False\n"
+    )
+
+
 def fan_in_module(package: str) -> str:
     """W2: N independent trivial leaves and one wide reduce (per-task overhead, fan-in)."""
     return textwrap.dedent(f"""
@@ -355,6 +363,19 @@ def build_plan(workloads: set[str], quick: bool, spin_iterations: int | None) ->
     if "W1" in workloads:
         for n in [20] if quick else [20, 40, 60]:
             plan.append(Case("W1", f"n={n}", choose_module, {"n": n}, _const(math.comb(n, n // 2))))
+        if not quick:
+            # The same run with the audit of undeclared reads off: what the audit hook costs.
+            plan.append(
+                Case(
+                    "W1",
+                    "n=60 read audit off",
+                    choose_without_read_audit,
+                    {"n": 60},
+                    _const(math.comb(60, 30)),
+                    modes=("cold",),
+                    libs=("ours",),
+                )
+            )
     if "W2" in workloads:
         for n in [100] if quick else [100, 1000, 5000]:
             plan.append(Case("W2", f"N={n}", fan_in_module, {"n": n}, _const(n * (n - 1) // 2)))

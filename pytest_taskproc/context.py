@@ -30,6 +30,8 @@ class Context:
     executor_name: str = os.environ.get("CP_EXECUTOR", "process")
     max_workers: int = int(os.environ.get("CP_MAX_WORKERS", "-1"))
     detect_source_change: bool = _env_flag("CP_DETECT_SOURCE_CHANGE")
+    #: warn when a running task reads a file it does not declare (also ``CP_AUDIT_READS=0``)
+    audit_reads: bool = True
 
     @classmethod
     def get_cache_root(cls) -> Path:

@@ -110,3 +110,7 @@ class NotReproducibleError(TaskprocError, AssertionError):
 
 class CacheCorruptionWarning(UserWarning):
     """A cache file was damaged; the affected result is recomputed."""
+
+
+class UndeclaredInputWarning(UserWarning):
+    """A running task read a file that is not declared as its ``InputFile``."""

@@ -35,6 +35,7 @@ from .errors import (
     UpstreamChangedError,
 )
 from .inputs import input_reads, missing_inputs, persist_stat_cache, written_digest
+from .readaudit import watching_reads
 from .record import InputRead, Record, UpstreamRead, made_now, new_lineage
 from .requires import RESOLVED_ATTR, resolve_slot_value
 from .serialize import dump_result, value_digest
@@ -232,11 +233,12 @@ def run_bound(
     del resolved
     start = time.perf_counter()
     try:
-        if output is not None:
-            with captured_output(output[0], output[1], echo, new_folder=new_folder):
+        with watching_reads(task):
+            if output is not None:
+                with captured_output(output[0], output[1], echo, new_folder=new_folder):
+                    value = task.run_task()
+            else:
                 value = task.run_task()
-        else:
-            value = task.run_task()
     finally:
         task.__dict__.pop(RESOLVED_ATTR, None)
     return value, time.perf_counter() - start
