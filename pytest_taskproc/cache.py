@@ -32,10 +32,10 @@ from typing import Any
 
 from . import serialize
 from .atomic import TMP_MARK, remove_tree, write_atomic, write_text_atomic
-from .errors import CacheCorruptionWarning, CorruptResultError, ResultMissingError
+from .errors import CacheCorruptionWarning, CorruptResultError, RecordError, ResultMissingError
 from .idtable import IdTable, access_error
 from .inputs import stat_cache, stat_key
-from .record import Record, RecordError, parse_record
+from .record import Record, parse_record
 
 __all__ = ["CacheCorruptionWarning", "ClassStore", "get_store"]
 

@@ -168,14 +168,13 @@ def _warn(task: Any, reads: list[str]) -> None:
             "will not make the task stale"
         )
         code = type(task).run_task.__code__
-        try:
-            # Shown at the task's run_task, where the read happened and the fix goes.
+        # Shown at the task's run_task, where the read happened and the fix goes.
+        # Turned into an error (-W error), it is dropped: it must not fail a task
+        # that succeeded, nor write into output a caller may be reading.
+        with contextlib.suppress(Warning):
             warnings.warn_explicit(
                 UndeclaredInputWarning(message), None, code.co_filename, code.co_firstlineno
             )
-        except Warning:
-            # Warnings turned into errors (-W error) must not fail a task that succeeded.
-            print(f"UndeclaredInputWarning: {message}", file=sys.stderr)
 
 
 def _shown(path: str, home: Path) -> str:

@@ -9,8 +9,6 @@ rebuilds what it needs with ``build_task``.
 
 from __future__ import annotations
 
-import abc
-import difflib
 import inspect
 import sys
 import threading
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, Protocol, T
 
 from .cache import ClassStore, ensure_directory, get_store
 from .context import cache_root, verify_scratch
+from .definition import check_run_task
 from .errors import (
     ClassNameConflictError,
     RequirementTypeError,
@@ -43,7 +42,7 @@ from .inputs import collect_inputs
 from .locks import task_lock
 from .requires import INPUTS, Const, InputFile, MappedTask, Req, iter_slot_tasks
 from .source import code_digest
-from .spec import SPEC_ATTR, TaskClassConfig, TaskSpec, is_task, spec_of
+from .spec import SPEC_ATTR, TaskClassConfig, TaskObject, TaskSpec, is_task, spec_of
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -91,7 +90,8 @@ class TaskType(Generic[P, R]):
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
-        _check_run_task(cls)
+        if cls.__module__ != __name__:  # TaskBase itself has nothing to check
+            check_run_task(cls)
         name = f"{cls.__module__}.{cls.__qualname__}"
         _declare_annotated_slots(cls)
         cls.task_name = name
@@ -204,7 +204,7 @@ class TaskType(Generic[P, R]):
 
     @property
     def task_record(self) -> dict[str, Any] | None:
-        """What the cached result was made from (see the README), or None without one."""
+        """What the cached result was made from (see docs/concepts.md), or None without one."""
         store = self._tp_store()
         key = spec_of(self).key
         task_id = store.known_id(key)
@@ -213,6 +213,7 @@ class TaskType(Generic[P, R]):
 
     @property
     def task_directory(self) -> Path:
+        """A folder for files the task writes: created on access, emptied before each run."""
         store, task_id = self._tp_own_folder()
         path = store.data_dir(task_id)
         ensure_directory(path)
@@ -220,12 +221,13 @@ class TaskType(Generic[P, R]):
 
     @property
     def task_stdout(self) -> Path:
-        """What the last run printed; empty when it printed nothing or never ran."""
+        """The file holding what the last run printed (empty if nothing, or no run yet)."""
         store, task_id = self._tp_own_folder()
         return _existing_output(store.stdout_path(task_id))
 
     @property
     def task_stderr(self) -> Path:
+        """The file holding what the last run wrote to stderr (empty if nothing, or no run yet)."""
         store, task_id = self._tp_own_folder()
         return _existing_output(store.stderr_path(task_id))
 
@@ -254,6 +256,7 @@ class TaskType(Generic[P, R]):
 
     @classmethod
     def clear_all_tasks(cls) -> None:
+        """Forget every result of this class (under the same locks as a run)."""
         get_store(cache_root(), cls.task_name).clear_all()
 
     # -- running ------------------------------------------------------------
@@ -288,7 +291,7 @@ class TaskType(Generic[P, R]):
         """Like :meth:`run_graph`; also returns ``{'stats': {class name: tasks run}}``."""
         del dump_generations  # accepted for compatibility; generations are not recorded
         result, stats = _run_graph(
-            self,
+            cast(TaskObject, self),
             executor=executor,
             max_workers=max_workers,
             rate_limits=rate_limits,
@@ -517,48 +520,6 @@ def _collect_upstream(task: TaskType[..., Any], config: TaskClassConfig) -> tupl
         for upstream in iter_slot_tasks(task, slot.public_name, value):
             found.setdefault(id(upstream), upstream)
     return tuple(found.values())
-
-
-def _check_run_task(cls: type) -> None:
-    """A task class must define ``run_task``; a base class for other tasks may leave it out.
-
-    Without this, a misspelt ``run_task`` would silently cache ``None``.  A
-    class counts as a base when it derives from ``abc.ABC`` (or uses
-    ``ABCMeta``) or defines neither ``build_task`` nor ``run_task`` (a class
-    holding shared slots or helpers).  Such a class is not collected
-    as a root, and running it is an error saying why.
-    """
-    if cls.__module__ == __name__:
-        return  # TaskBase itself
-    owner = next(k for k in cls.__mro__ if "run_task" in k.__dict__)
-    method = owner.__dict__["run_task"]
-    if owner.__module__ != __name__ and not getattr(method, "_tp_placeholder", False):
-        return
-    user_classes = [k for k in cls.__mro__ if k.__module__ != __name__ and k is not object]
-    defines_build = any("build_task" in k.__dict__ for k in user_classes)
-    if isinstance(cls, abc.ABCMeta) or not defines_build:
-        setattr(cls, "run_task", _base_class_run_task)  # noqa: B010 - mypy: no such attribute
-        return
-    methods = [
-        n for n, v in vars(cls).items() if callable(v) and n != "build_task" and n[:1] != "_"
-    ]
-    close = difflib.get_close_matches("run_task", methods, n=1, cutoff=0.6)
-    hint = f" ({close[0]!r} is defined: a misspelling?)" if close else ""
-    raise TaskDefinitionError(
-        f"{cls.__qualname__} defines build_task but no run_task{hint}; every task class needs "
-        "run_task(self) returning its result. A base class meant only to be subclassed "
-        "should derive from abc.ABC, or define neither build_task nor run_task"
-    )
-
-
-def _base_class_run_task(self: Any) -> Any:
-    raise TaskDefinitionError(
-        f"{type(self).__qualname__} defines no run_task: it is a base class for other task "
-        "classes, not a task to run"
-    )
-
-
-_base_class_run_task._tp_placeholder = True  # type: ignore[attr-defined]
 
 
 def _check_channels(cls: type, channel: Any) -> tuple[str, ...]:
