@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # the lazy names below, spelled out for type checkers
     from .context import Context as Context
     from .errors import CacheAccessError as CacheAccessError
     from .errors import CorruptResultError as CorruptResultError
+    from .errors import InputMissingError as InputMissingError
     from .errors import JobPrefixError as JobPrefixError
     from .errors import RequirementTypeError as RequirementTypeError
     from .errors import ResultMissingError as ResultMissingError
@@ -53,6 +54,7 @@ _HOMES = {
     "CorruptResultError": ".errors",
     "JobPrefixError": ".errors",
     "RequirementTypeError": ".errors",
+    "InputMissingError": ".errors",
     "ResultMissingError": ".errors",
     "ResultNotPicklableError": ".errors",
     "TaskArgumentError": ".errors",
@@ -69,6 +71,7 @@ __all__ = [
     "Context",
     "CorruptResultError",
     "InputFile",
+    "InputMissingError",
     "JobPrefixError",
     "Req",
     "RequirementTypeError",
