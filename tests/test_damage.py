@@ -20,9 +20,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import TaskModules
+from conftest import TaskModules, forget_stores
 
-from pytest_taskproc import CorruptResultError
+from pytest_taskproc import Context, CorruptResultError
 from pytest_taskproc.errors import CacheCorruptionWarning
 
 TASKS = """
@@ -141,3 +141,25 @@ def test_a_copied_cache_is_hashed_once_not_on_every_run(
     assert reads() == 4  # 3 values hashed once, the root's value loaded
     assert reads() == 1  # only the root's value is loaded
     assert modules.runs() == []
+
+
+def test_deciding_freshness_of_a_copied_cache_writes_nothing(
+    tasks: ModuleType, cache_root: Path, tmp_path: Path
+) -> None:
+    from pytest_taskproc.context import forget_fixed_root
+    from pytest_taskproc.freshness import plan
+    from pytest_taskproc.graph import TaskGraph
+
+    run(tasks.Total())
+    copy = tmp_path / "copied-cache"
+    shutil.copytree(cache_root, copy)
+    for path in copy.rglob("result.pkl"):
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    forget_stores()
+    Context.cache_dir = copy
+    forget_fixed_root()
+    states = plan(TaskGraph([tasks.Total()]), copy, True)
+    assert not any(state.stale for state in states.values())  # hashed, found intact
+    assert tasks.Value(1).get_task_result() == [1] * 100
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
