@@ -18,6 +18,7 @@ import json
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,12 @@ def const_digest(const: Const[Any]) -> str:
         try:
             cached = "json:" + _sha(encode_key({"v": _canonical(const.value, "Const", "value")}))
         except (TaskArgumentError, RecursionError, ValueError):
-            cached = "pickle:" + hashlib.sha256(dump_result(const.value)).hexdigest()
+            try:
+                cached = "pickle:" + hashlib.sha256(dump_result(const.value)).hexdigest()
+            except Exception:
+                # Nothing says whether it is the value of last time: count it as
+                # new in every process rather than trust it.
+                cached = "unpicklable:" + uuid.uuid4().hex
         object.__setattr__(const, "_tp_digest", cached)
     return cached
 
