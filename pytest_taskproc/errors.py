@@ -144,5 +144,13 @@ class TaskDefinitionWarning(UserWarning):
     """
 
 
+class CodeDigestWarning(UserWarning):
+    """Part of a task's code could not be digested: the task counts as changed."""
+
+
+class SourceEditedWarning(CodeDigestWarning):
+    """A file of a task's code was edited after it was imported; the process runs the old code."""
+
+
 class UndeclaredInputWarning(UserWarning):
     """A running task read a file that is not declared as its ``InputFile``."""

@@ -25,7 +25,7 @@ from .context import cache_root
 from .graph import TaskGraph
 from .inputs import input_reads
 from .record import InputRead, Record, UpstreamRead
-from .source import CodeDigest, code_digest
+from .source import CodeDigest, code_digest, warn_if_edited
 from .spec import NodeKey, TaskObject, TaskSpec, spec_of
 
 
@@ -186,6 +186,8 @@ def plan(
         store = get_store(root, name)
         ids = store.lookup_ids([k[1] for k in keys])
         code = code_digest(type(graph.tasks[keys[0]]))
+        if detect_source_change:
+            warn_if_edited(type(graph.tasks[keys[0]]))
         for key, task_id in zip(keys, ids, strict=True):
             task = graph.tasks[key]
             record = None

@@ -23,12 +23,13 @@ import sqlite3
 import threading
 import warnings
 from pathlib import Path
-
-import diskcache  # type: ignore[import-untyped]
-from filelock import FileLock
+from typing import TYPE_CHECKING
 
 from .atomic import remove_tree
 from .errors import CacheAccessError, CacheCorruptionWarning
+
+if TYPE_CHECKING:
+    import diskcache  # type: ignore[import-untyped]
 
 NEXT_ID = "next_id"  # canonical keys are JSON objects, so this never collides
 TABLE_FILE = "cache.db"
@@ -135,6 +136,13 @@ class IdTable:
                     self._damaged = str(exc)
                     self._close_writer()
                     self._assign_in(self._open_writer(), missing)
+                finally:
+                    # diskcache keeps one connection per thread and closes only
+                    # the calling thread's: one left in a pool thread that ends
+                    # is never closed (a ResourceWarning on Python 3.13).  The
+                    # next assignment reconnects, which costs far less than the
+                    # computation it precedes.
+                    self._close_connection()
             return [self._ids[k] for k in keys]
 
     def _open_writer(self) -> diskcache.Cache:
@@ -148,6 +156,8 @@ class IdTable:
             locks.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise access_error("create cache directory", locks, exc) from None
+        from filelock import FileLock  # a tenth of a second to import: only to write
+
         try:
             with FileLock(str(locks / "id_table.lock")):
                 return self._open_writer_locked()
@@ -173,7 +183,11 @@ class IdTable:
         except OSError as exc:
             raise access_error("open the id table", self.path, exc) from None
         if rebuild:
-            self._fill_from_folders(writer)
+            try:
+                self._fill_from_folders(writer)
+            except BaseException:
+                writer.close()
+                raise
         self._damaged = None
         self._writer = writer
         return writer
@@ -221,6 +235,11 @@ class IdTable:
         except OSError as exc:
             raise access_error("write the id table of", self.path, exc) from None
 
+    def _close_connection(self) -> None:
+        """Close this thread's connection to the table, keeping the table open for the next."""
+        if self._writer is not None:
+            self._writer.close()
+
     def _close_writer(self) -> None:
         if self._writer is not None:
             self._writer.close()
@@ -266,6 +285,8 @@ def _probe(database: Path) -> str | None:
 
 
 def _open_diskcache(path: Path) -> diskcache.Cache:
+    import diskcache  # only to write: reading goes through sqlite3
+
     table = diskcache.Cache(
         str(path),
         eviction_policy="none",

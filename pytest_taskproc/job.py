@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import ClassStore, get_store
+from .cache import STDERR_NAME, STDOUT_NAME, ClassStore, get_store, root_path
 from .capture import captured_output
 from .errors import (
+    CacheAccessError,
     CorruptResultError,
     InputMissingError,
     PlanMismatchError,
@@ -39,8 +40,7 @@ from .inputs import input_reads, missing_inputs, persist_stat_cache, written_dig
 from .readaudit import watching_reads
 from .record import InputRead, Record, UpstreamRead, made_now, new_lineage
 from .requires import bound_slots, resolve_slot_value
-from .serialize import dump_result, value_digest
-from .source import code_digest
+from .source import UNMATCHABLE, code_digest, pickled_by_value
 from .spec import NodeKey, TaskObject, node_key, spec_of
 
 
@@ -79,7 +79,6 @@ class Job:
     #: the code digest the planner saw (None: no source available there)
     code: str | None = None
     in_prefix_child: bool = False
-    origin_pid: int = field(default_factory=os.getpid)
 
     @property
     def node(self) -> NodeKey:
@@ -136,8 +135,12 @@ def check_plan(job: Job) -> None:
             "differs from the planner's (another version of the code, another module global); "
             "nothing was computed or cached for it."
         )
-    code = code_digest(type(job.task)).digest
-    if job.code is not None and code is not None and code != job.code:
+    code = code_digest(type(job.task))
+    # A class that came by value from the planner (made in a function, or in ``__main__``)
+    # is the planner's code, even where this process has no source to digest it the same way.
+    by_value = pickled_by_value(type(job.task))
+    comparable = code.matchable and job.code is not None and not job.code.startswith(UNMATCHABLE)
+    if comparable and not by_value and code.digest != job.code:
         raise PlanMismatchError(
             f"{job.task!r}: the code of {spec.name} in process {os.getpid()} differs from the "
             "code the planner saw (another version of the task file or of a helper it uses); "
@@ -145,16 +148,16 @@ def check_plan(job: Job) -> None:
         )
 
 
-def compute(job: Job, store: ClassStore) -> Record:
+def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
     """Run ``run_task`` with upstream values in place; store the value and its record."""
     __tracebackhide__ = True
     task = job.task
     spec = spec_of(task)
     config = spec.config
-    root = Path(job.settings.cache_root)
+    root = root_path(job.settings.cache_root)
     check_plan(job)
     inputs = read_inputs(task, root)
-    new_folder, previous = store.begin_run(job.task_id, spec.key)
+    new_folder, previous = store.begin_run(job.task_id, spec.key, created)
     expected = {(r.name, r.key): r for r in job.reads}
     ids = dict(zip(((r.name, r.key) for r in job.reads), job.upstream_ids, strict=False))
 
@@ -164,10 +167,13 @@ def compute(job: Job, store: ClassStore) -> Record:
 
     output = None
     if config.detach_output:
-        output = (store.stdout_path(job.task_id), store.stderr_path(job.task_id))
+        folder = store.folder(job.task_id)
+        output = (f"{folder}{os.sep}{STDOUT_NAME}", f"{folder}{os.sep}{STDERR_NAME}")
     value, seconds = run_bound(task, load, output, echo=job.settings.echo, new_folder=new_folder)
     try:
-        data = dump_result(value)
+        stored = store.write_value(job.task_id, value, config.compress_level)
+    except CacheAccessError:
+        raise
     except Exception as exc:
         raise ResultNotPicklableError(
             f"{task!r}: run_task returned a {type(value).__qualname__} that cloudpickle cannot "
@@ -176,8 +182,7 @@ def compute(job: Job, store: ClassStore) -> Record:
         ) from None
     del value
     files = written_digest(store.data_dir(job.task_id))
-    digest = value_digest(data)
-    name, stored_size = store.write_value(job.task_id, data, config.compress_level)
+    digest = stored.digest
     # A value reproduced byte for byte from the same upstream values (say,
     # after a code edit) keeps its lineage, so what was computed from it stays
     # fresh.  Anything else is a new value, and so is anything computed from a
@@ -193,18 +198,19 @@ def compute(job: Job, store: ClassStore) -> Record:
     record = Record(
         name=spec.name,
         key=spec.key,
-        code=code_digest(type(task)).digest,
+        # the planner's digest: check_plan made sure this process runs that code
+        code=job.code if job.code is not None else code_digest(type(task)).digest,
         code_parts=code_digest(type(task)).parts,
         upstream=job.reads,
         digest=digest,
-        size=len(data),
-        file=name,
-        stored_size=stored_size,
+        size=stored.size,
+        file=stored.file,
+        stored_size=stored.stored_size,
         lineage=lineage or new_lineage(),
-        made=made_now(seconds, job.settings.run_id),
+        made=made_now(seconds, job.settings.run_id, type(task)),
         inputs=inputs,
         files=files,
-        stat=store.value_stat(job.task_id, name),
+        stat=stored.stat,
     )
     store.commit(job.task_id, record)
     persist_stat_cache(root)
@@ -214,7 +220,7 @@ def compute(job: Job, store: ClassStore) -> Record:
 def run_bound(
     task: TaskObject,
     load: Callable[[Any], Any],
-    output: tuple[Path, Path] | None,
+    output: tuple[str | Path, str | Path] | None,
     *,
     echo: bool = False,
     new_folder: bool = False,

@@ -30,8 +30,14 @@ from .errors import RecordError
 from .identity import encode_key
 
 FORMAT = "pytest-taskproc/record-1"
-#: Records naming at most this many upstream values are written indented.
-INDENT_UP_TO = 64
+_NL = "\n"
+#: json.dumps with default options reuses one C encoder
+_encode = json.dumps
+
+
+def _args(key: str) -> str:
+    """Canonical arguments as written in records: spaced like the rest of the record."""
+    return _encode(json.loads(key))
 
 
 @dataclass(frozen=True)
@@ -43,13 +49,11 @@ class UpstreamRead:
     digest: str
     lineage: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "task": self.name,
-            "args": json.loads(self.key),
-            "digest": self.digest,
-            "lineage": self.lineage,
-        }
+    def json_text(self) -> str:
+        return (
+            f'{{"task": {_encode(self.name)}, "args": {_args(self.key)}, '
+            f'"digest": {_encode(self.digest)}, "lineage": {_encode(self.lineage)}}}'
+        )
 
 
 @dataclass(frozen=True)
@@ -104,29 +108,28 @@ class Record:
     stat: tuple[int, int, int] | None = None
 
     def to_json(self) -> str:
-        document = {
-            "format": FORMAT,
-            "task": self.name,
-            "args": json.loads(self.key),
-            "code": {"digest": self.code, "parts": self.code_parts},
-            "upstream": [u.to_json() for u in self.upstream],
-            "inputs": [i.to_json() for i in self.inputs],
-            "value": {
-                "digest": self.digest,
-                "size": self.size,
-                "file": self.file,
-                "stored_size": self.stored_size,
-                "lineage": self.lineage,
-                "files": self.files,
-                "stat": None if self.stat is None else list(self.stat),
-            },
-            "made": self.made,
+        # One member per line for people, each encoded by json's C encoder
+        # (``indent`` forces the pure-Python one, several times slower).
+        value = {
+            "digest": self.digest,
+            "size": self.size,
+            "file": self.file,
+            "stored_size": self.stored_size,
+            "lineage": self.lineage,
+            "files": self.files,
+            "stat": None if self.stat is None else list(self.stat),
         }
-        # Indented for people; a record naming many upstream values (a large
-        # fan-in) is written compactly, since indenting makes json encode it in
-        # pure Python, several times slower.
-        indent = 1 if len(self.upstream) <= INDENT_UP_TO else None
-        return json.dumps(document, indent=indent) + "\n"
+        upstream = ",\n  ".join(u.json_text() for u in self.upstream)
+        return (
+            f'{{\n "format": "{FORMAT}",\n'
+            f' "task": {_encode(self.name)},\n'
+            f' "args": {_args(self.key)},\n'
+            f' "code": {_encode({"digest": self.code, "parts": self.code_parts})},\n'
+            f' "upstream": [{f"{_NL}  {upstream}{_NL} " if upstream else ""}],\n'
+            f' "inputs": {_encode([i.to_json() for i in self.inputs])},\n'
+            f' "value": {_encode(value)},\n'
+            f' "made": {_encode(self.made)}\n}}\n'
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The record as plain JSON data (what ``task_record`` returns)."""
@@ -183,25 +186,24 @@ def new_lineage() -> str:
 
 @functools.cache
 def _environment() -> dict[str, Any]:
-    from importlib import metadata  # 10 ms to import: only once something is computed
-
-    packages: dict[str, str | None] = {}
-    for name in ("pytest-taskproc", "cloudpickle"):
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = None
     return {
         "host": socket.gethostname(),
         "python": platform.python_version(),
         "implementation": sys.implementation.name,
         "platform": sys.platform,
-        "packages": packages,
     }
 
 
-def made_now(seconds: float, run: str | None) -> dict[str, Any]:
-    """The ``made`` part of a new record: when, how long, where and by which run."""
+def made_now(seconds: float, run: str | None, cls: type | None = None) -> dict[str, Any]:
+    """The ``made`` part of a new record: when, how long, where, by which run and code.
+
+    ``packages`` names the installed distributions the task class's modules
+    import (see ``environment.distributions_for``);
+    ``git`` the commit of the repository holding the class's file and whether
+    tracked files differed from it (None outside a repository).
+    """
+    from .environment import distributions_for, git_state, project_directory
+
     now = datetime.datetime.now(datetime.timezone.utc)
     made: dict[str, Any] = {
         "at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -209,8 +211,7 @@ def made_now(seconds: float, run: str | None) -> dict[str, Any]:
         "pid": os.getpid(),
     }
     made.update(_environment())
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        made["packages"] = {**made["packages"], "numpy": getattr(numpy, "__version__", None)}
+    made["packages"] = distributions_for(cls)
+    made["git"] = git_state(project_directory(cls), run)
     made["run"] = run
     return made

@@ -10,14 +10,14 @@ since another process may have made the result while this one waited;
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
 
-from .cache import ClassStore, get_store
+from .cache import ClassStore, get_store, root_path
 from .context import job_cache_root
 from .errors import CorruptResultError, UpstreamChangedError
 from .freshness import judge
@@ -37,22 +37,24 @@ def run_job(job: Job) -> Outcome:
     __tracebackhide__ = True
     task = job.task
     spec = spec_of(task)
-    root = Path(job.settings.cache_root)
+    root = root_path(job.settings.cache_root)
     store = get_store(root, spec.name)
     store.remember_id(spec.key, job.task_id)
     token = job_cache_root.set(root)
     try:
         guard = task_lock(store, job.task_id) if job.settings.lock else contextlib.nullcontext()
         with guard:
-            done = _fresh_now(job, store)
+            # A result folder created just now holds no result another process made.
+            created = store.create_folder(job.task_id, spec.key)
+            done = None if created else _fresh_now(job, store)
             if done is not None:
                 return Outcome.of(done, 0.0, computed=False)
-            return _compute_under_lock(job, store)
+            return _compute_under_lock(job, store, created)
     finally:
         job_cache_root.reset(token)
 
 
-def _compute_under_lock(job: Job, store: ClassStore) -> Outcome:
+def _compute_under_lock(job: Job, store: ClassStore, created: bool = False) -> Outcome:
     """Compute the task, unless this run saw it fail; record a failure for the whole run."""
     __tracebackhide__ = True
     task = job.task
@@ -62,7 +64,7 @@ def _compute_under_lock(job: Job, store: ClassStore) -> Outcome:
     if earlier is not None:
         raise earlier.earlier(task)
     running = None if marker is None else marker + RUNNING_SUFFIX
-    if running is not None and os.path.exists(running):
+    if running is not None and os.path.exists(running) and not executor_retries.get():
         # Its last holder of the lock died computing it (a timeout, the OOM
         # killer): recomputing would only pay for that again in this run.
         died = Failure(
@@ -84,7 +86,7 @@ def _compute_under_lock(job: Job, store: ClassStore) -> Outcome:
             if spec.config.job_prefix is not None and not job.in_prefix_child:
                 record = run_through_prefix(job, store)
             else:
-                record = compute(job, store)
+                record = compute(job, store, created)
     except BaseException as exc:
         # Whatever ended run_task, pytest's outcomes and SystemExit included, is
         # the task's failure; KeyboardInterrupt stops the run without a verdict,
@@ -117,6 +119,14 @@ def _fresh_now(job: Job, store: ClassStore) -> Record | None:
     return record if reason is None else None
 
 
+#: True while jobs run on an executor that itself retries a job whose process died
+#: (Dask, up to its ``allowed-failures``): the ``.running`` marker the dead attempt
+#: left is then no failure of this run, and the executor reports the last death.
+executor_retries: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "pytest_taskproc_executor_retries", default=False
+)
+
+
 def failure_marker(job: Job, store: ClassStore) -> str | None:
     """Where a failure of this job's task is recorded for the run, if the run records them."""
     failure_dir = job.settings.failure_dir
@@ -145,10 +155,18 @@ def run_jobs(jobs: list[Job]) -> list[JobResult]:
     return results
 
 
-def run_jobs_blob(blob: bytes) -> list[JobResult]:
-    """Pool entry point: jobs arrive cloudpickled, errors leave picklable with their traceback."""
+def run_jobs_blob(blob: bytes, *, retried: bool = False) -> list[JobResult]:
+    """Pool entry point: jobs arrive cloudpickled, errors leave picklable with their traceback.
+
+    ``retried``: the executor runs a job again when its process dies (see
+    :data:`executor_retries`).
+    """
     jobs: list[Job] = cloudpickle.loads(blob)
-    results = run_jobs(jobs)
+    token = executor_retries.set(retried)
+    try:
+        results = run_jobs(jobs)
+    finally:
+        executor_retries.reset(token)
     return [
         (ok, value if ok else portable_error(value, job.task))
         for (ok, value), job in zip(results, jobs, strict=True)

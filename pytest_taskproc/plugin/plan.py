@@ -22,25 +22,30 @@ tasks run in one of two ways:
 from __future__ import annotations
 
 import json
+import os
 import threading
+import traceback
 import warnings
 from concurrent.futures import Executor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ..atomic import write_text_atomic
-from ..cache import ensure_directory, prepare_root
+from ..cache import ensure_directory, get_store, prepare_root
 from ..context import Context
 from ..execute import InlineExecutor, NodeKey, Run, RunSettings, TaskState
 from ..freshness import plan
 from ..graph import TaskGraph
 from ..inputs import persist_stat_cache
 from ..ratelimit import FileSlots
+from ..spec import spec_of
 from .collect import COLLECTION, Collection, TaskItem
 from .options import Options
 from .params import skip_by_marks
-from .report import GRAPH_FILE, TaskprocReporter, outside_capture
+from .progress import Estimate
+from .report import CLEARED_FILE, GRAPH_FILE, TaskprocReporter, outside_capture
 
 
 class _MarkSkipped:
@@ -90,6 +95,8 @@ class RunPlan:
         self.settled_count = 0
         self.stale_count = 0
         self.last_settled: NodeKey | None = None
+        #: done/total and time left of the background pass, for the status line
+        self.estimate: Estimate | None = None
         #: tasks computed only as upstream of the selection, not yet on a report
         self._upstream = [0, 0.0]
         self.session: pytest.Session | None = None
@@ -147,10 +154,22 @@ class RunPlan:
         count, seconds = self.take_upstream()
         if count and self.options.worker_id is None:
             self.reporter.tally.add_upstream(count, seconds)
+        error, self.background_error = self.background_error, None
+        if error is not None and exitstatus != pytest.ExitCode.INTERRUPTED:
+            # It broke down after the last item that could have raised it: still said.
+            self._report_late_error(session, error)
         if not self.options.collect_only and self.collection.selected:
             # Digests of input files (and of copied values) learned by this run
             # are kept, so the next run need not read those files again.
             persist_stat_cache(self.options.cache_root)
+
+    def _report_late_error(self, session: pytest.Session, error: BaseException) -> None:
+        writer: Any = self.config.pluginmanager.get_plugin("terminalreporter")
+        if writer is not None:
+            lines = traceback.format_exception(type(error), error, error.__traceback__)
+            writer.write_sep("!", "taskproc: the background scheduler thread failed")
+            writer.write_line("".join(lines).rstrip())
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         if self._close_executor is not None:
@@ -234,6 +253,7 @@ class RunPlan:
         self.stale_count = run.stale_count
         if not self.stale_count:
             return
+        self.estimate = Estimate(run, self.collection.graph.order)
         self.executor()  # a scheduler that cannot be reached is a usage error, here
         withheld = self.withheld
 
@@ -297,6 +317,8 @@ class RunPlan:
         with self.changed:
             self.settled_count += 1
             self.last_settled = node
+            if self.estimate is not None:
+                self.estimate.settled(node)
             if outcome is not None and outcome.computed and node not in self.selected:
                 self._upstream[0] += 1
                 self._upstream[1] += outcome.seconds
@@ -317,13 +339,27 @@ def clear_selected(selected: list[TaskItem], options: Options) -> set[NodeKey]:
     prepare_root(options.cache_root)
     run_dir = options.run_dir
     ensure_directory(run_dir)
-    marker = run_dir / "cleared"
+    marker = run_dir / CLEARED_FILE
+    results = 0
     with FileLock(str(run_dir / "clear.lock")):
         if not marker.exists():
+            classes: set[str] = set()
             for item in selected:
+                if _has_result(item.task, options.cache_root):
+                    classes.add(type(item.task).__qualname__)
+                    results += 1
                 item.task.clear_task()
-            write_text_atomic(marker, "\n".join(i.nodeid for i in selected))
+            # What the reporting process says in the summary (the xdist controller too).
+            counts = {"results": results, "classes": len(classes), "selected": len(selected)}
+            write_text_atomic(marker, json.dumps(counts))
     return {i.key for i in selected}
+
+
+def _has_result(task: Any, root: Path) -> bool:
+    spec = spec_of(task)
+    store = get_store(root, spec.name)
+    task_id = store.known_id(spec.key)
+    return task_id is not None and os.path.exists(store.record_path(task_id))
 
 
 def dry_run(selected: list[TaskItem], options: Options) -> dict[str, Any]:
