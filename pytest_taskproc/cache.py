@@ -35,6 +35,7 @@ from . import serialize
 from .atomic import TMP_MARK, remove_tree, write_atomic, write_text_atomic
 from .errors import CacheCorruptionWarning, CorruptResultError, RecordError, ResultMissingError
 from .idtable import IdTable, access_error
+from .inputs import stat_cache, stat_key
 from .record import Record, parse_record
 
 __all__ = ["CacheCorruptionWarning", "ClassStore", "get_store"]
@@ -234,16 +235,29 @@ class ClassStore:
             return None
         return self._checked_record(task_id, key, text, warn)
 
+    def inspect_record(self, task_id: int, key: str) -> Record | str | None:
+        """Like :meth:`read_record`, but says what is wrong instead of warning (None: no result)."""
+        text = self._record_text(task_id)
+        return None if text is None else self._check_record(task_id, key, text, rehash=True)
+
     def _checked_record(self, task_id: int, key: str, text: bytes, warn: bool) -> Record | None:
-        found = self._check_record(task_id, key, text)
+        found = self._check_record(task_id, key, text, rehash=True)
         if isinstance(found, str):
             if warn:
                 _warn(found + "; recomputing it")
             return None
         return found
 
-    def _check_record(self, task_id: int, key: str, text: bytes) -> Record | str | None:
-        """The record if it is trustworthy, None if there is no result, else what is wrong."""
+    def _check_record(
+        self, task_id: int, key: str, text: bytes, rehash: bool = False
+    ) -> Record | str | None:
+        """The record if it is trustworthy, None if there is no result, else what is wrong.
+
+        With ``rehash`` (planning), a value file whose stat is not the one its
+        writer recorded is hashed again before it is trusted, as git's index
+        does: damage or another file copied over it is found before the value
+        is served as fresh, and only such files are read.
+        """
         path = self.record_path(task_id)
         try:
             record = _parsed(text)
@@ -258,17 +272,55 @@ class ClassStore:
             return f"{path} of {self.name} {key} names no result file"
         value_path = f"{self.folder(task_id)}{os.sep}{record.file}"
         try:
-            size = os.stat(value_path).st_size
+            st = os.stat(value_path)
         except (FileNotFoundError, NotADirectoryError):
             return None  # the record of a result being replaced, or a deleted value file
         except OSError as exc:
             raise access_error("read", value_path, exc) from None
-        if size != record.stored_size:
+        if st.st_size != record.stored_size:
             return (
-                f"cached result {value_path} of {self.name} {key} is damaged: it has {size} "
-                f"bytes where its record says {record.stored_size}"
+                f"cached result {value_path} of {self.name} {key} is damaged: it has "
+                f"{st.st_size} bytes where its record says {record.stored_size}"
             )
+        if rehash and (st.st_mtime_ns, st.st_ino, st.st_ctime_ns) != record.stat:
+            return self._rehashed(task_id, record, text, value_path, st)
         return record
+
+    def _rehashed(
+        self, task_id: int, record: Record, text: bytes, path: str, st: os.stat_result
+    ) -> Record | str | None:
+        """A value file touched since its writer left it: trusted only if its bytes are the
+        recorded ones (remembered by stat, so a copied cache is read once, not every run)."""
+        table = stat_cache(self.root)
+        now = stat_key(st)
+        if table.lookup(path, now) == record.digest:
+            return record
+        try:
+            with open(path, "rb") as handle:
+                digest = serialize.value_digest(serialize.unpack(record.file, handle.read()))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            digest = None
+        except OSError as exc:
+            raise access_error("read", path, exc) from None
+        if digest == record.digest:
+            table.remember(path, now, digest)
+            return record
+        if self._record_text(task_id) != text:
+            return None  # replaced by a writer meanwhile: judged again next time
+        return (
+            f"cached result {path} of {self.name} {record.key} is damaged: it does not have the "
+            "digest its record names (changed or replaced after it was written)"
+        )
+
+    def value_stat(self, task_id: int, name: str) -> tuple[int, int, int] | None:
+        """(mtime_ns, inode, ctime_ns) of a value file as its writer leaves it, for the record."""
+        try:
+            st = os.stat(f"{self.folder(task_id)}{os.sep}{name}")
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
     def load_value(self, task_id: int, key: str) -> tuple[Any, Record]:
         """The stored value and its record, checked against the recorded digest.
@@ -315,15 +367,35 @@ class ClassStore:
                 return value, record
             if self._record_text(task_id) != text:
                 continue  # a writer committed in the meantime; the bytes were the new ones
+            dropped = self._drop_damaged(task_id, text)
             raise CorruptResultError(
                 f"cached result {path} of {self.name} with arguments {key} is damaged: "
-                + (problem or "its bytes do not have the digest its record names"),
+                + (problem or "its bytes do not have the digest its record names")
+                + (
+                    "; it is no longer trusted, so the next run recomputes it (run the task "
+                    "again, e.g. task.run_graph(), to get a good value now)"
+                    if dropped
+                    else "; delete its result folder (task.clear_task()) and run the task "
+                    "again to recompute it"
+                ),
                 self.name,
                 key,
             )
         raise ResultMissingError(
             f"the result of {self.name} with arguments {key} kept changing while it was read"
         )
+
+    def _drop_damaged(self, task_id: int, text: bytes) -> bool:
+        """Withdraw the record of a value found damaged, so planning never trusts it again
+        (its stat may well be the writer's: bit rot changes no date).  Best effort: a cache
+        that cannot be written keeps it, and the error says how to clear it."""
+        if self._record_text(task_id) != text:
+            return False
+        try:
+            os.unlink(self.record_path(task_id))
+        except OSError:
+            return False
+        return True
 
     def verify_value(self, task_id: int, record: Record) -> str | None:
         """Whether the stored bytes still have the recorded digest; what is wrong, or None."""

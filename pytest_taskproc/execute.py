@@ -25,6 +25,7 @@ from .errors import CacheCorruptionWarning, CorruptResultError, TaskprocError
 from .executors import InlineExecutor
 from .freshness import Reason, TaskState, plan
 from .graph import NodeKey, TaskGraph
+from .inputs import persist_stat_cache
 from .job import Outcome, RunSettings
 from .ledger import forget_marker
 from .ratelimit import ChannelLimiter
@@ -344,6 +345,7 @@ def run_graph(
     finally:
         for pool in own:
             pool.shutdown(wait=True, cancel_futures=True)
+        persist_stat_cache(Path(settings.cache_root))  # what planning hashed is kept
     return result, {"stats": run.counts(), "seconds": run.seconds}
 
 
