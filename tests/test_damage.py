@@ -58,7 +58,8 @@ def run(task: Any) -> Any:
 
 
 def value_file(cache_root: Path, task: Any) -> Path:
-    return cache_root / "taskproc" / task.task_name / "results" / str(task.task_id) / "result.pkl"
+    folder: Path = cache_root / "taskproc" / task.task_name / "results" / str(task.task_id)
+    return folder / "result.pkl"
 
 
 @pytest.mark.parametrize("how", ["bytes damaged in place", "another task's file copied over it"])
