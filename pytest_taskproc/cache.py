@@ -24,22 +24,26 @@ instead of calling it damage, since a writer may have committed meanwhile.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple
 
 from . import serialize
 from .atomic import TMP_MARK, remove_tree, write_atomic, write_text_atomic
 from .errors import CacheCorruptionWarning, CorruptResultError, RecordError, ResultMissingError
 from .idtable import IdTable, access_error
+from .inputs import stat_cache, stat_key
 from .record import Record, parse_record
 
 __all__ = ["CacheCorruptionWarning", "ClassStore", "get_store"]
 
 RECORD_NAME = "record.json"
 ARGS_NAME = "args.json"
+STDOUT_NAME = "stdout.txt"
+STDERR_NAME = "stderr.txt"
 CACHE_README = """\
 # pytest-taskproc cache
 
@@ -52,6 +56,58 @@ to make its tasks recompute. Results are pickles: only load a cache you trust.
 
 #: How often a reader re-reads a result that changed under it before giving up.
 READ_ATTEMPTS = 5
+
+
+class StoredValue(NamedTuple):
+    """What ``write_value`` stored: the file name, the pickle's digest and size, the file's size."""
+
+    file: str
+    digest: str
+    size: int
+    stored_size: int
+    #: (mtime_ns, inode, ctime_ns) of the file as it was left
+    stat: tuple[int, int, int]
+
+
+#: Value files this process wrote, with the digest of their pickle and their
+#: stat then.  A file whose stat (ctime included, which no user can set) is
+#: unchanged still holds those bytes, so reading it back in this process need
+#: not hash it again.
+_written: dict[str, tuple[str, tuple[int, ...]]] = {}
+#: Only files this large are remembered: hashing a small one costs less than a look-up.
+TRUST_WRITTEN_FROM = 1 << 20
+
+
+def _stat_key(stat: os.stat_result) -> tuple[int, ...]:
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
+
+
+@functools.lru_cache(maxsize=64)
+def root_path(root: str) -> Path:
+    """The cache root of a job as a ``Path``, made once per process: pathlib costs per task."""
+    return Path(root)
+
+
+#: Records parsed lately, by their exact bytes: a computed task's record is read
+#: again by each of its downstream tasks.  Parsing is a function of the bytes
+#: alone, so the same bytes always give an equal record.
+_records: dict[bytes, Record] = {}
+_records_lock = threading.Lock()
+PARSED_RECORDS = 4096
+PARSED_RECORD_SIZE = 16 * 1024
+
+
+def _parsed(text: bytes) -> Record:
+    record = _records.get(text)
+    if record is None:
+        record = parse_record(text)
+        if len(text) > PARSED_RECORD_SIZE:
+            return record  # a large fan-in's record: kept out, to bound the memory held
+        with _records_lock:
+            if len(_records) >= PARSED_RECORDS:
+                del _records[next(iter(_records))]
+            _records[text] = record
+    return record
 
 
 def ensure_directory(path: Path) -> None:
@@ -138,10 +194,10 @@ class ClassStore:
         return Path(self.folder(task_id))
 
     def stdout_path(self, task_id: int) -> Path:
-        return self.result_dir(task_id) / "stdout.txt"
+        return self.result_dir(task_id) / STDOUT_NAME
 
     def stderr_path(self, task_id: int) -> Path:
-        return self.result_dir(task_id) / "stderr.txt"
+        return self.result_dir(task_id) / STDERR_NAME
 
     def data_dir(self, task_id: int) -> Path:
         return self.result_dir(task_id) / "data"
@@ -179,19 +235,32 @@ class ClassStore:
             return None
         return self._checked_record(task_id, key, text, warn)
 
+    def inspect_record(self, task_id: int, key: str) -> Record | str | None:
+        """Like :meth:`read_record`, but says what is wrong instead of warning (None: no result)."""
+        text = self._record_text(task_id)
+        return None if text is None else self._check_record(task_id, key, text, rehash=True)
+
     def _checked_record(self, task_id: int, key: str, text: bytes, warn: bool) -> Record | None:
-        found = self._check_record(task_id, key, text)
+        found = self._check_record(task_id, key, text, rehash=True)
         if isinstance(found, str):
             if warn:
                 _warn(found + "; recomputing it")
             return None
         return found
 
-    def _check_record(self, task_id: int, key: str, text: bytes) -> Record | str | None:
-        """The record if it is trustworthy, None if there is no result, else what is wrong."""
+    def _check_record(
+        self, task_id: int, key: str, text: bytes, rehash: bool = False
+    ) -> Record | str | None:
+        """The record if it is trustworthy, None if there is no result, else what is wrong.
+
+        With ``rehash`` (planning), a value file whose stat is not the one its
+        writer recorded is hashed again before it is trusted, as git's index
+        does: damage or another file copied over it is found before the value
+        is served as fresh, and only such files are read.
+        """
         path = self.record_path(task_id)
         try:
-            record = parse_record(text)
+            record = _parsed(text)
         except RecordError as exc:
             return f"{path} of {self.name} {key} is damaged ({exc})"
         if record.name != self.name or record.key != key:
@@ -203,17 +272,55 @@ class ClassStore:
             return f"{path} of {self.name} {key} names no result file"
         value_path = f"{self.folder(task_id)}{os.sep}{record.file}"
         try:
-            size = os.stat(value_path).st_size
+            st = os.stat(value_path)
         except (FileNotFoundError, NotADirectoryError):
             return None  # the record of a result being replaced, or a deleted value file
         except OSError as exc:
             raise access_error("read", value_path, exc) from None
-        if size != record.stored_size:
+        if st.st_size != record.stored_size:
             return (
-                f"cached result {value_path} of {self.name} {key} is damaged: it has {size} "
-                f"bytes where its record says {record.stored_size}"
+                f"cached result {value_path} of {self.name} {key} is damaged: it has "
+                f"{st.st_size} bytes where its record says {record.stored_size}"
             )
+        if rehash and (st.st_mtime_ns, st.st_ino, st.st_ctime_ns) != record.stat:
+            return self._rehashed(task_id, record, text, value_path, st)
         return record
+
+    def _rehashed(
+        self, task_id: int, record: Record, text: bytes, path: str, st: os.stat_result
+    ) -> Record | str | None:
+        """A value file touched since its writer left it: trusted only if its bytes are the
+        recorded ones (remembered by stat, so a copied cache is read once, not every run)."""
+        table = stat_cache(self.root)
+        now = stat_key(st)
+        if table.lookup(path, now) == record.digest:
+            return record
+        try:
+            with open(path, "rb") as handle:
+                digest = serialize.value_digest(serialize.unpack(record.file, handle.read()))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            digest = None
+        except OSError as exc:
+            raise access_error("read", path, exc) from None
+        if digest == record.digest:
+            table.remember(path, now, digest)
+            return record
+        if self._record_text(task_id) != text:
+            return None  # replaced by a writer meanwhile: judged again next time
+        return (
+            f"cached result {path} of {self.name} {record.key} is damaged: it does not have the "
+            "digest its record names (changed or replaced after it was written)"
+        )
+
+    def value_stat(self, task_id: int, name: str) -> tuple[int, int, int] | None:
+        """(mtime_ns, inode, ctime_ns) of a value file as its writer leaves it, for the record."""
+        try:
+            st = os.stat(f"{self.folder(task_id)}{os.sep}{name}")
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
     def load_value(self, task_id: int, key: str) -> tuple[Any, Record]:
         """The stored value and its record, checked against the recorded digest.
@@ -233,30 +340,62 @@ class ClassStore:
             try:
                 with open(path, "rb") as handle:
                     blob = handle.read()
+                    written = _written.get(path)
+                    if written is not None and written != (
+                        record.digest,
+                        _stat_key(os.fstat(handle.fileno())),
+                    ):
+                        written = None
             except FileNotFoundError:
                 continue  # replaced just now: read the new record
             except OSError as exc:
                 raise access_error("read", path, exc) from None
             problem = None
             try:
-                value, intact = serialize.verified_load(
-                    serialize.unpack(record.file, blob), record.digest
-                )
+                if written is not None and self._record_text(task_id) == text:
+                    # This process wrote these very bytes, nothing touched the
+                    # file since, and its record did not change while it was
+                    # read (a writer removes the record before the value).
+                    value, intact = serialize.decode(record.file, blob), True
+                else:
+                    value, intact = serialize.verified_load(
+                        serialize.unpack(record.file, blob), record.digest
+                    )
             except ValueError as exc:
                 value, intact, problem = None, False, str(exc)
             if intact:
                 return value, record
             if self._record_text(task_id) != text:
                 continue  # a writer committed in the meantime; the bytes were the new ones
+            dropped = self._drop_damaged(task_id, text)
             raise CorruptResultError(
                 f"cached result {path} of {self.name} with arguments {key} is damaged: "
-                + (problem or "its bytes do not have the digest its record names"),
+                + (problem or "its bytes do not have the digest its record names")
+                + (
+                    "; it is no longer trusted, so the next run recomputes it (run the task "
+                    "again, e.g. task.run_graph(), to get a good value now)"
+                    if dropped
+                    else "; delete its result folder (task.clear_task()) and run the task "
+                    "again to recompute it"
+                ),
                 self.name,
                 key,
             )
         raise ResultMissingError(
             f"the result of {self.name} with arguments {key} kept changing while it was read"
         )
+
+    def _drop_damaged(self, task_id: int, text: bytes) -> bool:
+        """Withdraw the record of a value found damaged, so planning never trusts it again
+        (its stat may well be the writer's: bit rot changes no date).  Best effort: a cache
+        that cannot be written keeps it, and the error says how to clear it."""
+        if self._record_text(task_id) != text:
+            return False
+        try:
+            os.unlink(self.record_path(task_id))
+        except OSError:
+            return False
+        return True
 
     def verify_value(self, task_id: int, record: Record) -> str | None:
         """Whether the stored bytes still have the recorded digest; what is wrong, or None."""
@@ -278,29 +417,37 @@ class ClassStore:
         return None
 
     # -- writing ----------------------------------------------------------
-    def begin_run(self, task_id: int, key: str) -> tuple[bool, Record | None]:
-        """Make way for a new result; returns (folder is new, the previous record).
-
-        The previous record is removed first: from then on the old value is
-        not trusted, so a failed or killed run leaves no result behind.
-        """
+    def create_folder(self, task_id: int, key: str) -> bool:
+        """Create the task's result folder with its ``args.json``; False if it existed."""
         folder = self.folder(task_id)
         try:
             os.mkdir(folder)
         except FileExistsError:
-            pass
+            return False
         except FileNotFoundError:
             ensure_directory(Path(folder))
         except OSError as exc:
             raise access_error("prepare", folder, exc) from None
-        else:
-            # A new folder holds no record, so args.json need not be written
-            # atomically: a torn one is rewritten by the next run.
-            try:
-                with open(f"{folder}{os.sep}{ARGS_NAME}", "x", encoding="utf-8") as handle:
-                    handle.write(key)
-            except OSError as exc:
-                raise access_error("prepare", folder, exc) from None
+        # A new folder holds no record, so args.json need not be written
+        # atomically: a torn one is rewritten by the next run.
+        try:
+            with open(f"{folder}{os.sep}{ARGS_NAME}", "x", encoding="utf-8") as handle:
+                handle.write(key)
+        except OSError as exc:
+            raise access_error("prepare", folder, exc) from None
+        return True
+
+    def begin_run(
+        self, task_id: int, key: str, created: bool = False
+    ) -> tuple[bool, Record | None]:
+        """Make way for a new result; returns (folder is new, the previous record).
+
+        The previous record is removed first: from then on the old value is
+        not trusted, so a failed or killed run leaves no result behind.
+        ``created``: the caller made the folder (``create_folder``) under the task's lock.
+        """
+        folder = self.folder(task_id)
+        if created or self.create_folder(task_id, key):
             return True, None
         if not os.path.isdir(folder):
             _warn(f"{folder} is not a folder; replacing it with the result of {self.name} {key}")
@@ -323,21 +470,43 @@ class ClassStore:
         remove_tree(Path(folder, "data"))
         return False, previous
 
-    def write_value(self, task_id: int, data: bytes, compress_level: int | None) -> tuple[str, int]:
-        """Store pickled ``data`` in the task's folder; returns the file name and its size.
+    def write_value(self, task_id: int, value: Any, compress_level: int | None) -> StoredValue:
+        """Pickle ``value`` into the task's folder in one pass; what was stored.
 
         Written in place: until the record is committed nobody trusts it.
+        Pickling errors propagate as they are (nothing is left behind); a
+        failing write is an ``access_error``.
         """
-        name, blob = serialize.encode(data, serialize.choose_encoding(data, compress_level))
-        path = f"{self.folder(task_id)}{os.sep}{name}"
-        try:
-            with open(path, "wb") as handle:
-                handle.write(blob)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(path)  # a partial value is no result, and a full disk needs the room
-            raise access_error("write the result", path, exc) from None
-        return name, len(blob)
+        folder = self.folder(task_id)
+        with contextlib.ExitStack() as files:
+
+            def open_file(name: str) -> BinaryIO:
+                return files.enter_context(open(f"{folder}{os.sep}{name}", "wb"))
+
+            writer = serialize.ValueWriter(open_file, compress_level)
+            try:
+                serialize.stream_result(value, writer)
+                digest = writer.finish()
+            except BaseException as exc:
+                files.close()
+                path = f"{folder}{os.sep}{writer.name}"
+                if writer.name is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)  # a partial value is no result; a full disk needs room
+                if isinstance(exc, OSError) and exc is writer.write_error:
+                    raise access_error("write the result", path, exc) from None
+                raise
+            stat = os.fstat(writer.fileno())
+        assert writer.name is not None
+        if writer.stored_size >= TRUST_WRITTEN_FROM:
+            _written[f"{folder}{os.sep}{writer.name}"] = (digest, _stat_key(stat))
+        return StoredValue(
+            writer.name,
+            digest,
+            writer.size,
+            writer.stored_size,
+            (stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns),
+        )
 
     def commit(self, task_id: int, record: Record) -> None:
         """Publish a result: its record replaces whatever record was there, atomically."""

@@ -24,19 +24,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import ClassStore, get_store
+from .cache import STDERR_NAME, STDOUT_NAME, ClassStore, get_store, root_path
 from .capture import captured_output
 from .errors import (
+    CacheAccessError,
     CorruptResultError,
+    InputMissingError,
     PlanMismatchError,
     ResultMissingError,
     ResultNotPicklableError,
     TaskFailedError,
     UpstreamChangedError,
 )
-from .record import Record, UpstreamRead, made_now, new_lineage
+from .inputs import input_reads, missing_inputs, persist_stat_cache, written_digest
+from .readaudit import watching_reads
+from .record import InputRead, Record, UpstreamRead, made_now, new_lineage
 from .requires import bound_slots, resolve_slot_value
-from .serialize import dump_result, value_digest
 from .source import UNMATCHABLE, code_digest, pickled_by_value
 from .spec import NodeKey, TaskObject, node_key, spec_of
 
@@ -145,15 +148,16 @@ def check_plan(job: Job) -> None:
         )
 
 
-def compute(job: Job, store: ClassStore) -> Record:
+def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
     """Run ``run_task`` with upstream values in place; store the value and its record."""
     __tracebackhide__ = True
     task = job.task
     spec = spec_of(task)
     config = spec.config
-    root = Path(job.settings.cache_root)
+    root = root_path(job.settings.cache_root)
     check_plan(job)
-    new_folder, previous = store.begin_run(job.task_id, spec.key)
+    inputs = read_inputs(task, root)
+    new_folder, previous = store.begin_run(job.task_id, spec.key, created)
     expected = {(r.name, r.key): r for r in job.reads}
     ids = dict(zip(((r.name, r.key) for r in job.reads), job.upstream_ids, strict=False))
 
@@ -163,10 +167,13 @@ def compute(job: Job, store: ClassStore) -> Record:
 
     output = None
     if config.detach_output:
-        output = (store.stdout_path(job.task_id), store.stderr_path(job.task_id))
+        folder = store.folder(job.task_id)
+        output = (f"{folder}{os.sep}{STDOUT_NAME}", f"{folder}{os.sep}{STDERR_NAME}")
     value, seconds = run_bound(task, load, output, echo=job.settings.echo, new_folder=new_folder)
     try:
-        data = dump_result(value)
+        stored = store.write_value(job.task_id, value, config.compress_level)
+    except CacheAccessError:
+        raise
     except Exception as exc:
         raise ResultNotPicklableError(
             f"{task!r}: run_task returned a {type(value).__qualname__} that cloudpickle cannot "
@@ -174,14 +181,19 @@ def compute(job: Job, store: ClassStore) -> Record:
             f"{describe(task, store, job.task_id)}"
         ) from None
     del value
-    digest = value_digest(data)
-    name, stored_size = store.write_value(job.task_id, data, config.compress_level)
+    files = written_digest(store.data_dir(job.task_id))
+    digest = stored.digest
     # A value reproduced byte for byte from the same upstream values (say,
     # after a code edit) keeps its lineage, so what was computed from it stays
     # fresh.  Anything else is a new value, and so is anything computed from a
     # new value: clearing a task recomputes everything downstream of it.
     lineage = None
-    if previous is not None and previous.digest == digest and previous.upstream == job.reads:
+    if (
+        previous is not None
+        and previous.digest == digest
+        and previous.files == files  # the files it wrote count as part of its value
+        and previous.upstream == job.reads
+    ):
         lineage = previous.lineage
     record = Record(
         name=spec.name,
@@ -191,20 +203,24 @@ def compute(job: Job, store: ClassStore) -> Record:
         code_parts=code_digest(type(task)).parts,
         upstream=job.reads,
         digest=digest,
-        size=len(data),
-        file=name,
-        stored_size=stored_size,
+        size=stored.size,
+        file=stored.file,
+        stored_size=stored.stored_size,
         lineage=lineage or new_lineage(),
         made=made_now(seconds, job.settings.run_id, type(task)),
+        inputs=inputs,
+        files=files,
+        stat=stored.stat,
     )
     store.commit(job.task_id, record)
+    persist_stat_cache(root)
     return record
 
 
 def run_bound(
     task: TaskObject,
     load: Callable[[Any], Any],
-    output: tuple[Path, Path] | None,
+    output: tuple[str | Path, str | Path] | None,
     *,
     echo: bool = False,
     new_folder: bool = False,
@@ -227,19 +243,36 @@ def run_bound(
         return loaded[node]
 
     resolved = {
-        slot.public_name: resolve_slot_value(slot.raw_value(task), load_once)
+        slot.public_name: resolve_slot_value(slot.raw_value(task), load_once, task)
         for slot in spec_of(task).config.slots
     }
     loaded.clear()
     start = time.perf_counter()
     with bound_slots(task, resolved):
         del resolved
-        if output is not None:
-            with captured_output(output[0], output[1], echo, new_folder=new_folder):
+        with watching_reads(task):
+            if output is not None:
+                with captured_output(output[0], output[1], echo, new_folder=new_folder):
+                    value = task.run_task()
+            else:
                 value = task.run_task()
-        else:
-            value = task.run_task()
     return value, time.perf_counter() - start
+
+
+def read_inputs(task: Any, root: Path) -> tuple[InputRead, ...]:
+    """The digests of the task's declared inputs, taken before it runs (what the record names);
+    a missing input file is the task's one error."""
+    spec = spec_of(task)
+    inputs = input_reads(spec, root)
+    missing = missing_inputs(spec, inputs)
+    if missing:
+        shown = ", ".join(str(p) for p in missing)
+        raise InputMissingError(
+            f"{task!r}: its input file {shown} does not exist; create it, or fix the path given "
+            "to InputFile in build_task (a relative path is taken from the directory of the "
+            "file defining the task class)"
+        )
+    return inputs
 
 
 def _read_upstream(root: Path, upstream: Any, expected: UpstreamRead, task_id: int | None) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
+import traceback
 from dataclasses import dataclass
 
 from .atomic import write_text_atomic
@@ -19,8 +20,20 @@ from .errors import TaskFailedEarlierError
 
 #: next to a failure marker while a process computes the task; left behind if it dies
 RUNNING_SUFFIX = ".running"
+#: next to a failure marker: the traceback of the failure, for the task's own item
+#: when another item (on another xdist worker, say) computed the task first
+TRACEBACK_SUFFIX = ".traceback"
 
-__all__ = ["RUNNING_SUFFIX", "Failure", "Kind", "forget_marker", "marker_path", "summarize"]
+__all__ = [
+    "RUNNING_SUFFIX",
+    "Failure",
+    "Kind",
+    "forget_marker",
+    "format_failure",
+    "marker_path",
+    "read_traceback",
+    "summarize",
+]
 
 
 class Kind(enum.Enum):
@@ -61,8 +74,11 @@ class Failure:
             f"{task!r} failed earlier in this run: {self.summary}", self.summary, self.kind.value
         )
 
-    def write(self, path: str) -> None:
+    def write(self, path: str, error: BaseException | None = None) -> None:
+        """Record the failure at ``path``; with ``error``, its traceback beside it first."""
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        if error is not None:
+            write_text_atomic(path + TRACEBACK_SUFFIX, format_failure(error))
         write_text_atomic(path, f"{self.kind.value}\n{self.summary}")
 
     @classmethod
@@ -83,6 +99,33 @@ def summarize(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def format_failure(error: BaseException) -> str:
+    """The traceback of a task's failure as text, without this package's frames."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR)
+    ]
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    where = f"process {os.getpid()}" + (f", xdist worker {worker}" if worker else "")
+    lines = [f"(computed in {where})\n", "Traceback (most recent call last):\n"]
+    lines += traceback.format_list(frames)
+    lines += traceback.format_exception_only(type(error), error)
+    return "".join(lines)
+
+
+def read_traceback(marker: str) -> str | None:
+    """The traceback recorded beside a failure marker, if any."""
+    try:
+        with open(marker + TRACEBACK_SUFFIX, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
 def marker_path(failure_dir: str, store_name: str, task_id: int) -> str:
     """Where a failure of the task is recorded for the run."""
     return os.path.join(failure_dir, f"{store_name}.{task_id}")
@@ -91,6 +134,6 @@ def marker_path(failure_dir: str, store_name: str, task_id: int) -> str:
 def forget_marker(failure_dir: str, store_name: str, task_id: int) -> None:
     """A rerun of the task's item computes it afresh: its failure is no longer the run's."""
     marker = marker_path(failure_dir, store_name, task_id)
-    for path in (marker, marker + RUNNING_SUFFIX):
+    for path in (marker, marker + RUNNING_SUFFIX, marker + TRACEBACK_SUFFIX):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)

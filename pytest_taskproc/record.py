@@ -30,8 +30,14 @@ from .errors import RecordError
 from .identity import encode_key
 
 FORMAT = "pytest-taskproc/record-1"
-#: Records naming at most this many upstream values are written indented.
-INDENT_UP_TO = 64
+_NL = "\n"
+#: json.dumps with default options reuses one C encoder
+_encode = json.dumps
+
+
+def _args(key: str) -> str:
+    """Canonical arguments as written in records: spaced like the rest of the record."""
+    return _encode(json.loads(key))
 
 
 @dataclass(frozen=True)
@@ -43,13 +49,40 @@ class UpstreamRead:
     digest: str
     lineage: str
 
+    def json_text(self) -> str:
+        return (
+            f'{{"task": {_encode(self.name)}, "args": {_args(self.key)}, '
+            f'"digest": {_encode(self.digest)}, "lineage": {_encode(self.lineage)}}}'
+        )
+
+
+@dataclass(frozen=True)
+class InputRead:
+    """One declared input a result was computed from: a ``Const`` value or an ``InputFile``.
+
+    ``slot`` names where it stood (``data``, ``files[2]``, ``grid['a']``);
+    ``path`` is the file's path as written in ``build_task`` (None for a
+    ``Const``), so a project moved elsewhere names the same inputs.
+    """
+
+    slot: str
+    path: str | None
+    digest: str | None
+
+    @property
+    def ident(self) -> tuple[str, str | None]:
+        return (self.slot, self.path)
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "task": self.name,
-            "args": json.loads(self.key),
-            "digest": self.digest,
-            "lineage": self.lineage,
-        }
+        if self.path is None:
+            return {"slot": self.slot, "const": self.digest}
+        return {"slot": self.slot, "file": self.path, "digest": self.digest}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InputRead:
+        if "file" in data:
+            return cls(str(data["slot"]), str(data["file"]), data["digest"])
+        return cls(str(data["slot"]), None, data["const"])
 
 
 @dataclass(frozen=True)
@@ -67,28 +100,36 @@ class Record:
     stored_size: int
     lineage: str
     made: dict[str, Any] = field(default_factory=dict)
+    #: the ``Const`` values and input files it was computed from
+    inputs: tuple[InputRead, ...] = ()
+    #: digest of what the task wrote into its task_directory (None: nothing)
+    files: str | None = None
+    #: (mtime_ns, inode, ctime_ns) of the value file as its writer left it
+    stat: tuple[int, int, int] | None = None
 
     def to_json(self) -> str:
-        document = {
-            "format": FORMAT,
-            "task": self.name,
-            "args": json.loads(self.key),
-            "code": {"digest": self.code, "parts": self.code_parts},
-            "upstream": [u.to_json() for u in self.upstream],
-            "value": {
-                "digest": self.digest,
-                "size": self.size,
-                "file": self.file,
-                "stored_size": self.stored_size,
-                "lineage": self.lineage,
-            },
-            "made": self.made,
+        # One member per line for people, each encoded by json's C encoder
+        # (``indent`` forces the pure-Python one, several times slower).
+        value = {
+            "digest": self.digest,
+            "size": self.size,
+            "file": self.file,
+            "stored_size": self.stored_size,
+            "lineage": self.lineage,
+            "files": self.files,
+            "stat": None if self.stat is None else list(self.stat),
         }
-        # Indented for people; a record naming many upstream values (a large
-        # fan-in) is written compactly, since indenting makes json encode it in
-        # pure Python, several times slower.
-        indent = 1 if len(self.upstream) <= INDENT_UP_TO else None
-        return json.dumps(document, indent=indent) + "\n"
+        upstream = ",\n  ".join(u.json_text() for u in self.upstream)
+        return (
+            f'{{\n "format": "{FORMAT}",\n'
+            f' "task": {_encode(self.name)},\n'
+            f' "args": {_args(self.key)},\n'
+            f' "code": {_encode({"digest": self.code, "parts": self.code_parts})},\n'
+            f' "upstream": [{f"{_NL}  {upstream}{_NL} " if upstream else ""}],\n'
+            f' "inputs": {_encode([i.to_json() for i in self.inputs])},\n'
+            f' "value": {_encode(value)},\n'
+            f' "made": {_encode(self.made)}\n}}\n'
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The record as plain JSON data (what ``task_record`` returns)."""
@@ -120,11 +161,23 @@ def parse_record(text: str | bytes) -> Record:
             stored_size=int(value["stored_size"]),
             lineage=value["lineage"],
             made=dict(data.get("made") or {}),
+            # Records written before inputs and files were recorded read as
+            # naming none: a task with inputs is then stale once, as it should.
+            inputs=tuple(InputRead.from_json(i) for i in data.get("inputs") or ()),
+            files=value.get("files"),
+            stat=_stat(value.get("stat")),
         )
     except RecordError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RecordError(f"not a valid record ({type(exc).__name__}: {exc})") from None
+
+
+def _stat(data: Any) -> tuple[int, int, int] | None:
+    if data is None:
+        return None
+    mtime, inode, ctime = data
+    return (int(mtime), int(inode), int(ctime))
 
 
 def new_lineage() -> str:

@@ -26,6 +26,7 @@ from .errors import (
     RequirementTypeError,
     ResultMissingError,
     TaskCycleError,
+    TaskDefinitionError,
 )
 from .execute import run_graph as _run_graph
 from .identity import (
@@ -37,10 +38,11 @@ from .identity import (
     encode_key,
     plain_value,
 )
+from .inputs import collect_inputs
 from .locks import task_lock
-from .requires import Const, MappedTask, Req, iter_slot_tasks
+from .requires import INPUTS, Const, InputFile, MappedTask, Req, iter_slot_tasks
 from .source import code_digest, note_class_defined
-from .spec import SPEC_ATTR, TaskClassConfig, TaskObject, TaskSpec, spec_of
+from .spec import SPEC_ATTR, TaskClassConfig, TaskObject, TaskSpec, is_task, spec_of
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -198,7 +200,8 @@ class TaskType(Generic[P, R]):
     @property
     def task_args(self) -> dict[str, Any]:
         """The bound arguments as given (defaults applied; tuples and int keys kept)."""
-        return dict(spec_of(self).arguments)
+        copied: dict[str, Any] = plain_value(spec_of(self).arguments)
+        return copied
 
     @property
     def task_record(self) -> dict[str, Any] | None:
@@ -301,6 +304,15 @@ class TaskType(Generic[P, R]):
     def __getitem__(self: _Runs[Mapping[K, T]], key: K) -> MappedTask[T]:
         return MappedTask(cast("TaskType[..., Any]", self), (key,))
 
+    def __iter__(self) -> Any:
+        # Without this, ``__getitem__`` would make ``list(task)`` build items
+        # 0, 1, 2, ... forever.
+        raise TypeError(
+            f"{self!r} is a task, not its result, so it cannot be iterated; declare the "
+            "attribute holding it as a requirement slot (`name: Requires[...]`) and iterate "
+            "the slot inside run_task, where it holds the upstream result"
+        )
+
 
 class _OriginalConfigView:
     """``Cls._task_config`` as taskproc 0.11.2 had it (name, channels, db.compress_level),
@@ -361,11 +373,36 @@ def _build(task: Any) -> None:
         return
     spec.building = True
     try:
-        task.build_task(*spec.args, **spec.kwargs)
+        # A private copy: build_task may change what it is given without
+        # changing the task's identity (or what a pool process rebuilds).
+        task.build_task(*plain_value(spec.args), **plain_value(spec.kwargs))
     finally:
         spec.building = False
+    _refuse_undeclared(task)
     spec.upstream = _collect_upstream(task, spec.config)
+    spec.inputs = collect_inputs(task, spec.config.slots)
     spec.built = True
+
+
+def _requirement_like(value: Any) -> bool:
+    return isinstance(value, (MappedTask, *INPUTS)) or is_task(value)
+
+
+def _refuse_undeclared(task: Any) -> None:
+    """A task (or ``Const``, ``InputFile``, item) kept in a plain attribute is never computed
+    before ``run_task`` reads it, and its value is not in the record: refuse it by name."""
+    for name, value in task.__dict__.items():
+        if name.startswith("_tp_"):
+            continue
+        # Only a direct value: a list holding tasks may be plain data (an
+        # argument kept for later), and iterating it cannot hang.
+        if _requirement_like(value):
+            cls = type(task).__qualname__
+            raise TaskDefinitionError(
+                f"{cls}: build_task of {task!r} assigned {_short_repr(value)} to the attribute "
+                f"{name!r}, which is not a requirement slot, so it would never be computed or "
+                f"recorded; declare it in the class body as `{name}: Requires[...]`"
+            )
 
 
 def _refuse_cycles(batch: list[Any]) -> None:
@@ -558,7 +595,7 @@ def infer_task_type(cls: type[TaskClassProtocol[P, R]]) -> type[TaskType[P, R]]:
 
 
 Task = TaskType[..., R] | MappedTask[R]
-TaskLike = Task[R] | Const[R]
+TaskLike = Task[R] | Const[R] | InputFile
 Requires = Req[TaskLike[R], R]
 RequiresList = Req[Sequence[TaskLike[R]], list[R]]
 RequiresDict = Req[Mapping[K, TaskLike[R]], dict[K, R]]
@@ -566,6 +603,7 @@ RequiresDict = Req[Mapping[K, TaskLike[R]], dict[K, R]]
 
 __all__ = [
     "Const",
+    "InputFile",
     "Req",
     "RequirementTypeError",
     "Requires",

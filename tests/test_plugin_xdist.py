@@ -334,3 +334,65 @@ def test_each_worker_plans_a_long_chain_once(project: Project) -> None:
     # Per worker: one read to plan each task, one under the lock of each task
     # it computes or finds computed by the other worker.
     assert all(count <= 2 * n + 10 for count in reads.values()), reads
+
+
+#: ``Gate`` holds its worker until the other worker has run ``Bad`` as ``Down``'s upstream.
+FIRST_AS_UPSTREAM = """
+class Gate(TaskBase):
+    def run_task(self) -> int:
+        deadline = time.monotonic() + 60
+        while "Bad" not in open(LOG).read().split():
+            if time.monotonic() > deadline:
+                raise TimeoutError("Down's worker never ran Bad")
+            time.sleep(0.05)
+        return 0
+
+
+class Bad(TaskBase):
+    def run_task(self) -> int:
+        log("Bad")
+        print("bad was here")
+        raise ValueError("boom in Bad")
+"""
+
+DOWN = """
+from task_gate import Bad
+
+
+class Down(TaskBase):
+    bad: Requires[int]
+
+    def build_task(self) -> None:
+        self.bad = Bad()
+
+    def run_task(self) -> int:
+        return self.bad
+"""
+
+
+def test_a_failure_computed_for_another_item_lands_in_its_own_item_and_junit(
+    project: Project,
+) -> None:
+    """The worker running ``Down`` computes ``Bad`` first; ``Bad``'s item, on the other worker,
+    still shows the traceback of its run_task and its output, in the terminal and JUnit XML."""
+    project.task_file("task_gate.py", FIRST_AS_UPSTREAM)
+    project.task_file("task_down.py", DOWN)
+    result = project.run("-n", "2", "--dist=loadfile", "-rs", "--junitxml=junit.xml")
+    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    assert project.runs() == ["Bad"]
+    result.stdout.fnmatch_lines(
+        [
+            "*_ Bad() _*",
+            "(computed in process *, xdist worker gw*)",
+            "Traceback (most recent call last):",
+            '*task_gate.py", line *, in run_task',
+            '*raise ValueError("boom in Bad")',
+            "ValueError: boom in Bad",
+            "*",
+            "task Bad() failed",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*Captured stdout call*", "bad was here"])
+    result.stdout.fnmatch_lines(["*upstream task Bad() failed (ValueError: boom in Bad)*"])
+    junit = (project.path / "junit.xml").read_text(encoding="utf-8")
+    assert 'raise ValueError("boom in Bad")' in junit.replace("&quot;", '"')

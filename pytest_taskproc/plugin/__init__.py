@@ -13,6 +13,7 @@ line); with their options, ``verify`` (``--taskproc-verify``) and
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="do not recompute tasks whose class source code changed.",
+    )
+    group.addoption(
+        "--taskproc-no-read-audit",
+        action="store_true",
+        default=False,
+        help="do not warn when a task reads a file it does not declare as an InputFile.",
     )
     group.addoption(
         "--taskproc-executor",
@@ -119,6 +126,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     options = read_options(config)
     config.stash[OPTIONS] = options
+    if config.getoption("taskproc_no_read_audit"):
+        # Before any pool starts: its processes, and job_prefix children, inherit it.
+        os.environ["CP_AUDIT_READS"] = "0"
     if options.executor and not (options.worker_id or options.controller or options.collect_only):
         from ..executors import start_pool_server
 
@@ -129,6 +139,9 @@ def pytest_configure(config: pytest.Config) -> None:
     reporter = TaskprocReporter(config, options)
     config.pluginmanager.register(reporter, "taskproc-reporter")
     config.pluginmanager.register(CachedInShortSummary(reporter), "taskproc-short-summary")
+    from .integrations import ReportingPlugins
+
+    config.pluginmanager.register(ReportingPlugins(config), "taskproc-reporting-plugins")
     if options.manifest is not None:
         from .manifest import Manifest
 

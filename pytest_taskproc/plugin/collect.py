@@ -10,6 +10,7 @@ What collection found is kept in ``config.stash[COLLECTION]``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import sys
@@ -40,7 +41,13 @@ from .report import UNREACHED, is_task_file
 def defining_file(cls: type) -> Path | None:
     module = sys.modules.get(cls.__module__)
     filename = getattr(module, "__file__", None)
-    return Path(filename).resolve() if filename else None
+    return _resolved(filename) if filename else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolved(filename: str) -> Path:
+    """A module file's real path: resolving it per item cost a realpath per item."""
+    return Path(filename).resolve()
 
 
 def is_base_class(cls: type) -> bool:
@@ -147,6 +154,8 @@ class TaskItem(pytest.Item):
         #: what became of the task in the latest run of this item (see report.STATUS)
         self.tp_status: dict[str, Any] = {}
         self.tp_attempts = 0
+        #: the traceback of the task's failure when another item computed it first
+        self.tp_earlier_traceback: str | None = None
         self.add_marker("taskproc")
         for mark in [*class_marks(type(task)), *marks]:
             mark = getattr(mark, "mark", mark)  # a MarkDecorator or the Mark it holds

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import traceback
 import warnings
 from concurrent.futures import Executor
 from pathlib import Path
@@ -37,6 +38,7 @@ from ..context import Context
 from ..execute import InlineExecutor, NodeKey, Run, RunSettings, TaskState
 from ..freshness import plan
 from ..graph import TaskGraph
+from ..inputs import persist_stat_cache
 from ..ratelimit import FileSlots
 from ..spec import spec_of
 from .collect import COLLECTION, Collection, TaskItem
@@ -112,8 +114,19 @@ class RunPlan:
             self.reporter.dry_run = dry_run(found.selected, self.options)
         write_graph_structure(found, self.options)
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtestloop(self, session: pytest.Session) -> None:
+    @pytest.hookimpl(hookwrapper=True, trylast=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Any:
+        # Innermost of the wrappers: set up before any item runs, and end the
+        # pool with the loop rather than at unconfigure, since its workers write
+        # their coverage data as they exit and pytest-cov combines it as soon
+        # as the loop is over (in its own wrapper, outside this one).
+        self._before_items(session)
+        outcome = yield
+        if outcome.excinfo is None and not session.shouldstop:
+            self.stop(cancel=True)
+            self.close_executor()
+
+    def _before_items(self, session: pytest.Session) -> None:
         self.session = session
         if session.testsfailed and session.testsfailed == self.collection.task_file_errors:
             # Only task files failed to collect (a root's build_task raised, say):
@@ -152,10 +165,30 @@ class RunPlan:
         count, seconds = self.take_upstream()
         if count and self.options.worker_id is None:
             self.reporter.tally.add_upstream(count, seconds)
+        error, self.background_error = self.background_error, None
+        if error is not None and exitstatus != pytest.ExitCode.INTERRUPTED:
+            # It broke down after the last item that could have raised it: still said.
+            self._report_late_error(session, error)
+        if not self.options.collect_only and self.collection.selected:
+            # Digests of input files (and of copied values) learned by this run
+            # are kept, so the next run need not read those files again.
+            persist_stat_cache(self.options.cache_root)
+
+    def _report_late_error(self, session: pytest.Session, error: BaseException) -> None:
+        writer: Any = self.config.pluginmanager.get_plugin("terminalreporter")
+        if writer is not None:
+            lines = traceback.format_exception(type(error), error, error.__traceback__)
+            writer.write_sep("!", "taskproc: the background scheduler thread failed")
+            writer.write_line("".join(lines).rstrip())
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        if self._close_executor is not None:
-            self._close_executor()
+        self.close_executor()
+
+    def close_executor(self) -> None:
+        close, self._close_executor = self._close_executor, None
+        if close is not None:
+            close()
 
     # -- the plan ---------------------------------------------------------------------------
     def ensure_planned(self) -> Run:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from ..cache import STDERR_NAME, STDOUT_NAME
 from ..errors import (
     NotReproducibleError,
     ResultNotPicklableError,
@@ -28,7 +29,7 @@ from ..errors import (
     TaskprocError,
 )
 from ..execute import TaskState
-from ..ledger import Failure, Kind
+from ..ledger import Failure, Kind, marker_path, read_traceback
 from ..provenance import Status as Verified
 from .collect import PROTOCOL, TaskItem
 from .options import Options
@@ -68,6 +69,7 @@ class ItemRunner:
         __tracebackhide__ = True
         item.tp_attempts += 1
         item.tp_status = {}
+        item.tp_earlier_traceback = None
         rerun = item.tp_attempts > 1 or getattr(item, "execution_count", 1) > 1
         report_verdict(item, decide(self.plan, item, rerun), self.plan)
 
@@ -78,6 +80,12 @@ class ItemRunner:
         not_reproducible = isinstance(error, NotReproducibleError)
         what = f"is {Status.NOT_REPRODUCIBLE.word}" if not_reproducible else "failed"
         header = failure_header(item, self.plan.state(item.key), what)
+        earlier = item.tp_earlier_traceback
+        if isinstance(error, TaskFailedEarlierError) and earlier:
+            # Computed first for another item (on another xdist worker, say): the
+            # task's own item shows the traceback of run_task all the same.
+            assert isinstance(error, TaskFailedEarlierError)
+            return _short_repr(excinfo, header, earlier.rstrip().splitlines(), error.summary)
         if isinstance(error, TaskprocError) and not _raised_in_run_task(item, excinfo):
             # Our own errors outside run_task (an unpicklable result, a missing
             # item key, a failure on another worker) say all there is to say:
@@ -142,7 +150,14 @@ def report_verdict(item: TaskItem, verdict: Verdict, plan: RunPlan) -> None:
     error = verdict.error
     assert error is not None
     if isinstance(error, TaskFailedEarlierError):
-        # Recorded by another worker, or by an earlier attempt that a process died in.
+        # Recorded by another worker, or by an earlier attempt that a process died in:
+        # what it printed (until it died, too) is in the task's files, and the
+        # traceback beside the run's record of the failure.
+        _output_sections(item, state)
+        failure_dir = plan.options.failure_dir
+        if state.task_id is not None:
+            marker = marker_path(str(failure_dir), state.store.name, state.task_id)
+            item.tp_earlier_traceback = read_traceback(marker)
         _repeat_recorded(item, Failure.of(error))
     status[REASON] = state.describe()
     status[STATUS] = Status.of_kind(Failure.of(error).kind).word
@@ -202,12 +217,11 @@ def _output_sections(item: TaskItem, state: TaskState) -> None:
     task_id = state.task_id
     if task_id is None:
         return
-    for which, path in (
-        ("stdout", state.store.stdout_path(task_id)),
-        ("stderr", state.store.stderr_path(task_id)),
-    ):
+    folder = state.store.folder(task_id)  # a string: two Path objects per item cost more
+    for which, name in (("stdout", STDOUT_NAME), ("stderr", STDERR_NAME)):
         try:
-            text = path.read_text(errors="replace")
+            with open(f"{folder}{os.sep}{name}", encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
         except FileNotFoundError:
             continue
         if text:
@@ -241,24 +255,34 @@ def failure_header(item: TaskItem, state: TaskState | None, what: str = "failed"
     return "\n".join(lines)
 
 
-def _short_repr(excinfo: pytest.ExceptionInfo[BaseException], header: str) -> Any:
+def _short_repr(
+    excinfo: pytest.ExceptionInfo[BaseException],
+    header: str,
+    lines: list[str] | None = None,
+    crash: str | None = None,
+) -> Any:
     """``Type: message``, the fix where there is one, and the task header; no traceback.
 
     Built from pytest's ``value`` style, so the report keeps its crash line
     (the message in the short summary, also on pytest 7 and through xdist).
+    ``lines`` and ``crash`` replace the message and the crash line (a
+    traceback recorded where the task was computed, and its last line).
     """
     error = excinfo.value
     # "not reproducible: ..." says it all; the class name would only repeat it.
     plain = isinstance(error, NotReproducibleError)
-    lines = [str(error) if plain else f"{type(error).__name__}: {error}"]
-    fix = next((f for kind, f in _FIXES.items() if isinstance(error, kind)), None)
-    if fix is not None:
-        lines.append(f"fix: {fix}")
+    if lines is None:
+        lines = [str(error) if plain else f"{type(error).__name__}: {error}"]
+        fix = next((f for kind, f in _FIXES.items() if isinstance(error, kind)), None)
+        if fix is not None:
+            lines.append(f"fix: {fix}")
+    if plain:
+        crash = lines[0]  # the short summary's words too
     try:
         rendered = excinfo.getrepr(style="value")
         rendered.reprtraceback.reprentries[-1].lines[:] = lines  # type: ignore[index]
-        if plain and rendered.reprcrash is not None:
-            rendered.reprcrash.message = lines[0]  # the short summary's words too
+        if crash is not None and rendered.reprcrash is not None:
+            rendered.reprcrash.message = crash
     except (AttributeError, IndexError, TypeError, ValueError):  # pragma: no cover
         return "\n".join(lines) + "\n\n" + header
     rendered.addsection("taskproc", header)
