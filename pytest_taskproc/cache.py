@@ -32,7 +32,12 @@ from typing import Any
 
 from . import serialize
 from .atomic import TMP_MARK, remove_tree, write_atomic, write_text_atomic
-from .errors import CacheCorruptionWarning, CorruptResultError, ResultMissingError
+from .errors import (
+    CacheCorruptionWarning,
+    CorruptResultError,
+    ResultMissingError,
+    UpstreamChangedError,
+)
 from .idtable import IdTable, access_error
 from .record import Record, RecordError, parse_record
 
@@ -306,15 +311,22 @@ class ClassStore:
             _warn(f"{folder} is not a folder; replacing it with the result of {self.name} {key}")
             _unlink(folder)
             return self.begin_run(task_id, key)
-        previous = self.read_record(task_id, key, warn=False)
-        _unlink(self.record_path(task_id))
-        self.discard_value(task_id)
-        _remove_leftovers(folder)
         try:
             with open(f"{folder}{os.sep}{ARGS_NAME}", encoding="utf-8") as handle:
                 owned = handle.read() == key
         except (OSError, UnicodeDecodeError):
             owned = False
+        if not owned and not self.ids.confirms(key, task_id):
+            # The id came from a table that is gone (a class folder deleted by
+            # hand): the folder is another task's now, and stays untouched.
+            raise UpstreamChangedError(
+                f"{folder} belongs to another task of {self.name} now (was the class folder "
+                f"deleted?); planning {key} again"
+            )
+        previous = self.read_record(task_id, key, warn=False)
+        _unlink(self.record_path(task_id))
+        self.discard_value(task_id)
+        _remove_leftovers(folder)
         if not owned:
             try:
                 write_text_atomic(Path(folder, ARGS_NAME), key)

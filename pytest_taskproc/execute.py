@@ -25,7 +25,7 @@ import cloudpickle  # type: ignore[import-untyped]
 
 from .cache import get_store
 from .context import Context, cache_root
-from .errors import CacheCorruptionWarning, CorruptResultError
+from .errors import CacheCorruptionWarning, CorruptResultError, ResultMissingError
 from .executors import InlineExecutor, adapt, executor_width
 from .freshness import Reason, TaskState, judge, plan, reads_of
 from .graph import NodeKey, TaskGraph
@@ -503,7 +503,9 @@ def run_graph(
                             counts[name] += n
                 assert root_state.task_id is not None
                 result = root_state.store.load_value(root_state.task_id, spec_of(task).key)[0]
-            except REPLAN_ERRORS as exc:
+            except (*REPLAN_ERRORS, ResultMissingError) as exc:
+                # A result cleared by another process between computing and
+                # loading it is computed again, as clearing promises.
                 if isinstance(exc, CorruptResultError):
                     discard_corrupt(root, exc)
                 continue

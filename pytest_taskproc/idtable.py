@@ -12,6 +12,13 @@ The result folders are the ground truth: each holds its ``args.json``.  A
 missing, empty or damaged table is rebuilt from them with the same ids, so
 nothing is recomputed; until it can be rebuilt on disk (a read-only cache),
 lookups are served from the folders.
+
+A process keeps the ids it has seen in memory, so it must notice when the
+table they came from is gone (a class folder deleted by hand, ``rm -r`` of the
+cache): every lookup and assignment first compares the table file on disk with
+the one the ids came from, and forgets them all when it differs.  The process
+holds the table file open meanwhile, so its inode number cannot be reused by a
+new table and the comparison is sound.
 """
 
 from __future__ import annotations
@@ -55,11 +62,61 @@ class IdTable:
         self._writer: diskcache.Cache | None = None
         #: the table on disk could not be read; ids come from the result folders
         self._damaged: str | None = None
+        #: (device, inode) of the table file the ids in memory came from; None
+        #: when there was none; _UNSEEN before the first look
+        self._identity: tuple[int, int] | object | None = _UNSEEN
+        self._held: int | None = None
+
+    # -- which table the ids came from --------------------------------------
+    def _check_table(self) -> None:
+        """Forget every id in memory when the table on disk is not the one they came from."""
+        database = self.path / TABLE_FILE
+        try:
+            stat = os.stat(database)
+            current: tuple[int, int] | None = (stat.st_dev, stat.st_ino)
+        except FileNotFoundError:
+            current = None
+        except OSError:
+            return  # reported by whoever reads the table next
+        if current == self._identity:
+            return
+        if self._identity is not _UNSEEN:
+            # Ids another table gave out: keeping them could make two tasks share a folder.
+            self._ids.clear()
+            self._loaded = False
+            self._damaged = None
+            self._close_writer()
+        self._hold(database)
+
+    def _hold(self, database: Path) -> None:
+        """Keep the table file open, so its inode stays its own while we trust its ids."""
+        if self._held is not None:
+            os.close(self._held)
+            self._held = None
+        try:
+            self._held = os.open(database, os.O_RDONLY)
+            stat = os.fstat(self._held)
+            self._identity = (stat.st_dev, stat.st_ino)
+        except OSError:
+            self._identity = None
+
+    def confirms(self, key: str, task_id: int) -> bool:
+        """Whether the table on disk gives ``task_id`` to ``key`` (before reusing a folder)."""
+        with self._lock:
+            found = self._read_table([key])
+            confirmed = found is not None and found.get(key) == task_id
+            if not confirmed:
+                self._ids.clear()
+                self._loaded = False
+                self._close_writer()
+                self._identity = _UNSEEN
+            return confirmed
 
     # -- reading ----------------------------------------------------------
     def lookup(self, keys: list[str]) -> list[int | None]:
         """The ids of ``keys``, None for keys that have none yet; writes nothing."""
         with self._lock:
+            self._check_table()
             if not self._loaded:
                 self._load()
             missing = [k for k in keys if k not in self._ids]
@@ -68,7 +125,10 @@ class IdTable:
             return [self._ids.get(k) for k in keys]
 
     def known(self, key: str) -> int | None:
-        return self._ids.get(key)
+        """The id in memory, if the table it came from is still the one on disk."""
+        with self._lock:
+            self._check_table()
+            return self._ids.get(key)
 
     def remember(self, key: str, task_id: int) -> None:
         """An id learned from whoever planned the job, sparing a worker the lookup."""
@@ -125,6 +185,7 @@ class IdTable:
     def assign(self, keys: list[str]) -> list[int]:
         """Ids for ``keys``, giving new ones (in one transaction) to those without."""
         with self._lock:
+            self._check_table()
             if not self._loaded:
                 self._load()
             missing = [k for k in dict.fromkeys(keys) if k not in self._ids]
@@ -176,6 +237,9 @@ class IdTable:
             self._fill_from_folders(writer)
         self._damaged = None
         self._writer = writer
+        # The table we just opened (made, or rebuilt from the folders) is the
+        # one the ids in memory agree with from now on.
+        self._hold(self.path / TABLE_FILE)
         return writer
 
     def _warn_rebuild(self) -> None:
@@ -229,6 +293,13 @@ class IdTable:
     def close(self) -> None:
         with self._lock:
             self._close_writer()
+            if self._held is not None:
+                os.close(self._held)
+                self._held = None
+            self._identity = _UNSEEN
+
+
+_UNSEEN = object()
 
 
 MISSING = "missing"

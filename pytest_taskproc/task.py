@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar, cast
 
 from .cache import ClassStore, ensure_directory, get_store
+from .clearing import clear_all, clear_one
 from .context import cache_root, verify_scratch
 from .errors import (
     ClassNameConflictError,
@@ -39,7 +40,6 @@ from .identity import (
     encode_key,
     plain_value,
 )
-from .locks import task_lock
 from .requires import Const, MappedTask, Req, iter_slot_tasks
 from .source import code_digest
 from .spec import SPEC_ATTR, TaskClassConfig, TaskSpec, spec_of
@@ -247,12 +247,12 @@ class TaskType(Generic[P, R]):
             return
         # Under the task's lock: a process computing this task finishes first,
         # so the clear is not undone by a result committed just after it.
-        with task_lock(store, task_id):
-            store.clear_task(task_id)
+        clear_one(store, task_id)
 
     @classmethod
     def clear_all_tasks(cls) -> None:
-        get_store(cache_root(), cls.task_name).clear_all()
+        """Forget every result of the class, each under its task's lock (see clearing.py)."""
+        clear_all(get_store(cache_root(), cls.task_name))
 
     # -- running ------------------------------------------------------------
     def run_graph(
