@@ -33,6 +33,7 @@ from typing import Any
 from . import serialize
 from .atomic import TMP_MARK, remove_tree, write_atomic, write_text_atomic
 from .errors import (
+    CacheAccessError,
     CacheCorruptionWarning,
     CorruptResultError,
     ResultMissingError,
@@ -305,6 +306,7 @@ class ClassStore:
                 with open(f"{folder}{os.sep}{ARGS_NAME}", "x", encoding="utf-8") as handle:
                     handle.write(key)
             except OSError as exc:
+                remove_tree(Path(folder))  # nothing of it is a result yet
                 raise access_error("prepare", folder, exc) from None
             return True, None
         if not os.path.isdir(folder):
@@ -357,6 +359,10 @@ class ClassStore:
         try:
             write_atomic(path, [record.to_json().encode()])
         except OSError as exc:
+            # A value without a record is no result, and on a full disk it
+            # holds the room the next task needs.
+            with contextlib.suppress(CacheAccessError):
+                self.discard_value(task_id)
             raise access_error("write", path, exc) from None
 
     def discard_value(self, task_id: int) -> None:

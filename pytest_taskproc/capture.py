@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from .atomic import temporary_sibling
+from .errors import CacheAccessError
+from .idtable import access_error
 
 _local = threading.local()
 _install_lock = threading.Lock()
@@ -116,15 +118,35 @@ class _LazyFile:
     def _open(self) -> IO[str]:
         if self._handle is None:
             self._tmp = temporary_sibling(self.path)
-            self._handle = open(  # noqa: SIM115 - closed in finish()
-                self._tmp, "x", encoding="utf-8", errors="backslashreplace", buffering=1
-            )
+            try:
+                self._handle = open(  # noqa: SIM115 - closed in finish()
+                    self._tmp, "x", encoding="utf-8", errors="backslashreplace", buffering=1
+                )
+            except OSError as exc:
+                self._tmp = None
+                raise access_error("write the output of the task to", self.path, exc) from None
         return self._handle
 
     def write(self, text: str) -> int:
         if not text:
             return 0
-        return self._open().write(text)
+        handle = self._open()
+        try:
+            return handle.write(text)
+        except OSError as exc:
+            self._drop()
+            raise access_error("write the output of the task to", self.path, exc) from None
+
+    def _drop(self) -> None:
+        """Give up the output (a full disk): no temporary file may stay to keep it full."""
+        handle, tmp = self._handle, self._tmp
+        self._handle = self._tmp = None
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                handle.close()  # flushing what is buffered fails again on a full disk
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
@@ -132,7 +154,11 @@ class _LazyFile:
 
     def flush(self) -> None:
         if self._handle is not None:
-            self._handle.flush()
+            try:
+                self._handle.flush()
+            except OSError as exc:
+                self._drop()
+                raise access_error("write the output of the task to", self.path, exc) from None
 
     def isatty(self) -> bool:
         return False
@@ -148,9 +174,14 @@ class _LazyFile:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.path)
             return
-        self._handle.close()
         assert self._tmp is not None
-        os.replace(self._tmp, self.path)
+        try:
+            self._handle.close()
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self._drop()
+            raise access_error("write the output of the task to", self.path, exc) from None
+        self._handle = self._tmp = None
 
 
 @contextmanager
@@ -171,8 +202,24 @@ def captured_output(
         _local.stdout, _local.stderr = out, err
     try:
         yield
-    finally:
+    except BaseException:
         _local.stdout, _local.stderr = previous
         _uninstall()
-        out.finish()
-        err.finish()
+        _finish_both(out, err)  # the task's own error is the one to report
+        raise
+    _local.stdout, _local.stderr = previous
+    _uninstall()
+    problem = _finish_both(out, err)
+    if problem is not None:
+        raise problem
+
+
+def _finish_both(out: _LazyFile, err: _LazyFile) -> CacheAccessError | None:
+    """Publish both files (or remove both temporaries); the first problem, if any."""
+    problem = None
+    for output in (out, err):
+        try:
+            output.finish()
+        except CacheAccessError as exc:
+            problem = problem or exc
+    return problem

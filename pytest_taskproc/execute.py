@@ -25,7 +25,12 @@ import cloudpickle  # type: ignore[import-untyped]
 
 from .cache import get_store
 from .context import Context, cache_root
-from .errors import CacheCorruptionWarning, CorruptResultError, ResultMissingError
+from .errors import (
+    CacheAccessError,
+    CacheCorruptionWarning,
+    CorruptResultError,
+    ResultMissingError,
+)
 from .executors import InlineExecutor, adapt, executor_width
 from .freshness import Reason, TaskState, judge, plan, reads_of
 from .graph import NodeKey, TaskGraph
@@ -145,7 +150,15 @@ class GraphRun:
             and any(t in self.blocked or t in self.failed for t in targets)
         ):
             return dict(ran)  # it cannot run: leave its other upstream tasks alone
-        self.assign_ids(todo)
+        unassigned = self.assign_ids(todo)
+        if unassigned:
+            # A class whose id table cannot grow (a full disk, a read-only
+            # cache): its tasks fail with that error, their downstream waits.
+            for node, exc in unassigned.items():
+                self._record_failure(node, exc)
+                self._settled(node)
+            todo = self._block(todo, ())
+            self.size = len(todo)
         planned = set(todo)
         waiting = {k: sum(1 for u in self.graph.upstream(k) if u in planned) for k in todo}
         ready: dict[tuple[str, ...], deque[NodeKey]] = defaultdict(deque)
@@ -313,8 +326,8 @@ class GraphRun:
         if self.on_settled is not None:
             self.on_settled(node)
 
-    def assign_ids(self, stale: Iterable[NodeKey]) -> None:
-        assign_ids(self.states, stale)
+    def assign_ids(self, stale: Iterable[NodeKey]) -> dict[NodeKey, CacheAccessError]:
+        return assign_ids(self.states, stale)
 
     def _make_ready(
         self,
@@ -434,26 +447,36 @@ class GraphRun:
         state = self.states[node]
         LOGGER.error(
             "task %s failed with %s: %s",
-            describe(state.task, state.store, -1 if state.task_id is None else state.task_id),
+            describe(state.task, state.store, state.task_id),
             type(exc).__name__,
             exc,
         )
 
 
-def assign_ids(states: Mapping[NodeKey, TaskState], stale: Iterable[NodeKey]) -> None:
+def assign_ids(
+    states: Mapping[NodeKey, TaskState], stale: Iterable[NodeKey]
+) -> dict[NodeKey, CacheAccessError]:
     """Tasks about to be written need ids; planning gave ids only to known ones.
 
     One write of each class's id table for all of them: a table write costs
     milliseconds, so a graph computed task by task assigns its ids up front.
+    Returns the error of each task whose class's table could not be written.
     """
     by_class: dict[str, list[NodeKey]] = defaultdict(list)
     for k in stale:
         if states[k].task_id is None:
             by_class[k[0]].append(k)
+    unassigned: dict[NodeKey, CacheAccessError] = {}
     for nodes in by_class.values():
         store = states[nodes[0]].store
-        for node, task_id in zip(nodes, store.task_ids([n[1] for n in nodes]), strict=True):
+        try:
+            ids = store.task_ids([n[1] for n in nodes])
+        except CacheAccessError as exc:
+            unassigned.update(dict.fromkeys(nodes, exc))
+            continue
+        for node, task_id in zip(nodes, ids, strict=True):
             states[node].task_id = task_id
+    return unassigned
 
 
 def run_graph(

@@ -193,10 +193,24 @@ class IdTable:
                 try:
                     self._assign_in(self._open_writer(), missing)
                 except sqlite3.DatabaseError as exc:
-                    self._damaged = str(exc)
                     self._close_writer()
-                    self._assign_in(self._open_writer(), missing)
+                    self._raise_if_access(exc, "write the id table")
+                    self._damaged = str(exc)
+                    try:
+                        self._assign_in(self._open_writer(), missing)
+                    except sqlite3.DatabaseError as again:
+                        self._close_writer()
+                        self._raise_if_access(again, "write the id table")
+                        raise
             return [self._ids[k] for k in keys]
+
+    def _raise_if_access(self, exc: sqlite3.DatabaseError, action: str) -> None:
+        """A full disk or a read-only file is the user's to fix, not damage to rebuild."""
+        reason = _access_problem(exc)
+        if reason is not None:
+            raise CacheAccessError(
+                f"cannot {action} {self.path / TABLE_FILE}: {reason}{_hint(reason)}"
+            ) from None
 
     def _open_writer(self) -> diskcache.Cache:
         if self._writer is not None:
@@ -229,12 +243,23 @@ class IdTable:
         if rebuild:
             self._warn_rebuild()
             remove_tree(self.path)
+        fresh = rebuild or not (self.path / TABLE_FILE).exists()
+        writer = None
         try:
             writer = _open_diskcache(self.path)
-        except OSError as exc:
-            raise access_error("open the id table", self.path, exc) from None
-        if rebuild:
-            self._fill_from_folders(writer)
+            if rebuild:
+                self._fill_from_folders(writer)
+        except (OSError, sqlite3.DatabaseError) as exc:
+            if fresh:
+                # A half-made table would be taken for a damaged one next time,
+                # and on a full disk it holds room the next task needs.
+                if writer is not None:
+                    writer.close()
+                remove_tree(self.path)
+            if isinstance(exc, OSError):
+                raise access_error("open the id table", self.path, exc) from None
+            self._raise_if_access(exc, "create the id table")
+            raise
         self._damaged = None
         self._writer = writer
         # The table we just opened (made, or rebuilt from the folders) is the
@@ -271,6 +296,7 @@ class IdTable:
             writer.set(NEXT_ID, max(highest + 1, int(writer.get(NEXT_ID, 0))))
 
     def _assign_in(self, table: diskcache.Cache, keys: list[str]) -> None:
+        given: dict[str, int] = {}
         try:
             with table.transact(retry=True):
                 next_id = int(table.get(NEXT_ID, 0))
@@ -280,8 +306,11 @@ class IdTable:
                         found = next_id
                         next_id += 1
                         table.set(key, found)
-                    self._ids[key] = int(found)
+                    given[key] = int(found)
                 table.set(NEXT_ID, next_id)
+            # Only ids the table kept: a transaction rolled back (a full disk)
+            # must not leave ids in memory that the table may give out again.
+            self._ids.update(given)
         except OSError as exc:
             raise access_error("write the id table of", self.path, exc) from None
 
@@ -303,6 +332,41 @@ _UNSEEN = object()
 
 
 MISSING = "missing"
+
+#: sqlite result codes that mean the file system, not the table, is at fault
+_ACCESS_CODES = {
+    3: "permission denied",  # SQLITE_PERM
+    8: "the database is read-only",  # SQLITE_READONLY
+    10: "disk I/O error",  # SQLITE_IOERR
+    13: "No space left on device (database or disk is full)",  # SQLITE_FULL
+    14: "unable to open the database file",  # SQLITE_CANTOPEN
+}
+
+
+def _access_problem(exc: sqlite3.DatabaseError) -> str | None:
+    """What keeps sqlite from writing, if it is an access problem and not damage."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if isinstance(code, int):
+        return _ACCESS_CODES.get(code & 0xFF)
+    text = str(exc).lower()
+    for words, reason in (
+        ("disk is full", _ACCESS_CODES[13]),
+        ("readonly", _ACCESS_CODES[8]),
+        ("read-only", _ACCESS_CODES[8]),
+        ("disk i/o", _ACCESS_CODES[10]),
+        ("unable to open", _ACCESS_CODES[14]),
+    ):
+        if words in text:
+            return reason
+    return None
+
+
+def _hint(reason: str) -> str:
+    if "read-only" in reason or "permission" in reason:
+        return " (is the cache directory read-only?)"
+    if "No space" in reason:
+        return " (free some space, or prune the cache: see taskproc-cache du)"
+    return ""
 
 
 def _file_problem(database: Path) -> str | None:

@@ -161,6 +161,7 @@ class RunPlan:
             graph, options.cache_root, options.detect_source_change, frozenset(self.cleared)
         )
         self.graph = graph
+        # A table that cannot grow fails its tasks when they are run, one by one.
         assign_ids(self.states, [k for k, s in self.states.items() if s.stale])
 
     def reissue_warnings(self) -> None:

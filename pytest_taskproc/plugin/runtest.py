@@ -17,6 +17,7 @@ in pytest.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,7 +78,7 @@ class ItemRunner:
     ) -> Any:
         error = excinfo.value
         what = f"is {NOT_REPRODUCIBLE}" if isinstance(error, NotReproducibleError) else "failed"
-        header = failure_header(item, self.plan.states.get(item.key), what)
+        header = failure_header(item, self.plan.states.get(item.key), what, self.options.started_ns)
         if isinstance(error, TaskprocError) and not _raised_in_run_task(item, excinfo):
             # Our own errors outside run_task (an unpicklable result, a missing
             # item key, a failure on another worker) say all there is to say:
@@ -139,7 +140,7 @@ def report_verdict(item: TaskItem, verdict: Verdict, plan: RunPlan) -> None:
         _repeat_recorded(item, error.summary)
     status[REASON] = state.describe()
     status[STATUS] = _kind(summarize(error))[0]
-    _output_sections(item, state)
+    _output_sections(item, state, plan.options.started_ns)
     raise error  # with its own traceback from run_task
 
 
@@ -201,14 +202,32 @@ def _repeat_recorded(item: TaskItem, summary: str) -> None:
     )
 
 
-def _output_sections(item: TaskItem, state: TaskState) -> None:
-    task_id = state.task_id
-    if task_id is None:
-        return
+#: How much older than the run's start an output file may look and still be this
+#: run's: file times come from a coarse kernel clock that lags ``time.time_ns``.
+_CLOCK_SLACK_NS = 50_000_000
+
+
+def output_files(state: TaskState | None, since_ns: int = 0) -> list[tuple[str, Path]]:
+    """The task's stdout/stderr files written since ``since_ns`` (not a previous run's)."""
+    if state is None or state.task_id is None:
+        return []
+    found = []
     for which, path in (
-        ("stdout", state.store.stdout_path(task_id)),
-        ("stderr", state.store.stderr_path(task_id)),
+        ("stdout", state.store.stdout_path(state.task_id)),
+        ("stderr", state.store.stderr_path(state.task_id)),
     ):
+        try:
+            written = os.stat(path).st_mtime_ns
+        except OSError:
+            continue
+        if written >= since_ns - _CLOCK_SLACK_NS:
+            found.append((which, path))
+    return found
+
+
+def _output_sections(item: TaskItem, state: TaskState, since_ns: int = 0) -> None:
+    """Attach what the task printed; a task that failed before it ran printed nothing new."""
+    for which, path in output_files(state, since_ns):
         try:
             text = path.read_text(errors="replace")
         except FileNotFoundError:
@@ -218,8 +237,13 @@ def _output_sections(item: TaskItem, state: TaskState) -> None:
 
 
 # -- failures ----------------------------------------------------------------------------
-def failure_header(item: TaskItem, state: TaskState | None, what: str = "failed") -> str:
-    """Class, arguments, task id and output files of a failed task (``what`` befell it)."""
+def failure_header(
+    item: TaskItem, state: TaskState | None, what: str = "failed", since_ns: int = 0
+) -> str:
+    """Class, arguments, task id and output files of a failed task (``what`` befell it).
+
+    Output files older than ``since_ns`` are a previous run's and not named.
+    """
     task = item.task
     lines = [
         f"task {task!r} {what}",
@@ -233,12 +257,8 @@ def failure_header(item: TaskItem, state: TaskState | None, what: str = "failed"
         return "\n".join(lines)
     lines.append(f"  task id:   {task_id}")
     # Output files exist only when the task printed something.
-    for which, path in (
-        ("stdout", state.store.stdout_path(task_id)),
-        ("stderr", state.store.stderr_path(task_id)),
-    ):
-        if path.exists():
-            lines.append(f"  {which}:    {path}")
+    for which, path in output_files(state, since_ns):
+        lines.append(f"  {which}:    {path}")
     if len(lines) == 4:
         lines.append("  output:    none (the task printed nothing)")
     return "\n".join(lines)
