@@ -421,3 +421,11 @@ def get_store(root: Path, name: str) -> ClassStore:
         with _stores_lock:
             store = _stores.setdefault(marker, ClassStore(root, name))
     return store
+
+
+if __name__ == "__main__":
+    # `python -m pytest_taskproc.cache` runs this file as __main__, a second copy
+    # of this module: hand over at once to the tool, which imports the real one.
+    from pytest_taskproc.cachetool import main
+
+    raise SystemExit(main())
