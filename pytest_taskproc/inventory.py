@@ -158,7 +158,7 @@ def _read_bytes(path: str) -> bytes:
     except OSError as exc:
         raise access_error("read", path, exc) from None
     try:
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             chunk = os.read(fd, 65536)
             if not chunk:

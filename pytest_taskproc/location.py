@@ -12,6 +12,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import sys
 from pathlib import Path
 
 __all__ = ["PIN_HINT", "default_cache_root", "find_ini"]
@@ -63,21 +64,22 @@ def _read(path: Path) -> tuple[str | None] | None:
 
 
 def _read_pyproject(text: str) -> tuple[str | None] | None:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python 3.10: the one line we need, read by hand
-        if not re.search(r"^\[tool\.pytest\.ini_options\]", text, re.M):
+
+        try:
+            options = tomllib.loads(text).get("tool", {}).get("pytest", {}).get("ini_options")
+        except tomllib.TOMLDecodeError:
             return None
-        found = re.search(r"^taskproc_cache_dir\s*=\s*[\"']([^\"']*)[\"']", text, re.M)
-        return (found.group(1) if found else None,)
-    try:
-        options = tomllib.loads(text).get("tool", {}).get("pytest", {}).get("ini_options")
-    except tomllib.TOMLDecodeError:
+        if not isinstance(options, dict):
+            return None
+        value = options.get("taskproc_cache_dir")
+        return (None if value is None else str(value),)
+    # No tomllib: the one line we need, read by hand.
+    if not re.search(r"^\[tool\.pytest\.ini_options\]", text, re.M):
         return None
-    if not isinstance(options, dict):
-        return None
-    value = options.get("taskproc_cache_dir")
-    return (None if value is None else str(value),)
+    found = re.search(r"^taskproc_cache_dir\s*=\s*[\"']([^\"']*)[\"']", text, re.M)
+    return (found.group(1) if found else None,)
 
 
 def default_cache_root(start: Path | None = None) -> Path:
