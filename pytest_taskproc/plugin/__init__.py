@@ -81,6 +81,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="recompute each selected cached task in a scratch folder and compare it with "
         "its cached value; a differing one fails as not reproducible. The cache is not written.",
     )
+    group.addoption(
+        "--taskproc-prune",
+        nargs="?",
+        const="list",
+        default=None,
+        metavar="delete",
+        help="list the cached results of the collected task classes that no collected item "
+        "reaches (the whole collection, whatever -k selects), with sizes, and run nothing; "
+        "=delete removes them. Implies --taskproc.",
+    )
     parser.addini(
         "taskproc_files",
         type="args",
@@ -128,6 +138,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
         config.pluginmanager.register(Manifest(config, options), "taskproc-manifest")
     if options.controller:
+        if config.getoption("taskproc_prune") is not None:
+            raise pytest.UsageError("--taskproc-prune runs without xdist: drop -n")
         return
     from .collect import Collector
     from .plan import RunPlan
@@ -141,6 +153,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
         config.pluginmanager.register(Verifier(config, options), "taskproc-verify")
     config.pluginmanager.register(ItemRunner(config, options), "taskproc-runtest")
+    prune = config.getoption("taskproc_prune")
+    if prune is not None:
+        from .prune import Pruner, parse_prune
+
+        if options.worker_id is not None:
+            raise pytest.UsageError("--taskproc-prune runs without xdist: drop -n")
+        config.pluginmanager.register(Pruner(config, options, parse_prune(prune)), "taskproc-prune")
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -67,7 +67,11 @@ OPTIONS = pytest.StashKey[Options]()
 
 
 def is_enabled(config: pytest.Config) -> bool:
-    return bool(config.getoption("taskproc") or config.getoption("taskproc_clear"))
+    return bool(
+        config.getoption("taskproc")
+        or config.getoption("taskproc_clear")
+        or config.getoption("taskproc_prune", None) is not None
+    )
 
 
 # -- parsing ---------------------------------------------------------------------------
