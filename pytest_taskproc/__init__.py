@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the lazy names below, spelled out for type checkers
     from .task import TaskBase as TaskBase
     from .task import TaskType as TaskType
     from .task import infer_task_type as infer_task_type
+    from .taskgraph import task_graph as task_graph
 
     __version__: str
 
@@ -46,6 +47,7 @@ _HOMES = {
     "TaskBase": ".task",
     "TaskType": ".task",
     "infer_task_type": ".task",
+    "task_graph": ".taskgraph",
     "CacheAccessError": ".errors",
     "CorruptResultError": ".errors",
     "JobPrefixError": ".errors",
@@ -82,6 +84,7 @@ __all__ = [
     "UnsetRequirementError",
     "__version__",
     "infer_task_type",
+    "task_graph",
 ]
 
 
