@@ -135,6 +135,14 @@ class ClassStore:
     def remember_id(self, key: str, task_id: int) -> None:
         self.ids.remember(key, task_id)
 
+    def missing_message(self, key: str) -> str:
+        """Why there is no result, naming the cache looked in (the usual surprise: another one)."""
+        return (
+            f"no cached result for {self.name} with arguments {key} in the cache {self.root} "
+            "(computed in another cache? the root is Context.cache_dir, else $CP_CACHE_DIR, "
+            "else .cache in the working directory)"
+        )
+
     # -- paths ------------------------------------------------------------
     def folder(self, task_id: int) -> str:
         """The task's result folder as a string: pathlib costs too much per task."""
@@ -234,7 +242,7 @@ class ClassStore:
             if isinstance(record, str):
                 raise CorruptResultError(record, self.name, key)
             if record is None or text is None:
-                raise ResultMissingError(f"no cached result for {self.name} with arguments {key}")
+                raise ResultMissingError(self.missing_message(key))
             path = f"{self.folder(task_id)}{os.sep}{record.file}"
             try:
                 with open(path, "rb") as handle:

@@ -235,7 +235,7 @@ class TaskType(Generic[P, R]):
         key = spec_of(me).key
         task_id = store.known_id(key)
         if task_id is None:
-            raise ResultMissingError(f"no cached result for {store.name} with arguments {key}")
+            raise ResultMissingError(store.missing_message(key))
         result: T = store.load_value(task_id, key)[0]
         return result
 

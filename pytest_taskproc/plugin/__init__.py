@@ -130,6 +130,10 @@ def pytest_configure(config: pytest.Config) -> None:
     default_junit_output(config)
     from .report import CachedInShortSummary, TaskprocReporter
 
+    if options.worker_id is None:  # the controller (or the only process) tells
+        from .cachenote import NewCacheNote
+
+        config.pluginmanager.register(NewCacheNote(config, options.cache_root), "taskproc-new")
     reporter = TaskprocReporter(config, options)
     config.pluginmanager.register(reporter, "taskproc-reporter")
     config.pluginmanager.register(CachedInShortSummary(reporter), "taskproc-short-summary")
