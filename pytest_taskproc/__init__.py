@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the lazy names below, spelled out for type checkers
     from .errors import ResultNotPicklableError as ResultNotPicklableError
     from .errors import TaskArgumentError as TaskArgumentError
     from .errors import TaskCycleError as TaskCycleError
+    from .errors import TaskDefinitionWarning as TaskDefinitionWarning
     from .errors import TaskFailedError as TaskFailedError
     from .errors import TaskprocError as TaskprocError
     from .errors import UnsetRequirementError as UnsetRequirementError
@@ -56,6 +57,7 @@ _HOMES = {
     "ResultNotPicklableError": ".errors",
     "TaskArgumentError": ".errors",
     "TaskCycleError": ".errors",
+    "TaskDefinitionWarning": ".errors",
     "TaskFailedError": ".errors",
     "TaskprocError": ".errors",
     "UnsetRequirementError": ".errors",
@@ -78,6 +80,7 @@ __all__ = [
     "TaskArgumentError",
     "TaskBase",
     "TaskCycleError",
+    "TaskDefinitionWarning",
     "TaskFailedError",
     "TaskType",
     "TaskprocError",

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     task = entry()
     graph = TaskGraph([task])
-    tasks = [graph.tasks[key] for key in graph.order]  # upstream first
+    tasks: list[Any] = [graph.tasks[key] for key in graph.order]  # upstream first
     if args.verify:
         return _verify(tasks, args.manifest)
     before = [t.task_record for t in tasks] if args.manifest else []

@@ -36,11 +36,12 @@ from .errors import (
     CacheAccessError,
     CacheCorruptionWarning,
     CorruptResultError,
+    RecordError,
     ResultMissingError,
     UpstreamChangedError,
 )
 from .idtable import IdTable, access_error
-from .record import Record, RecordError, parse_record
+from .record import Record, parse_record
 
 __all__ = ["CacheCorruptionWarning", "ClassStore", "get_store"]
 

@@ -50,6 +50,7 @@ class Context:
 
     @classmethod
     def get_executor(cls, max_workers: int | None = None) -> Executor:
+        """A new pool of ``executor_name`` (``$CP_EXECUTOR``: process or thread)."""
         workers = cls.resolve_max_workers(max_workers)
         if cls.executor_name == "thread":
             return ThreadPoolExecutor(max_workers=workers)

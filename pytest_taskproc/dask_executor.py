@@ -38,7 +38,12 @@ import distributed
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .cache import prepare_root
-from .errors import TaskprocError
+from .errors import (
+    CacheNotSharedError,
+    NotImportableError,
+    SchedulerUnreachableError,
+    WorkerLostError,
+)
 from .worker import Job, JobResult, run_jobs_blob
 
 # Parts of distributed are untyped; its objects are kept as Any here.
@@ -51,22 +56,6 @@ WORKERS_TTL = 1.0
 #: File in ``{root}/taskproc`` whose random content a worker must read back to
 #: prove it sees the driver's cache, not another directory at the same path.
 CACHE_MARKER = ".dask-cache-check"
-
-
-class SchedulerUnreachableError(TaskprocError, ConnectionError):
-    """No Dask scheduler answers at the address given."""
-
-
-class CacheNotSharedError(TaskprocError, OSError):
-    """A Dask worker does not see the driver's cache directory."""
-
-
-class NotImportableError(TaskprocError, TypeError):
-    """A task class lives in ``__main__``, which Dask workers cannot import."""
-
-
-class WorkerLostError(TaskprocError, RuntimeError):
-    """The Dask worker running a task died (killed, out of memory) and Dask gave up on it."""
 
 
 def start(address: str) -> DaskExecutor:
@@ -146,7 +135,7 @@ class DaskExecutor(Executor):
 
     def submit_jobs(self, jobs: list[Job], channels: Sequence[str] = ()) -> Future[list[JobResult]]:
         """Run ``jobs`` on one worker, under a key naming their tasks."""
-        root = jobs[0].cache_root
+        root = jobs[0].settings.cache_root
         self._ship_code(jobs, root)
         token = self._tokens.get(root) or self._tokens.setdefault(root, cache_token(root))
         label = repr(jobs[0].task) + (f" and {len(jobs) - 1} more" if len(jobs) > 1 else "")

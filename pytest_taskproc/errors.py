@@ -72,9 +72,11 @@ class TaskFailedError(TaskprocError, RuntimeError):
 class TaskFailedEarlierError(TaskprocError, RuntimeError):
     """A task already failed in this pytest run (perhaps on another worker); not retried."""
 
-    def __init__(self, message: str, summary: str = "") -> None:
-        super().__init__(message, summary)
+    def __init__(self, message: str, summary: str = "", kind: str = "failed") -> None:
+        super().__init__(message, summary, kind)
         self.summary = summary
+        #: how the item of the task ended: ``failed``, ``skipped`` or ``xfailed``
+        self.kind = kind
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -104,5 +106,35 @@ class NotReproducibleError(TaskprocError, AssertionError):
     """A cached task, recomputed from the same upstream values and code, gave another value."""
 
 
+class RecordError(TaskprocError, ValueError):
+    """A record file that is not a record of this format."""
+
+
+# -- Dask (raised by ``dask_executor``) ------------------------------------------------------
+class SchedulerUnreachableError(TaskprocError, ConnectionError):
+    """No Dask scheduler answers at the address given."""
+
+
+class CacheNotSharedError(TaskprocError, OSError):
+    """A Dask worker does not see the driver's cache directory."""
+
+
+class NotImportableError(TaskprocError, TypeError):
+    """A task class lives in ``__main__``, which Dask workers cannot import."""
+
+
+class WorkerLostError(TaskprocError, RuntimeError):
+    """The Dask worker running a task died (killed, out of memory) and Dask gave up on it."""
+
+
 class CacheCorruptionWarning(UserWarning):
     """A cache file was damaged; the affected result is recomputed."""
+
+
+class TaskDefinitionWarning(UserWarning):
+    """A task class that will run but probably not as meant: it caches ``None``.
+
+    A ``UserWarning``, shown by default; turned into an error by ``-W error``
+    or ``filterwarnings = error``, which makes the module defining the class
+    fail to import, naming the class.
+    """

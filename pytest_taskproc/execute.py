@@ -1,486 +1,329 @@
-"""Running the stale part of a task graph on any ``concurrent.futures.Executor``.
+"""A run: a task graph planned once, then settled target by target, on any executor.
 
-The scheduler keeps, per stale task, the number of stale upstream tasks it
-still waits for; a finished task decrements its downstream counters, and those
-reaching zero are submitted.  Finished futures arrive through a queue fed by
-``add_done_callback``, so each completion costs O(its edges) and a graph of
-thousands of tasks is scheduled in linear time.
+:class:`Run` is the one public face of a run, for ``run_graph`` (the
+library's ``run_task_graph``) and for the pytest plugin alike: it plans the
+graph once, ``settle`` computes what targets still need (recovering inside
+from results that another process damaged or changed under it),
+``invalidate`` drops a damaged result, and ``outcome`` says what became of
+a task.  The pass over the graph itself is the private ``scheduler``.
 """
 
 from __future__ import annotations
 
-import logging
-import queue
-import sys
+import enum
 import time
-import uuid
 import warnings
-from collections import defaultdict, deque
 from collections.abc import Callable, Container, Iterable, Mapping
-from concurrent.futures import CancelledError, Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import cloudpickle  # type: ignore[import-untyped]
 
 from .cache import get_store
 from .context import Context, cache_root
 from .errors import (
-    CacheAccessError,
     CacheCorruptionWarning,
     CorruptResultError,
     ResultMissingError,
+    TaskprocError,
 )
-from .executors import InlineExecutor, adapt, executor_width
-from .freshness import Reason, TaskState, judge, plan, reads_of
+from .executors import InlineExecutor
+from .freshness import Reason, TaskState, plan
 from .graph import NodeKey, TaskGraph
-from .ratelimit import ChannelLimiter, FileSlots
-from .record import UpstreamRead
-from .spec import node_key, spec_of
-from .worker import REPLAN_ERRORS, Job, JobResult, Outcome, describe, run_jobs, run_jobs_blob
-
-LOGGER = logging.getLogger("pytest_taskproc")
+from .job import Outcome, RunSettings
+from .ledger import forget_marker
+from .ratelimit import ChannelLimiter
+from .scheduler import GraphRun, Listener, assign_ids
+from .spec import TaskObject, node_key
+from .worker import REPLAN_ERRORS
 
 #: How often one call may plan again after a damaged result or an upstream value
 #: that another process changed under it.
 MAX_RECOVERIES = 8
 
+__all__ = [
+    "InlineExecutor",
+    "NodeKey",
+    "Outcome",
+    "Run",
+    "RunSettings",
+    "Settled",
+    "TaskOutcome",
+    "TaskState",
+    "run_graph",
+]
 
-FAST_TASK_SECONDS = 0.01
-MAX_CHUNK = 64
-#: How often a run on an executor that can grow (a Dask cluster) asks for its width.
-WIDTH_POLL_SECONDS = 1.0
 
-__all__ = ["GraphRun", "InlineExecutor", "assign_ids", "discard_corrupt", "run_graph"]
+class Settled(enum.Enum):
+    """What became of a task in a run, as far as the run knows now."""
+
+    PENDING = "not settled yet: stale and not run (yet), or waiting to be recovered"
+    FRESH = "its value is there: fresh when planned, or found fresh during the run"
+    COMPUTED = "computed by this run"
+    FAILED = "whatever ended its run_task ended it"
+    BLOCKED = "an upstream task failed, or was withheld"
 
 
-class GraphRun:
-    """Passes over the stale tasks of a planned graph.
+@dataclass(frozen=True)
+class TaskOutcome:
+    """One task in a run: its kind, its planned state, and what the kind needs."""
 
-    ``run()`` computes every stale task; ``run(targets)`` only what the
-    targets still need, so one planned graph can be worked through piece by
-    piece (an item at a time) at a cost linear in the whole graph.  With
-    ``keep_going`` a failure blocks only the tasks downstream of it and the
-    rest goes on; ``cancel()`` (from any thread) stops submitting and cancels
-    the jobs the executor has not started.
+    kind: Settled
+    state: TaskState
+    #: FRESH or COMPUTED: how the value was found or made (None: fresh when planned)
+    value: Outcome | None = None
+    #: FAILED: what ended the task
+    error: BaseException | None = None
+    #: BLOCKED: the upstream task in the way, and its failure (None: it was withheld)
+    culprit: NodeKey | None = None
+    cause: BaseException | None = None
+
+
+class Run:
+    """A task graph planned once, settled target by target on an executor.
+
+    ``executor`` is called the first time a pass has work to submit (a run
+    whose tasks are all fresh starts none); without it tasks run inline.
+    ``rate_limits`` caps concurrent jobs per channel within this process.
     """
 
     def __init__(
         self,
         graph: TaskGraph,
-        states: dict[NodeKey, TaskState],
-        cache_root: Path,
-        executor: Executor,
-        limiter: ChannelLimiter,
+        settings: RunSettings,
         *,
-        detect_source_change: bool = False,
-        lock: bool = True,
-        echo: bool = False,
-        show_progress: bool = False,
-        slots: FileSlots | None = None,
-        failure_dir: str | None = None,
-        run_id: str | None = None,
-        on_settled: Callable[[NodeKey], None] | None = None,
-        log_failures: bool = True,
+        executor: Callable[[], Executor] | None = None,
+        rate_limits: Mapping[str, int] | None = None,
+        cleared: frozenset[NodeKey] = frozenset(),
     ) -> None:
-        self.slots = slots
-        self.failure_dir = failure_dir
-        self.graph = graph
-        self.states = states
-        self.cache_root = cache_root
-        executor = adapt(executor)
-        self.executor = executor
-        self.limiter = limiter
-        self.detect = detect_source_change
-        self.lock = lock
-        self.echo = echo
-        self.run_id = run_id or uuid.uuid4().hex
-        self.pickle_jobs = not isinstance(executor, (ThreadPoolExecutor, InlineExecutor))
-        self.show_progress = show_progress
-        self.last_progress = 0.0
-        #: called (in the thread that runs) whenever a task got an outcome, failed or was blocked
-        self.on_settled = on_settled
-        self.log_failures = log_failures
-        #: the value each finished or fresh task holds now
-        self.values: dict[NodeKey, UpstreamRead] = {
-            k: reads_of(s.record) for k, s in states.items() if not s.stale and s.record
-        }
-        self.outcomes: dict[NodeKey, Outcome] = {}
-        #: tasks computed by this pass, per class (also when the pass fails)
-        self.ran: dict[str, int] = defaultdict(int)
-        #: the failures of the latest ``run`` call, in the order they happened
-        self.failures: list[tuple[NodeKey, BaseException]] = []
-        #: every task that failed, over all calls (see ``forget``)
-        self.failed: dict[NodeKey, BaseException] = {}
-        #: stale tasks that cannot run: the failed (or withheld) upstream task in the way
-        self.blocked: dict[NodeKey, NodeKey] = {}
-        self.durations: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
-        self.workers = executor_width(executor)
-        self.max_in_flight = 2 * self.workers
-        self.growable = callable(getattr(executor, "current_width", None))
-        #: how many tasks the latest ``run`` call set out to compute
-        self.size = 0
-        self._cancelled = False
-        self._done: queue.SimpleQueue[Future[list[JobResult]] | None] | None = None
+        self._settings = settings
+        self._root = Path(settings.cache_root)
+        self._make_executor = executor or InlineExecutor
+        self._executor: Executor | None = None
+        states = plan(graph, self._root, settings.detect_source_change, cleared)
+        stale = [k for k, s in states.items() if s.stale]
+        # A table that cannot grow fails its tasks when a pass reaches them.
+        assign_ids(states, stale)
+        #: how many tasks were stale when planned
+        self.stale_count = len(stale)
+        #: seconds spent in passes that had tasks to settle
+        self.seconds = 0.0
+        self._pass = GraphRun(
+            graph, states, self._lazy_executor, settings, ChannelLimiter(rate_limits)
+        )
 
-    def run(
+    # -- reading ----------------------------------------------------------------------------
+    def state(self, node: NodeKey) -> TaskState:
+        """The task's planned state (as recovered, if it was)."""
+        return self._pass.states[node]
+
+    def task(self, node: NodeKey) -> TaskObject:
+        return self._pass.graph.tasks[node]
+
+    @property
+    def todo(self) -> int:
+        """How many tasks the latest pass set out to settle."""
+        return self._pass.size
+
+    def counts(self) -> dict[str, int]:
+        """Tasks computed by this run, per class."""
+        return dict(self._pass.ran)
+
+    def outcome(self, node: NodeKey) -> TaskOutcome:
+        """What became of the task in this run so far."""
+        sched = self._pass
+        state = sched.states[node]
+        value = sched.outcomes.get(node)
+        if value is not None:
+            kind = Settled.COMPUTED if value.computed else Settled.FRESH
+            return TaskOutcome(kind, state, value=value)
+        error = sched.failed.get(node)
+        if error is not None:
+            if isinstance(error, REPLAN_ERRORS):
+                return TaskOutcome(Settled.PENDING, state)  # to be recovered
+            return TaskOutcome(Settled.FAILED, state, error=error)
+        culprit = sched.blocked.get(node)
+        if culprit is not None:
+            cause = sched.failed.get(culprit)
+            if isinstance(cause, REPLAN_ERRORS):
+                return TaskOutcome(Settled.PENDING, state)
+            return TaskOutcome(Settled.BLOCKED, state, culprit=culprit, cause=cause)
+        if not state.stale:
+            return TaskOutcome(Settled.FRESH, state)
+        return TaskOutcome(Settled.PENDING, state)
+
+    # -- settling ---------------------------------------------------------------------------
+    def settle(
         self,
         targets: Iterable[NodeKey] | None = None,
         *,
         keep_going: bool = False,
         withheld: Container[NodeKey] = (),
-    ) -> dict[str, int]:
-        """Compute the stale tasks (of ``targets`` and their upstream); per-class counts.
+        listener: Listener | None = None,
+    ) -> None:
+        """Compute what ``targets`` (default: every task) still need; failures are recorded.
 
-        Tasks done by earlier calls are not looked at again.  Tasks in
-        ``withheld`` are not run, and neither is anything downstream of them.
-        Without ``keep_going`` the first failure stops the pass and is raised
-        once the jobs under way are done; with it, nothing is raised (see
-        ``failures``, ``failed`` and ``blocked``).
+        Without ``keep_going`` the first failure stops submitting more.  Tasks
+        in ``withheld``, and what is downstream of them, are not run.  A
+        result that another process damaged or changed under this run is
+        recovered from here: its part of the graph is planned again and run.
+        What a task's failure was is read with ``outcome``; what this raises
+        is the run's own breakdown (an executor that cannot start, say).
         """
         __tracebackhide__ = True
-        ran = self.ran
-        self.failures = []
-        part = self._stale_part(targets)
-        todo = self._block(part, withheld)
-        self.size = len(todo)
-        if (
-            targets is not None
-            and not keep_going
-            and any(t in self.blocked or t in self.failed for t in targets)
-        ):
-            return dict(ran)  # it cannot run: leave its other upstream tasks alone
-        unassigned = self.assign_ids(todo)
-        if unassigned:
-            # A class whose id table cannot grow (a full disk, a read-only
-            # cache): its tasks fail with that error, their downstream waits.
-            for node, exc in unassigned.items():
-                self._record_failure(node, exc)
-                self._settled(node)
-            todo = self._block(todo, ())
-            self.size = len(todo)
-        planned = set(todo)
-        waiting = {k: sum(1 for u in self.graph.upstream(k) if u in planned) for k in todo}
-        ready: dict[tuple[str, ...], deque[NodeKey]] = defaultdict(deque)
-        settled: deque[NodeKey] = deque()
-        for k in todo:
-            if waiting[k] == 0:
-                self._make_ready(k, ready, settled)
-        done: queue.SimpleQueue[Future[list[JobResult]] | None] = queue.SimpleQueue()
-        self._done = done
-        if self._cancelled:
-            done.put(None)
-        pending: dict[Future[list[JobResult]], list[NodeKey]] = {}
-        finished = 0
-        while True:
-            while settled:  # found fresh once their upstream was done: nothing to run
-                node = settled.popleft()
-                finished += 1
-                self._settled(node)
-                self._release_downstream(node, waiting, ready, settled)
-            if not self._cancelled and (keep_going or not self.failures):
-                self._submit_ready(ready, pending, done)
-            if not pending:
-                if settled:
-                    continue
-                break
-            future = self._next_done(done)
-            if future is None:
-                if self._cancelled:
-                    for waiting_future in list(pending):
-                        waiting_future.cancel()  # only those not started yet
-                continue
-            nodes = pending.pop(future)
-            try:
-                results = future.result()
-            except BaseException as exc:
-                results = [(False, exc)] * len(nodes)
-            for node, (ok, value) in zip(nodes, results, strict=True):
-                self.limiter.release(self._channels(node))
-                if not ok:
-                    if not (self._cancelled and isinstance(value, CancelledError)):
-                        self._record_failure(node, value)
-                        self._settled(node)
-                        self._block_downstream(node, waiting)
-                    continue
-                finished += 1
-                self._learn(node, value)
-                if value.computed:
-                    ran[node[0]] += 1
-                self._settled(node)
-                self._release_downstream(node, waiting, ready, settled)
-            if self.show_progress and (
-                finished == len(todo) or time.monotonic() - self.last_progress > 0.2
-            ):
-                self.last_progress = time.monotonic()
-                print(f"\rtaskproc: {finished}/{len(todo)} tasks", end="", file=sys.stderr)
-        self._done = None
-        if self.show_progress and todo:
-            print(file=sys.stderr)
-        if self.failures and not keep_going:
-            raise self.failures[0][1]
-        return dict(ran)
+        wanted = None if targets is None else list(targets)
+        self._timed(self._pass, wanted, keep_going, withheld, listener)
+        for _ in range(MAX_RECOVERIES):
+            broken = self._broken(wanted)
+            if not broken:
+                return
+            self._recover(broken, keep_going, withheld, listener)
+        names = ", ".join(repr(self.task(n)) for n in self._broken(wanted)[:3])
+        raise CorruptResultError(
+            f"{names}: cached results kept coming back damaged or changed by another process "
+            f"after {MAX_RECOVERIES} attempts; is something else writing to the cache?"
+        )
+
+    def value(self, node: NodeKey) -> Any:
+        """Settle the task and load its value; raises whatever ended it or its upstream."""
+        __tracebackhide__ = True
+        self.settle([node])
+        self._raise_failure(node)
+        state = self.state(node)
+        assert state.task_id is not None
+        try:
+            return state.store.load_value(state.task_id, state.spec.key)[0]
+        except CorruptResultError as exc:
+            discard_corrupt(self._root, exc)
+        except ResultMissingError:
+            pass  # cleared by another process since: computed again, as clearing promises
+        self.invalidate(node, None)
+        self.settle([node])  # recovers again, if it has to
+        self._raise_failure(node)
+        state = self.state(node)
+        assert state.task_id is not None
+        return state.store.load_value(state.task_id, state.spec.key)[0]
 
     def cancel(self) -> None:
-        """Stop the pass: submit nothing more, cancel what the executor has not started."""
-        self._cancelled = True
-        done = self._done
-        if done is not None:
-            done.put(None)  # wakes the loop if it waits for a job
+        """Stop the pass under way (from any thread): nothing more starts."""
+        self._pass.cancel()
 
-    def forget(self, node: NodeKey) -> None:
-        """Let a failed task run again (a rerun of its item)."""
-        self.failed.pop(node, None)
-
-    def forget_value(self, node: NodeKey) -> None:
-        """The task's value is gone (damaged, say): it is to be made again, or judged again."""
-        self.values.pop(node, None)
-        self.outcomes.pop(node, None)
-        self.blocked.pop(node, None)
-
-    def settled(self, node: NodeKey) -> bool:
-        """Whether this pass is done with the task: it has an outcome, failed or is blocked."""
-        return node in self.outcomes or node in self.failed or node in self.blocked
-
-    def learn(self, node: NodeKey, outcome: Outcome) -> None:
-        """Take an outcome found by another pass (a recovery) as this pass's own."""
-        self.blocked.pop(node, None)
-        self.failed.pop(node, None)
-        self._learn(node, outcome)
-
-    def _next_done(
-        self, done: queue.SimpleQueue[Future[list[JobResult]] | None]
-    ) -> Future[list[JobResult]] | None:
-        if not self.growable:
-            return done.get()
-        # Wake up now and then: workers that joined can take more jobs.
-        self.workers = executor_width(self.executor)
-        self.max_in_flight = 2 * self.workers
-        try:
-            return done.get(timeout=WIDTH_POLL_SECONDS)
-        except queue.Empty:
+    # -- damage and failures ---------------------------------------------------------------
+    def damage(self, node: NodeKey) -> str | None:
+        """What is wrong with a fresh task's stored bytes (None: they load as recorded)."""
+        state = self.state(node)
+        if state.record is None or state.task_id is None:
             return None
+        problem: str | None = state.store.verify_value(state.task_id, state.record)
+        return problem
 
-    def _open(self, node: NodeKey) -> bool:
-        return self.states[node].stale and node not in self.outcomes
-
-    def _stale_part(self, targets: Iterable[NodeKey] | None) -> list[NodeKey]:
-        """The stale tasks not done yet that ``targets`` need, upstream first.
-
-        The walk stops at tasks that are fresh or done, so working through a
-        graph target by target visits each task about once.
-        """
-        if targets is None:
-            return [k for k in self.graph.order if self._open(k)]
-        order: list[NodeKey] = []
-        seen: set[NodeKey] = set()
-        upstream = self.graph.upstream
-        for target in targets:
-            if target in seen or not self._open(target):
-                continue
-            seen.add(target)
-            stack = [(target, iter(upstream(target)))]
-            while stack:
-                here, ups = stack[-1]
-                for up in ups:
-                    if up not in seen and self._open(up):
-                        seen.add(up)
-                        stack.append((up, iter(upstream(up))))
-                        break
-                else:
-                    stack.pop()
-                    order.append(here)
-        return order
-
-    def _block(self, part: list[NodeKey], withheld: Container[NodeKey]) -> list[NodeKey]:
-        """Mark the tasks of ``part`` behind a failed or withheld task; the others, in order."""
-        culprits: dict[NodeKey, NodeKey] = {}
-        todo = []
-        for node in part:
-            self.blocked.pop(node, None)
-            if node in self.failed or node in withheld:
-                culprits[node] = node
-                continue
-            culprit = next((culprits[u] for u in self.graph.upstream(node) if u in culprits), None)
-            if culprit is None:
-                todo.append(node)
-                continue
-            culprits[node] = culprit
-            self.blocked[node] = culprit
-            self._settled(node)
-        return todo
-
-    def _block_downstream(self, node: NodeKey, waiting: dict[NodeKey, int]) -> None:
-        """Nothing downstream of a failed task runs in this pass."""
+    def invalidate(self, node: NodeKey, problem: str | None) -> None:
+        """Drop a damaged result (warning with ``problem``); what used it is judged again."""
+        sched = self._pass
+        state = sched.states[node]
+        if problem is not None:
+            warnings.warn(
+                CacheCorruptionWarning(f"{problem}; recomputing {state.task!r}"), stacklevel=3
+            )
+            assert state.task_id is not None
+            state.store.discard_result(state.task_id)
+        state.reason, state.record = Reason.DAMAGED, None
+        sched.forget_value(node)
         stack = [node]
         while stack:
-            here = stack.pop()
-            for down in self.graph.downstream(here):
-                if waiting.get(down, 0) > 0 and down not in self.blocked:
-                    waiting[down] = -1  # never reaches zero
-                    self.blocked[down] = node
-                    self._settled(down)
-                    stack.append(down)
+            for down in sched.graph.downstream(stack.pop()):
+                there = sched.states[down]
+                outcome = sched.outcomes.get(down)
+                if (there.stale and outcome is None) or (outcome is not None and outcome.computed):
+                    continue  # to be computed anyway, or computed in this run from planned values
+                there.reason = Reason.UPSTREAM_STALE
+                sched.forget_value(down)
+                stack.append(down)
 
-    def _settled(self, node: NodeKey) -> None:
-        if self.on_settled is not None:
-            self.on_settled(node)
+    def forget_failure(self, node: NodeKey) -> None:
+        """Let a failed task run again (a rerun of its item), in this process and the run's."""
+        self._pass.forget(node)
+        state = self.state(node)
+        failure_dir = self._settings.failure_dir
+        if state.task_id is not None and failure_dir is not None:
+            forget_marker(failure_dir, state.store.name, state.task_id)
 
-    def assign_ids(self, stale: Iterable[NodeKey]) -> dict[NodeKey, CacheAccessError]:
-        return assign_ids(self.states, stale)
+    # -- inside ----------------------------------------------------------------------------
+    def _lazy_executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = self._make_executor()
+        return self._executor
 
-    def _make_ready(
+    def _timed(
         self,
-        node: NodeKey,
-        ready: dict[tuple[str, ...], deque[NodeKey]],
-        settled: deque[NodeKey],
+        sched: GraphRun,
+        targets: list[NodeKey] | None,
+        keep_going: bool,
+        withheld: Container[NodeKey],
+        listener: Listener | None,
     ) -> None:
-        """All upstream done: run the task, unless that showed it fresh after all."""
-        state = self.states[node]
-        if state.reason is Reason.UPSTREAM_STALE:
-            upstream = {u: self.values[u] for u in self.graph.upstream(node)}
-            code = state.code if self.detect else None
-            state.reason, state.detail = judge(
-                state.spec, state.record, code, upstream, self.graph.tasks
-            )
-            if state.reason is None and state.record is not None:
-                # Early cutoff: the upstream values it was made from came back unchanged.
-                self.values[node] = reads_of(state.record)
-                self.outcomes[node] = Outcome.of(state.record, 0.0, computed=False)
-                settled.append(node)
-                return
-        ready[self._channels(node)].append(node)
-
-    def _release_downstream(
-        self,
-        node: NodeKey,
-        waiting: dict[NodeKey, int],
-        ready: dict[tuple[str, ...], deque[NodeKey]],
-        settled: deque[NodeKey],
-    ) -> None:
-        for down in self.graph.downstream(node):
-            if down in waiting:
-                waiting[down] -= 1
-                if waiting[down] == 0:
-                    self._make_ready(down, ready, settled)
-
-    def _learn(self, node: NodeKey, outcome: Outcome) -> None:
-        self.outcomes[node] = outcome
-        self.values[node] = outcome.read()
-        if outcome.computed:
-            samples = self.durations[node[0]]
-            samples[0] += 1
-            samples[1] += outcome.seconds
-
-    def _chunk_size(self, name: str, backlog: int) -> int:
-        """How many ready tasks of one class to send to a worker at once.
-
-        Sending jobs one by one costs a round trip each (~0.2 ms), which
-        dominates trivial tasks; batching long tasks would starve workers.
-        So a class is batched only once three of its tasks were seen to take
-        under 10 ms on average, and batches shrink as the backlog drains.
-        """
-        count, total = self.durations[name]
-        if self.pickle_jobs is False or count < 3 or total / count > FAST_TASK_SECONDS:
-            return 1
-        return max(1, min(MAX_CHUNK, backlog // (2 * self.workers)))
-
-    def _submit_ready(
-        self,
-        ready: dict[tuple[str, ...], deque[NodeKey]],
-        pending: dict[Future[list[JobResult]], list[NodeKey]],
-        done: queue.SimpleQueue[Future[list[JobResult]] | None],
-    ) -> None:
-        for channels, nodes in ready.items():
-            while nodes and len(pending) < self.max_in_flight:
-                size = self._chunk_size(channels[0], len(nodes))
-                chunk: list[NodeKey] = []
-                while nodes and len(chunk) < size and self.limiter.try_acquire(channels):
-                    chunk.append(nodes.popleft())
-                if not chunk:
-                    break
-                future = self._submit(chunk)
-                pending[future] = chunk
-                future.add_done_callback(done.put)
-
-    def _channels(self, node: NodeKey) -> tuple[str, ...]:
-        return self.states[node].spec.config.channels
-
-    def job(self, node: NodeKey) -> Job:
-        state = self.states[node]
-        assert state.task_id is not None
-        ups = self.graph.upstream(node)
-        return Job(
-            task=state.task,
-            cache_root=str(self.cache_root),
-            task_id=state.task_id,
-            reads=tuple(self.values[u] for u in ups),
-            upstream_ids=tuple(self.states[u].task_id or 0 for u in ups),
-            code=state.code.digest,
-            detect_source_change=self.detect,
-            lock=self.lock,
-            echo=self.echo,
-            slots=self.slots,
-            failure_dir=self.failure_dir,
-            run=self.run_id,
-        )
-
-    def _submit(self, nodes: list[NodeKey]) -> Future[list[JobResult]]:
-        jobs = [self.job(node) for node in nodes]
-        submit_jobs = getattr(self.executor, "submit_jobs", None)  # names the jobs (Dask)
-        if submit_jobs is not None:
-            future: Future[list[JobResult]] = submit_jobs(jobs, self._channels(nodes[0]))
-            return future
-        if self.pickle_jobs:
-            return self.executor.submit(run_jobs_blob, cloudpickle.dumps(jobs))
-        return self.executor.submit(run_jobs, jobs)
-
-    def _record_failure(self, node: NodeKey, exc: BaseException) -> None:
-        self.failures.append((node, exc))
-        self.failed[node] = exc
-        if (
-            not self.log_failures
-            or isinstance(exc, REPLAN_ERRORS)
-            or isinstance(self.executor, InlineExecutor)
-        ):
-            return  # the caller handles these itself
-        state = self.states[node]
-        LOGGER.error(
-            "task %s failed with %s: %s",
-            describe(state.task, state.store, state.task_id),
-            type(exc).__name__,
-            exc,
-        )
-
-
-def assign_ids(
-    states: Mapping[NodeKey, TaskState], stale: Iterable[NodeKey]
-) -> dict[NodeKey, CacheAccessError]:
-    """Tasks about to be written need ids; planning gave ids only to known ones.
-
-    One write of each class's id table for all of them: a table write costs
-    milliseconds, so a graph computed task by task assigns its ids up front.
-    Returns the error of each task whose class's table could not be written.
-    """
-    by_class: dict[str, list[NodeKey]] = defaultdict(list)
-    for k in stale:
-        if states[k].task_id is None:
-            by_class[k[0]].append(k)
-    unassigned: dict[NodeKey, CacheAccessError] = {}
-    for nodes in by_class.values():
-        store = states[nodes[0]].store
+        __tracebackhide__ = True
+        start = time.perf_counter()
         try:
-            ids = store.task_ids([n[1] for n in nodes])
-        except CacheAccessError as exc:
-            unassigned.update(dict.fromkeys(nodes, exc))
-            continue
-        for node, task_id in zip(nodes, ids, strict=True):
-            states[node].task_id = task_id
-    return unassigned
+            sched.run(targets, keep_going=keep_going, withheld=withheld, listener=listener)
+        finally:
+            if sched.size:
+                self.seconds += time.perf_counter() - start
+
+    def _broken(self, targets: list[NodeKey] | None) -> list[NodeKey]:
+        """The targets held up by a result damaged or changed under this run."""
+        sched = self._pass
+        replan = {n for n, e in sched.failed.items() if isinstance(e, REPLAN_ERRORS)}
+        if not replan:
+            return []
+        nodes = sched.graph.order if targets is None else targets
+        return [n for n in nodes if n in replan or sched.blocked.get(n, None) in replan]
+
+    def _recover(
+        self,
+        broken: list[NodeKey],
+        keep_going: bool,
+        withheld: Container[NodeKey],
+        listener: Listener | None,
+    ) -> None:
+        """Plan the broken targets' graph afresh and run it; take what it found.
+
+        Rare (another session recomputed or damaged an upstream result while
+        this one ran), so planning that part of the graph again is affordable.
+        """
+        __tracebackhide__ = True
+        sched = self._pass
+        for node, error in list(sched.failed.items()):
+            if isinstance(error, REPLAN_ERRORS):
+                sched.forget(node)
+                if isinstance(error, CorruptResultError):
+                    discard_corrupt(self._root, error)
+        graph = TaskGraph([self.task(n) for n in broken])
+        states = plan(graph, self._root, self._settings.detect_source_change)
+        part = GraphRun(graph, states, self._lazy_executor, self._settings)
+        self._timed(part, None, keep_going, withheld, None)
+        sched.adopt(part)
+        if listener is not None:
+            for node in graph.order:
+                if self.outcome(node).kind is not Settled.PENDING:
+                    listener(node)
+
+    def _raise_failure(self, node: NodeKey) -> None:
+        __tracebackhide__ = True
+        outcome = self.outcome(node)
+        failures = self._pass.failures
+        if outcome.kind in (Settled.FAILED, Settled.BLOCKED) and failures:
+            raise failures[0][1]  # the first of the pass, as it happened
+        if outcome.error is not None:
+            raise outcome.error
+        if outcome.cause is not None:
+            raise outcome.cause
+        if outcome.kind is Settled.PENDING:
+            raise TaskprocError(f"{self.task(node)!r} was not computed: the run was stopped")
 
 
 def run_graph(
-    task: Any,
+    task: TaskObject,
     *,
     executor: Executor | None,
     max_workers: int | None,
@@ -492,54 +335,27 @@ def run_graph(
     if executor is not None and max_workers is not None:
         raise ValueError("run_graph: give either executor or max_workers, not both")
     detect = Context.detect_source_change if detect_source_change is None else detect_source_change
-    limiter = ChannelLimiter(rate_limits)
-    root = cache_root()
+    own: list[Executor] = []
+
+    def start() -> Executor:
+        if executor is not None:
+            return executor
+        own.append(Context.get_executor(max_workers))
+        return own[0]
+
+    settings = RunSettings(
+        str(cache_root()), detect_source_change=detect, show_progress=show_progress
+    )
     graph = TaskGraph([task])
-    counts = dict.fromkeys(sorted({k[0] for k in graph.tasks}), 0)
-    seconds = 0.0
-    own: Executor | None = None
-    run_id = uuid.uuid4().hex
+    run = Run(graph, settings, executor=start, rate_limits=rate_limits)
     try:
-        for _ in range(MAX_RECOVERIES):
-            states = plan(graph, root, detect)
-            root_state = states[node_key(task)]
-            try:
-                if any(s.stale for s in states.values()):
-                    if executor is None and own is None:
-                        own = Context.get_executor(max_workers)
-                    run = GraphRun(
-                        graph,
-                        states,
-                        root,
-                        executor or own,  # type: ignore[arg-type]
-                        limiter,
-                        detect_source_change=detect,
-                        show_progress=show_progress,
-                        run_id=run_id,
-                    )
-                    start = time.perf_counter()
-                    try:
-                        run.run()
-                    finally:
-                        seconds += time.perf_counter() - start
-                        for name, n in run.ran.items():
-                            counts[name] += n
-                assert root_state.task_id is not None
-                result = root_state.store.load_value(root_state.task_id, spec_of(task).key)[0]
-            except (*REPLAN_ERRORS, ResultMissingError) as exc:
-                # A result cleared by another process between computing and
-                # loading it is computed again, as clearing promises.
-                if isinstance(exc, CorruptResultError):
-                    discard_corrupt(root, exc)
-                continue
-            return result, {"stats": counts, "seconds": seconds}
-        raise CorruptResultError(
-            f"{task!r}: cached results kept coming back damaged or changed by another process "
-            f"after {MAX_RECOVERIES} attempts; is something else writing to the cache?"
-        )
+        result = run.value(node_key(task))
     finally:
-        if own is not None:
-            own.shutdown(wait=True, cancel_futures=True)
+        for pool in own:
+            pool.shutdown(wait=True, cancel_futures=True)
+    counts = dict.fromkeys(sorted({k[0] for k in graph.tasks}), 0)
+    counts.update(run.counts())
+    return result, {"stats": counts, "seconds": run.seconds}
 
 
 def discard_corrupt(cache_root: Path, exc: CorruptResultError) -> None:

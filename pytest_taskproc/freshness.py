@@ -24,26 +24,38 @@ from .cache import ClassStore, get_store
 from .graph import TaskGraph
 from .record import Record, UpstreamRead
 from .source import CodeDigest, code_digest
-from .spec import NodeKey, TaskSpec, spec_of
+from .spec import NodeKey, TaskObject, TaskSpec, spec_of
 
 
 class Reason(enum.Enum):
-    """Why a task has to run; the value is the sentence shown to users."""
+    """Why a task has to run; :attr:`sentence` is what users read (``-v``, dry run, manifest).
+
+    No reason speaks of time: records are compared, never dates.
+    """
 
     MISSING = "no result yet"
     CLEARED = "its result was cleared"
-    SOURCE_CHANGED = "its source code changed"
+    SOURCE_CHANGED = "its code changed"
     UPSTREAM_SET = "its upstream tasks changed"
-    UPSTREAM_CHANGED = "an upstream result is newer"
-    UPSTREAM_STALE = "an upstream task is stale"
+    UPSTREAM_CHANGED = "an upstream result changed"
+    #: pending: an upstream task is stale, so its result is about to change (the
+    #: same words as UPSTREAM_CHANGED, which it becomes unless the value comes
+    #: out byte-identical; a value of its own keeps the enum member apart)
+    UPSTREAM_STALE = "an upstream result is being recomputed"
     DAMAGED = "its result is damaged"
+
+    @property
+    def sentence(self) -> str:
+        if self is Reason.UPSTREAM_STALE:
+            return Reason.UPSTREAM_CHANGED.value
+        return str(self.value)
 
 
 @dataclass
 class TaskState:
     """What the planner knows about one task."""
 
-    task: Any
+    task: TaskObject
     spec: TaskSpec
     store: ClassStore
     task_id: int | None
@@ -64,7 +76,7 @@ class TaskState:
     def describe(self) -> str:
         if self.reason is None:
             return "fresh"
-        return self.reason.value + (f" ({self.detail})" if self.detail else "")
+        return self.reason.sentence + (f" ({self.detail})" if self.detail else "")
 
 
 def reads_of(record: Record) -> UpstreamRead:
@@ -115,8 +127,7 @@ def _code_detail(spec: TaskSpec, code: CodeDigest, record: Record) -> str:
     changed = code.changed_parts(record.code_parts)
     if changed in ([], [spec.name]):
         return ""
-    shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
-    return f"changed: {shown}"
+    return ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
 
 
 def _set_detail(recorded: Any, now: Any, names: Mapping[NodeKey, Any] | None) -> str:

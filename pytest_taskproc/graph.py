@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .spec import NodeKey, node_key, spec_of
+from .spec import NodeKey, TaskObject, node_key, spec_of
 
 __all__ = ["NodeKey", "TaskGraph", "node_key"]
 
@@ -23,7 +23,7 @@ class TaskGraph:
     def __init__(self, roots: Iterable[Any]) -> None:
         roots = list(roots)
         self.roots = [node_key(t) for t in roots]
-        self.tasks: dict[NodeKey, Any] = {}
+        self.tasks: dict[NodeKey, TaskObject] = {}
         self._upstream: dict[NodeKey, list[NodeKey]] = {}
         self._downstream: dict[NodeKey, list[NodeKey]] = {}
         self.order: list[NodeKey] = []

@@ -18,6 +18,7 @@ import pickle
 import sys
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,37 +35,48 @@ from .errors import (
     UpstreamChangedError,
 )
 from .record import Record, UpstreamRead, made_now, new_lineage
-from .requires import RESOLVED_ATTR, resolve_slot_value
+from .requires import bound_slots, resolve_slot_value
 from .serialize import dump_result, value_digest
 from .source import code_digest
-from .spec import NodeKey, node_key, spec_of
+from .spec import NodeKey, TaskObject, node_key, spec_of
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every job of one run shares: where, how, and under which run id."""
+
+    cache_root: str
+    #: the run that computes the jobs, written into their records
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: whether a changed code digest makes a stored result stale
+    detect_source_change: bool = False
+    lock: bool = True
+    echo: bool = False
+    #: cross-process rate-limit slots (pytest runs); None inside one run_graph
+    slots: Any = None
+    #: where a pytest run records failed tasks, so no process of it retries one
+    failure_dir: str | None = None
+    #: print ``taskproc: done/total tasks`` to stderr while the pass runs
+    show_progress: bool = False
+    #: log each failure (a library run); a pytest run reports it with its item instead
+    log_failures: bool = True
 
 
 @dataclass
 class Job:
     """One task to compute, self-contained enough to cross a process boundary."""
 
-    task: Any
-    cache_root: str
+    task: TaskObject
     task_id: int
+    settings: RunSettings
     #: the upstream values the planner expects this task to read
     reads: tuple[UpstreamRead, ...] = ()
     #: ids of the upstream tasks, sparing the computing process the lookups
     upstream_ids: tuple[int, ...] = ()
     #: the code digest the planner saw (None: no source available there)
     code: str | None = None
-    #: whether a changed code digest makes the stored result stale
-    detect_source_change: bool = False
-    lock: bool = True
-    echo: bool = False
     in_prefix_child: bool = False
     origin_pid: int = field(default_factory=os.getpid)
-    #: cross-process rate-limit slots (pytest runs); None inside one run_graph
-    slots: Any = None
-    #: where a pytest run records failed tasks, so no process of it retries one
-    failure_dir: str | None = None
-    #: the run that computes it, written into the record
-    run: str | None = None
 
     @property
     def node(self) -> NodeKey:
@@ -98,7 +110,7 @@ class Outcome:
         return UpstreamRead(self.node[0], self.node[1], self.digest, self.lineage)
 
 
-def describe(task: Any, store: ClassStore, task_id: int | None) -> str:
+def describe(task: TaskObject, store: ClassStore, task_id: int | None) -> str:
     """One line naming a task for error messages: class, arguments, id and output files."""
     if task_id is None:
         return f"{task.task_name} {spec_of(task).key} (no task id yet)"
@@ -138,7 +150,7 @@ def compute(job: Job, store: ClassStore) -> Record:
     task = job.task
     spec = spec_of(task)
     config = spec.config
-    root = Path(job.cache_root)
+    root = Path(job.settings.cache_root)
     check_plan(job)
     new_folder, previous = store.begin_run(job.task_id, spec.key)
     expected = {(r.name, r.key): r for r in job.reads}
@@ -151,7 +163,7 @@ def compute(job: Job, store: ClassStore) -> Record:
     output = None
     if config.detach_output:
         output = (store.stdout_path(job.task_id), store.stderr_path(job.task_id))
-    value, seconds = run_bound(task, load, output, echo=job.echo, new_folder=new_folder)
+    value, seconds = run_bound(task, load, output, echo=job.settings.echo, new_folder=new_folder)
     try:
         data = dump_result(value)
     except Exception as exc:
@@ -181,14 +193,14 @@ def compute(job: Job, store: ClassStore) -> Record:
         file=name,
         stored_size=stored_size,
         lineage=lineage or new_lineage(),
-        made=made_now(seconds, job.run),
+        made=made_now(seconds, job.settings.run_id),
     )
     store.commit(job.task_id, record)
     return record
 
 
 def run_bound(
-    task: Any,
+    task: TaskObject,
     load: Callable[[Any], Any],
     output: tuple[Path, Path] | None,
     *,
@@ -217,17 +229,14 @@ def run_bound(
         for slot in spec_of(task).config.slots
     }
     loaded.clear()
-    task.__dict__[RESOLVED_ATTR] = resolved
-    del resolved
     start = time.perf_counter()
-    try:
+    with bound_slots(task, resolved):
+        del resolved
         if output is not None:
             with captured_output(output[0], output[1], echo, new_folder=new_folder):
                 value = task.run_task()
         else:
             value = task.run_task()
-    finally:
-        task.__dict__.pop(RESOLVED_ATTR, None)
     return value, time.perf_counter() - start
 
 
@@ -316,7 +325,7 @@ def _plain_reduce(cls: type) -> bool:
     )
 
 
-def portable_error(exc: BaseException, task: Any) -> BaseException:
+def portable_error(exc: BaseException, task: TaskObject) -> BaseException:
     """``exc`` ready to be pickled to another process, its traceback text attached as cause.
 
     Pickling keeps an exception's class, arguments and ``__dict__``, not its

@@ -40,12 +40,16 @@ def run_through_prefix(job: Job, store: ClassStore) -> Record:
     """Compute the job in a subprocess started through its class's ``job_prefix``."""
     task = job.task
     prefix = list(spec_of(task).config.job_prefix or ())
-    jobs_dir = Path(job.cache_root) / "taskproc" / ".jobs"
+    jobs_dir = Path(job.settings.cache_root) / "taskproc" / ".jobs"
     ensure_directory(jobs_dir)
     folder = Path(tempfile.mkdtemp(prefix=f"{job.task_id}-", dir=jobs_dir))
     try:
         job_path, outcome_path = folder / "job.pkl", folder / "outcome.pkl"
-        child = replace(job, in_prefix_child=True, lock=False, slots=None)
+        child = replace(
+            job,
+            in_prefix_child=True,
+            settings=replace(job.settings, lock=False, slots=None),
+        )
         write_atomic(folder / "sys_path.json", [json.dumps(sys.path).encode()])
         write_atomic(job_path, [cloudpickle.dumps(child)])
         command = shell_command(prefix, [job_path, outcome_path])
@@ -86,10 +90,10 @@ def main(argv: list[str]) -> int:
     job: Job = _load_job(job_path)
     # Task properties used in run_task (task_directory, task_id) must resolve
     # in the caller's cache, whatever this process would choose itself.
-    job_cache_root.set(Path(job.cache_root))
+    job_cache_root.set(Path(job.settings.cache_root))
     outcome: tuple[str, Any]
     try:
-        store = get_store(Path(job.cache_root), job.task.task_name)
+        store = get_store(Path(job.settings.cache_root), job.task.task_name)
         outcome = ("ok", compute(job, store))
     except BaseException as exc:  # SystemExit and pytest outcomes too: the parent decides
         outcome = ("error", portable_error(exc, job.task))

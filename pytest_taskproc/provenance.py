@@ -30,11 +30,11 @@ from .context import job_cache_root, verify_scratch
 from .errors import CorruptResultError, ResultMissingError
 from .freshness import Reason, judge, reads_of
 from .job import run_bound
+from .ledger import summarize
 from .record import Record, UpstreamRead
 from .serialize import dump_result, unpickle, value_digest
 from .source import code_digest
 from .spec import NodeKey, node_key, spec_of
-from .worker import summarize
 
 __all__ = [
     "Status",
@@ -138,6 +138,7 @@ class Verification:
 
     @property
     def failed(self) -> bool:
+        """Whether the task fails a verify run (its value is not reproducible)."""
         return self.status is Status.NOT_REPRODUCIBLE
 
     def describe(self) -> str:
@@ -250,7 +251,7 @@ def _check_upstream(root: Path, task: Any, record: Record) -> dict[NodeKey, Upst
     if reason is Reason.UPSTREAM_STALE:
         missing = next(n for n, read in now.items() if read is None)
         return f"upstream task {names[missing]!r} has no cached result"
-    return f"{reason.value} ({detail})" if detail else str(reason.value)
+    return f"{reason.sentence} ({detail})" if detail else reason.sentence
 
 
 def _load_upstream(root: Path, upstream: Any, read: UpstreamRead) -> Any:

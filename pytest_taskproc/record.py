@@ -26,6 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import RecordError
 from .identity import encode_key
 
 FORMAT = "pytest-taskproc/record-1"
@@ -93,10 +94,6 @@ class Record:
         """The record as plain JSON data (what ``task_record`` returns)."""
         document: dict[str, Any] = json.loads(self.to_json())
         return document
-
-
-class RecordError(ValueError):
-    """A record file that is not a record of this format."""
 
 
 def parse_record(text: str | bytes) -> Record:

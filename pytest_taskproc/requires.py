@@ -10,6 +10,7 @@ values alive.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
@@ -29,7 +30,21 @@ R = TypeVar("R")
 K = TypeVar("K")
 
 SLOT_PREFIX = "_tp_req_"
-RESOLVED_ATTR = "_tp_resolved"
+#: The upstream values of the tasks whose ``run_task`` runs now, by ``id`` of the task,
+#: for ``Req.__get__``.  Kept out of the task's ``__dict__`` (which is the user's), and
+#: process-wide rather than per thread or context, so threads ``run_task`` starts read
+#: the same values.
+_BOUND: dict[int, Mapping[str, Any]] = {}
+
+
+@contextmanager
+def bound_slots(task: object, values: Mapping[str, Any]) -> Iterator[None]:
+    """Slots of ``task`` read as ``values`` (by slot name) while the block runs."""
+    _BOUND[id(task)] = values
+    try:
+        yield
+    finally:
+        del _BOUND[id(task)]
 
 
 class Req(Generic[T, R]):
@@ -51,7 +66,7 @@ class Req(Generic[T, R]):
     def __get__(self, obj: object | None, objtype: Any = None) -> Any:
         if obj is None:
             return self
-        resolved = obj.__dict__.get(RESOLVED_ATTR)
+        resolved = _BOUND.get(id(obj))
         if resolved is not None and self.public_name in resolved:
             return resolved[self.public_name]
         spec = obj.__dict__.get(SPEC_ATTR)
@@ -84,6 +99,7 @@ class Const(Generic[R]):
     value: R
 
     def get_task_result(self) -> R:
+        """The value itself, as a task's cached result would be read."""
         return self.value
 
 

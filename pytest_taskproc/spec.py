@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any, ClassVar, Protocol, TypeGuard
 
 #: The attribute of a task instance that holds its spec (in the instance ``__dict__``).
 SPEC_ATTR = "_tp_spec"
@@ -20,6 +20,14 @@ SPEC_ATTR = "_tp_spec"
 CONFIG_ATTR = "_tp_config"
 
 NodeKey = tuple[str, str]
+
+
+class TaskObject(Protocol):
+    """A task instance, as the library handles it: any ``TaskBase`` subclass's."""
+
+    task_name: ClassVar[str]
+
+    def run_task(self) -> Any: ...
 
 
 @dataclass

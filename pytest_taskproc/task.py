@@ -9,8 +9,6 @@ rebuilds what it needs with ``build_task``.
 
 from __future__ import annotations
 
-import abc
-import difflib
 import inspect
 import sys
 import threading
@@ -23,12 +21,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, Protocol, T
 from .cache import ClassStore, ensure_directory, get_store
 from .clearing import clear_all, clear_one
 from .context import cache_root, verify_scratch
+from .definition import check_run_task
 from .errors import (
     ClassNameConflictError,
     RequirementTypeError,
     ResultMissingError,
     TaskCycleError,
-    TaskDefinitionError,
 )
 from .execute import run_graph as _run_graph
 from .identity import (
@@ -42,7 +40,7 @@ from .identity import (
 )
 from .requires import Const, MappedTask, Req, iter_slot_tasks
 from .source import code_digest
-from .spec import SPEC_ATTR, TaskClassConfig, TaskSpec, spec_of
+from .spec import SPEC_ATTR, TaskClassConfig, TaskObject, TaskSpec, spec_of
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -90,7 +88,8 @@ class TaskType(Generic[P, R]):
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
-        _check_run_task(cls)
+        if cls.__module__ != __name__:  # TaskBase itself has nothing to check
+            check_run_task(cls)
         name = f"{cls.__module__}.{cls.__qualname__}"
         _declare_annotated_slots(cls)
         cls.task_name = name
@@ -202,7 +201,7 @@ class TaskType(Generic[P, R]):
 
     @property
     def task_record(self) -> dict[str, Any] | None:
-        """What the cached result was made from (see the README), or None without one."""
+        """What the cached result was made from (see docs/concepts.md), or None without one."""
         store = self._tp_store()
         key = spec_of(self).key
         task_id = store.known_id(key)
@@ -211,6 +210,7 @@ class TaskType(Generic[P, R]):
 
     @property
     def task_directory(self) -> Path:
+        """A folder for files the task writes: created on access, emptied before each run."""
         store, task_id = self._tp_own_folder()
         path = store.data_dir(task_id)
         ensure_directory(path)
@@ -218,12 +218,13 @@ class TaskType(Generic[P, R]):
 
     @property
     def task_stdout(self) -> Path:
-        """What the last run printed; empty when it printed nothing or never ran."""
+        """The file holding what the last run printed (empty if nothing, or no run yet)."""
         store, task_id = self._tp_own_folder()
         return _existing_output(store.stdout_path(task_id))
 
     @property
     def task_stderr(self) -> Path:
+        """The file holding what the last run wrote to stderr (empty if nothing, or no run yet)."""
         store, task_id = self._tp_own_folder()
         return _existing_output(store.stderr_path(task_id))
 
@@ -286,7 +287,7 @@ class TaskType(Generic[P, R]):
         """Like :meth:`run_graph`; also returns ``{'stats': {class name: tasks run}}``."""
         del dump_generations  # accepted for compatibility; generations are not recorded
         result, stats = _run_graph(
-            self,
+            cast(TaskObject, self),
             executor=executor,
             max_workers=max_workers,
             rate_limits=rate_limits,
@@ -481,48 +482,6 @@ def _collect_upstream(task: TaskType[..., Any], config: TaskClassConfig) -> tupl
         for upstream in iter_slot_tasks(task, slot.public_name, value):
             found.setdefault(id(upstream), upstream)
     return tuple(found.values())
-
-
-def _check_run_task(cls: type) -> None:
-    """A task class must define ``run_task``; a base class for other tasks may leave it out.
-
-    Without this, a misspelt ``run_task`` would silently cache ``None``.  A
-    class counts as a base when it derives from ``abc.ABC`` (or uses
-    ``ABCMeta``) or defines neither ``build_task`` nor ``run_task`` (a class
-    holding shared slots or helpers).  Such a class is not collected
-    as a root, and running it is an error saying why.
-    """
-    if cls.__module__ == __name__:
-        return  # TaskBase itself
-    owner = next(k for k in cls.__mro__ if "run_task" in k.__dict__)
-    method = owner.__dict__["run_task"]
-    if owner.__module__ != __name__ and not getattr(method, "_tp_placeholder", False):
-        return
-    user_classes = [k for k in cls.__mro__ if k.__module__ != __name__ and k is not object]
-    defines_build = any("build_task" in k.__dict__ for k in user_classes)
-    if isinstance(cls, abc.ABCMeta) or not defines_build:
-        setattr(cls, "run_task", _base_class_run_task)  # noqa: B010 - mypy: no such attribute
-        return
-    methods = [
-        n for n, v in vars(cls).items() if callable(v) and n != "build_task" and n[:1] != "_"
-    ]
-    close = difflib.get_close_matches("run_task", methods, n=1, cutoff=0.6)
-    hint = f" ({close[0]!r} is defined: a misspelling?)" if close else ""
-    raise TaskDefinitionError(
-        f"{cls.__qualname__} defines build_task but no run_task{hint}; every task class needs "
-        "run_task(self) returning its result. A base class meant only to be subclassed "
-        "should derive from abc.ABC, or define neither build_task nor run_task"
-    )
-
-
-def _base_class_run_task(self: Any) -> Any:
-    raise TaskDefinitionError(
-        f"{type(self).__qualname__} defines no run_task: it is a base class for other task "
-        "classes, not a task to run"
-    )
-
-
-_base_class_run_task._tp_placeholder = True  # type: ignore[attr-defined]
 
 
 def _check_channels(cls: type, channel: Any) -> tuple[str, ...]:

@@ -42,7 +42,7 @@ def task_graph(*roots: Any, detect_source_change: bool | None = None) -> nx.DiGr
             "task": task,
             "label": repr(task),
             "cls": key[0],
-            "args": task.task_args,
+            "args": dict(state.spec.arguments),
             "state": "stale" if state.stale else "fresh",
             "reason": state.describe() if state.stale else None,
             "task_id": state.task_id,

@@ -17,19 +17,19 @@ from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
 
-from .atomic import write_text_atomic
 from .cache import ClassStore, get_store
 from .context import job_cache_root
-from .errors import CorruptResultError, TaskFailedEarlierError, UpstreamChangedError
+from .errors import CorruptResultError, UpstreamChangedError
 from .freshness import judge
 from .job import Job, Outcome, compute, describe, portable_error
 from .jobprefix import run_through_prefix
+from .ledger import RUNNING_SUFFIX, Failure, Kind, marker_path
 from .locks import task_lock
 from .record import Record
 from .source import code_digest
 from .spec import spec_of
 
-__all__ = ["Job", "Outcome", "describe", "run_job", "run_jobs", "run_jobs_blob", "summarize"]
+__all__ = ["Job", "Outcome", "describe", "run_job", "run_jobs", "run_jobs_blob"]
 
 
 def run_job(job: Job) -> Outcome:
@@ -37,12 +37,12 @@ def run_job(job: Job) -> Outcome:
     __tracebackhide__ = True
     task = job.task
     spec = spec_of(task)
-    root = Path(job.cache_root)
+    root = Path(job.settings.cache_root)
     store = get_store(root, spec.name)
     store.remember_id(spec.key, job.task_id)
     token = job_cache_root.set(root)
     try:
-        guard = task_lock(store, job.task_id) if job.lock else contextlib.nullcontext()
+        guard = task_lock(store, job.task_id) if job.settings.lock else contextlib.nullcontext()
         with guard:
             done = _fresh_now(job, store)
             if done is not None:
@@ -58,22 +58,23 @@ def _compute_under_lock(job: Job, store: ClassStore) -> Outcome:
     task = job.task
     spec = spec_of(task)
     marker = failure_marker(job, store)
-    if marker is not None and os.path.exists(marker):
-        with open(marker, encoding="utf-8") as handle:
-            summary = handle.read()
-        raise TaskFailedEarlierError(f"{task!r} failed earlier in this run: {summary}", summary)
+    earlier = None if marker is None else Failure.read(marker)
+    if earlier is not None:
+        raise earlier.earlier(task)
     running = None if marker is None else marker + RUNNING_SUFFIX
     if running is not None and os.path.exists(running):
         # Its last holder of the lock died computing it (a timeout, the OOM
         # killer): recomputing would only pay for that again in this run.
-        summary = (
+        died = Failure(
+            Kind.FAILED,
             "TaskDiedError: the process computing it died before it finished "
-            "(killed by a timeout, a signal or the out-of-memory killer)"
+            "(killed by a timeout, a signal or the out-of-memory killer)",
         )
-        write_text_atomic(running[: -len(RUNNING_SUFFIX)], summary)
-        raise TaskFailedEarlierError(f"{task!r} failed earlier in this run: {summary}", summary)
+        died.write(running[: -len(RUNNING_SUFFIX)])
+        raise died.earlier(task)
     start = time.perf_counter()
-    slot = job.slots.hold(spec.config.channels) if job.slots else contextlib.nullcontext()
+    slots = job.settings.slots
+    slot = slots.hold(spec.config.channels) if slots else contextlib.nullcontext()
     try:
         if running is not None:
             os.makedirs(os.path.dirname(running), exist_ok=True)
@@ -91,8 +92,7 @@ def _compute_under_lock(job: Job, store: ClassStore) -> Outcome:
         if marker is not None and not isinstance(exc, (KeyboardInterrupt, *REPLAN_ERRORS)):
             # Written while the lock is held, so a process waiting for this
             # task learns of the failure instead of computing it again.
-            os.makedirs(os.path.dirname(marker), exist_ok=True)
-            write_text_atomic(marker, summarize(exc))
+            Failure.of(exc).write(marker)
         raise
     finally:
         if running is not None:
@@ -111,29 +111,16 @@ def _fresh_now(job: Job, store: ClassStore) -> Record | None:
     record = store.read_record(job.task_id, spec.key, warn=False)
     if record is None:
         return None
-    code = code_digest(type(job.task)) if job.detect_source_change else None
+    code = code_digest(type(job.task)) if job.settings.detect_source_change else None
     upstream = {(r.name, r.key): r for r in job.reads}
     reason, _ = judge(spec, record, code, upstream)
     return record if reason is None else None
 
 
-def summarize(error: BaseException) -> str:
-    """``Type: first line of the message``, for skip reasons and failure markers."""
-    if isinstance(error, TaskFailedEarlierError):
-        return error.summary
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
-#: next to a failure marker while a process computes the task; left behind if it dies
-RUNNING_SUFFIX = ".running"
-
-
 def failure_marker(job: Job, store: ClassStore) -> str | None:
     """Where a failure of this job's task is recorded for the run, if the run records them."""
-    if job.failure_dir is None:
-        return None
-    return os.path.join(job.failure_dir, f"{store.name}.{job.task_id}")
+    failure_dir = job.settings.failure_dir
+    return None if failure_dir is None else marker_path(failure_dir, store.name, job.task_id)
 
 
 JobResult = tuple[bool, Any]  # (True, Outcome) or (False, exception)

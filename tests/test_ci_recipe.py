@@ -2,7 +2,7 @@
 
 The end-to-end tests run the script (two fresh clones of this repository's
 HEAD, a cache restored from a tarball with misleading file dates); the others
-keep the workflow, the script and README.md saying the same thing.
+keep the workflow, the script and docs/provenance.md saying the same thing.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "example_project" / "ci_recipe.py"
 WORKFLOW = ROOT / ".github" / "workflows" / "experiment.yml"
-#: README.md shows the workflow in the ```yaml block right after this line
-README_MARKER = "<!-- the workflow: .github/workflows/experiment.yml -->"
+#: docs/provenance.md shows the workflow in the ```yaml block right after this line
+DOC = ROOT / "docs" / "provenance.md"
+DOC_MARKER = "<!-- checked by tests/test_ci_recipe.py: .github/workflows/experiment.yml -->"
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="the recipe clones with git")
 
@@ -139,10 +140,10 @@ def test_the_yaml_subset_parser_rejects_what_it_does_not_know(recipe: ModuleType
         recipe._YamlSubset("on: [push, pull_request]\n").parse()
 
 
-def test_readme_shows_the_workflow_file_verbatim() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert README_MARKER in readme
-    after = readme.split(README_MARKER, 1)[1]
+def test_docs_show_the_workflow_file_verbatim() -> None:
+    doc = DOC.read_text(encoding="utf-8")
+    assert DOC_MARKER in doc
+    after = doc.split(DOC_MARKER, 1)[1]
     block = re.match(r"\s*```yaml\n(.*?)```\n", after, re.DOTALL)
-    assert block, "README.md: no ```yaml block right after the workflow marker"
+    assert block, "docs/provenance.md: no ```yaml block right after the workflow marker"
     assert block[1] == WORKFLOW.read_text(encoding="utf-8")

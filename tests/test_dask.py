@@ -29,11 +29,11 @@ distributed: Any = pytest.importorskip("distributed")
 
 from pytest_taskproc.dask_executor import (  # noqa: E402
     CACHE_MARKER,
-    CacheNotSharedError,
     cache_token,
     check_cache_visible,
     project_files,
 )
+from pytest_taskproc.errors import CacheNotSharedError  # noqa: E402
 
 #: Seconds a test waits for a process or a log line before it gives up.
 PATIENCE = 60.0

@@ -462,7 +462,7 @@ class KillHarness:
             "the rerun must compute exactly what was missing"
         )
         assert check_cache(cache) == ALL_LABELS
-        check(output, ALL_LABELS - present)
+        check(output, set(ALL_LABELS - present))
 
     def assert_nothing_recomputed(
         self, cache: Path, check: Callable[[str, set[str]], None]
@@ -692,7 +692,7 @@ def damage_file(path: Path, how: str) -> None:
 
 
 def folder_of(cache: Path, task: Any) -> Path:
-    return cache / "taskproc" / task.task_name / "results" / str(task.task_id)
+    return Path(cache, "taskproc", task.task_name, "results", str(task.task_id))
 
 
 def only_result(folder: Path) -> Path:

@@ -166,7 +166,7 @@ def test_plan_gives_a_reason_for_every_stale_task(graph: ModuleType) -> None:
         "Side": None,
         "Root": Reason.UPSTREAM_STALE,
     }
-    assert states[node_key(graph.C())].describe() == "an upstream task is stale (B())"
+    assert states[node_key(graph.C())].describe() == "an upstream result changed (B())"
 
     run(graph.B())
     states = plan(tasks, root, False)

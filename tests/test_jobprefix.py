@@ -84,7 +84,7 @@ def launched(log: Path) -> list[list[str]]:
 
 def appended(log: Path) -> list[str]:
     """The command we appended, as the last launcher received it."""
-    argv = json.loads(log.read_text(encoding="utf-8").splitlines()[-1])
+    argv: list[str] = json.loads(log.read_text(encoding="utf-8").splitlines()[-1])
     return argv[argv.index(sys.executable) :]
 
 
@@ -265,7 +265,7 @@ def test_exception_in_the_child_is_raised_with_its_traceback(
         run_in_thread(mod.Broken())
     shown = "".join(traceback.format_exception(info.value))
     # The child's own frame: file and line of the raise inside run_task.
-    source = Path(mod.__file__).read_text().splitlines()
+    source = Path(str(mod.__file__)).read_text().splitlines()
     line = next(
         i for i, text in enumerate(source, 1) if 'raise Boom("raised in the child")' in text
     )

@@ -347,3 +347,66 @@ def test_collect_only_runs_nothing_and_lists_what_would_be_computed(project: Pro
     )
     result.stdout.no_fnmatch_line("  task_binom.py::Half[[]3]:*")
     result.stdout.no_fnmatch_line("  task_binom.py::Choose[[]3-1]:*")
+
+
+# -- runs that would otherwise end silently empty ---------------------------------------
+LONELY = """
+class Lonely(TaskBase):
+    def build_task(self, alpha: float) -> None:
+        self.alpha = alpha
+
+    def run_task(self) -> float:
+        log("Lonely")
+        return self.alpha
+
+
+class Alone(Lonely):
+    pass
+"""
+
+
+def test_a_python_file_named_on_the_command_line_is_collected_whatever_its_name(
+    project: Project,
+) -> None:
+    experiment = project.task_file("experiment.py", CHOOSE, ROOTS)
+    project.pytester.makepyfile(test_plain=PLAIN_TEST)
+    ids = project.collected("experiment.py")
+    assert {i.split("::", 1)[1] for i in ids} == ALL_ITEMS
+    assert all(i.startswith("experiment.py::") for i in ids)
+    # Not named: not a task file by its name.
+    assert project.collected() == ["test_plain.py::test_plain"]
+    # A test file named beside it stays a test module.
+    result = project.run(str(experiment), "test_plain.py")
+    result.assert_outcomes(passed=len(ALL_ITEMS) + 1)
+    assert "Root" in project.runs()
+
+
+def test_a_run_without_the_flag_that_finds_only_task_files_says_how_to_run_them(
+    project: Project,
+) -> None:
+    project.task_file("task_binom.py", CHOOSE, ROOTS)
+    project.task_file("experiment.py", CHOOSE, ROOTS)
+    hint = "taskproc: no tests collected, but task files were found ({}); run their tasks with: "
+    result = project.run(taskproc=False)
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    result.stdout.fnmatch_lines([hint.format("task_binom.py") + "pytest --taskproc"])
+    result = project.run("experiment.py", taskproc=False)
+    result.stdout.fnmatch_lines([hint.format("experiment.py") + "pytest --taskproc"])
+    assert project.runs() == []
+    assert not project.cache.exists()
+
+
+def test_a_class_that_needs_arguments_and_that_nothing_reaches_is_named_in_one_line(
+    project: Project,
+) -> None:
+    project.task_file("task_binom.py", CHOOSE, ROOTS, LONELY)
+    note = (
+        "taskproc note: task_binom.py::Lonely, task_binom.py::Alone need arguments, are not "
+        "parametrized and no collected task requires them, so they never run (parametrize "
+        "them with @pytest.mark.parametrize or require them from a task that runs)"
+    )
+    result = project.run()
+    result.assert_outcomes(passed=len(ALL_ITEMS))
+    assert [line for line in result.outlines if "taskproc note" in line] == [note]
+    # Choose needs arguments too, but Root and Half require it: not named.
+    assert "Lonely" not in project.runs()

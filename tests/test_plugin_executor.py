@@ -82,3 +82,36 @@ class Broken(TaskBase):
     result = project.run("--taskproc-executor=process:2", "-k", "Broken")
     result.assert_outcomes(failed=1, deselected=5)
     result.stdout.fnmatch_lines(["*KeyError: 'missing column'*", "*task_fails.py*"])
+
+
+def test_a_breakdown_of_the_background_scheduler_is_the_next_items_error(
+    pytester: pytest.Pytester,
+) -> None:
+    """The scheduler thread pickles jobs for the pool: a task that refuses there breaks it.
+
+    The task pickles from the main thread, so an item computing it alone
+    would pass: the error must reach the user as the next item's error
+    instead of vanishing into that fallback.
+    """
+    project = Project(pytester)
+    project.task_file(
+        "task_unshippable.py",
+        """
+import threading
+
+
+class Unshippable(TaskBase):
+    def __reduce__(self) -> object:
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("this task refuses to be pickled outside the main thread")
+        return super().__reduce__()
+
+    def run_task(self) -> int:
+        log("Unshippable")
+        return 1
+""",
+    )
+    result = project.run("--taskproc-executor=process:1")
+    assert result.parseoutcomes() == {"failed": 1}, result.stdout.str()
+    result.stdout.fnmatch_lines(["*RuntimeError: this task refuses to be pickled outside*"])
+    assert project.runs() == []

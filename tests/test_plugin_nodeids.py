@@ -96,6 +96,48 @@ def test_stepwise_continues_from_the_failed_parametrized_task(project: CachingPr
     assert project.runs() == ["Square 2", "Square 3", "Square 4"]
 
 
+TOTAL_FIRST = """
+class Total(TaskBase):
+    squares: RequiresList[int]
+
+    def build_task(self) -> None:
+        self.squares = [Square(n) for n in range(4)]
+
+    def run_task(self) -> int:
+        log("Total")
+        return sum(self.squares)
+
+""" + SQUARES.replace("[1, 2, 3, 4]", "[0, 1, 2, 3]")
+
+
+@pytest.mark.parametrize("skip", [False, True], ids=["sw", "sw-skip"])
+def test_stepwise_resumes_at_the_failed_task_and_runs_everything_after_it(
+    project: CachingProject, skip: bool
+) -> None:
+    """The issue's case: a root defined before the tasks it reaches, collected first."""
+    (project.path / "failing.txt").write_text("2")
+    project.task_file("task_sq.py", TOTAL_FIRST)
+    first = project.run("--sw", "-p", "no:randomly")
+    assert first.parseoutcomes() == {"passed": 2, "failed": 1}, first.stdout.str()
+    assert project.runs() == ["Square 0", "Square 1", "Square 2"]
+
+    (project.path / "failing.txt").write_text("3" if skip else "")
+    second = project.run("--sw-skip" if skip else "--sw", "-p", "no:randomly", "-v")
+    ran = [line.split()[0] for line in second.outlines if line.startswith("task_sq.py::")]
+    if skip:
+        # Square[2] passes now; Square[3] fails, the one failure --sw-skip lets
+        # through, so the run goes on to Total, skipped for its failed upstream.
+        assert ran[:2] == ["task_sq.py::Square[2]", "task_sq.py::Square[3]"], second.stdout.str()
+        assert ran[2] == "task_sq.py::Total"
+        outcomes = second.parseoutcomes()
+        assert outcomes == {"passed": 1, "failed": 1, "skipped": 1, "deselected": 2}, outcomes
+        assert project.runs() == ["Square 2", "Square 3"]
+    else:
+        assert ran == ["task_sq.py::Square[2]", "task_sq.py::Square[3]", "task_sq.py::Total"]
+        assert second.parseoutcomes() == {"passed": 3, "deselected": 2}, second.stdout.str()
+        assert project.runs() == ["Square 2", "Square 3", "Total"]
+
+
 def test_a_parametrized_item_can_be_named_on_the_command_line(project: CachingProject) -> None:
     project.squares()
     project.run("task_sq.py::Square[3]").assert_outcomes(passed=1)

@@ -172,9 +172,13 @@ def test_manifest_lists_every_item_with_its_status_and_record(project: Project) 
     assert project.run("--taskproc-manifest=out/manifest.json").parseoutcomes() == {"cached": 5}
     warm = manifest(project.path / "out" / "manifest.json")
     assert {e["status"] for e in warm["tasks"]} == {"cached"}
-    # Only the statuses differ between the two runs' manifests.
+    # Why each was computed, in the words of -v; a cached task has no reason.
+    assert {e.get("reason") for e in cold["tasks"]} == {"no result yet"}
+    assert {e.get("reason") for e in warm["tasks"]} == {None}
+    # Only the statuses (and reasons) differ between the two runs' manifests.
     for entry in [*cold["tasks"], *warm["tasks"]]:
         del entry["status"]
+        entry.pop("reason", None)
     assert warm == cold
 
 

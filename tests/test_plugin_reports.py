@@ -267,27 +267,64 @@ def test_errors_outside_run_task_are_short_and_name_the_fix(project: Project) ->
     }
 
 
-def test_a_task_class_without_run_task_is_a_collection_error_naming_it(project: Project) -> None:
-    project.task_file(
-        "task_typo.py",
-        """
-        class Typo(TaskBase):
-            def build_task(self) -> None:
-                pass
+AGGREGATE = """
+class Square(TaskBase):
+    def build_task(self, n: int) -> None:
+        self.n = n
 
-            def runtask(self) -> int:
-                return 1
-        """,
+    def run_task(self) -> int:
+        log("Square", self.n)
+        print("square of", self.n)
+
+
+class Main(TaskBase):
+    '''The original's own examples aggregate upstream tasks in a Main like this.'''
+
+    squares: RequiresList[int]
+
+    def build_task(self) -> None:
+        self.squares = [Square(n) for n in range(2)]
+
+    def runtask(self) -> int:
+        return sum(self.squares)
+"""
+
+
+def test_a_class_without_run_task_or_without_return_runs_and_caches_none_with_a_warning(
+    pytester: pytest.Pytester,
+) -> None:
+    project = Project(pytester, warnings_as_errors=False)
+    project.task_file("task_typo.py", AGGREGATE)
+    result = project.run("-rA")
+    result.assert_outcomes(passed=3, warnings=2)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*task_typo.py:*: TaskDefinitionWarning: Main defines build_task but no run_task "
+            "('runtask' is defined: a misspelling?), so it runs and caches None, as in taskproc*",
+            "*task_typo.py:*: TaskDefinitionWarning: Square.run_task has no return statement, so "
+            "Square caches None as its result*",
+        ]
     )
+    assert project.runs() == ["Square 0", "Square 1"]
+    # None is cached like any value.
+    assert project.run().parseoutcomes() == {"cached": 3, "warnings": 2}
+    assert project.runs() == []
+
+
+def test_under_W_error_a_class_without_run_task_is_a_collection_error_naming_it(
+    project: Project,
+) -> None:
+    project.task_file("task_typo.py", AGGREGATE.replace("print(", "return print("))
     result = project.run()
     result.stdout.fnmatch_lines(
         [
             "*ERROR collecting task_typo.py*",
-            "*TaskDefinitionError: Typo defines build_task but no run_task ('runtask' is defined: "
-            "a misspelling?)*",
+            "*TaskDefinitionWarning: Main defines build_task but no run_task ('runtask' is "
+            "defined: a misspelling?)*",
         ]
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert project.runs() == []
 
 
 def test_a_failure_under_job_prefix_shows_the_child_s_run_task_line(project: Project) -> None:

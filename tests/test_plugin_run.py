@@ -303,9 +303,9 @@ def test_a_code_change_recomputes_that_class_and_its_downstream(project: Project
         [
             "task_stages.py::Base[[]1] CACHED*",
             "task_stages.py::Base[[]2] CACHED*",
-            "task_stages.py::Mid[[]1] PASSED (computed: its source code changed)*",
-            "task_stages.py::Mid[[]2] PASSED (computed: its source code changed)*",
-            "task_stages.py::Top PASSED (computed: an upstream result is newer (Mid(*)))*",
+            "task_stages.py::Mid[[]1] PASSED (computed: its code changed)*",
+            "task_stages.py::Mid[[]2] PASSED (computed: its code changed)*",
+            "task_stages.py::Top PASSED (computed: an upstream result changed (Mid(*)))*",
         ]
     )
     assert sorted(project.runs()) == ["Mid 1", "Mid 2", "Top"]

@@ -257,7 +257,7 @@ def test_an_upstream_value_replaced_since_the_record_is_reported_not_compared(
     modules.clear_log()
     result = verify_task(tasks.Total(2))
     assert result.status is Status.STALE and not result.failed
-    assert result.difference == "an upstream result is newer (Load(1))"
+    assert result.difference == "an upstream result changed (Load(1))"
     assert modules.runs() == []
 
     # The upstream bytes replaced under an unchanged record (same size, other digest).
@@ -578,7 +578,7 @@ def test_app_verify_reports_a_task_whose_code_changed_as_stale(tmp_path: Path) -
     result = app("--verify")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "Square(7): stale: its source code changed",
+        "Square(7): stale: its code changed",
         "Words(): verified",
         "Main(): verified",
         "verify: 2 verified, 0 not reproducible, 1 stale, 0 not cached",

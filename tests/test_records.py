@@ -372,7 +372,7 @@ def helpers(modules: TaskModules, cache_root: Path) -> Sessions:
 
 
 def test_editing_a_helper_or_constant_a_task_uses_makes_it_stale(helpers: Sessions) -> None:
-    detect = {"detect_source_change": True}
+    detect: dict[str, Any] = {"detect_source_change": True}
     assert helpers.run("Report()", **detect) == [[2, 4, 6], {"Row": 3, "Report": 1}]
     helpers.edit("def unused() -> int:\n    return 0", "def unused() -> int:\n    return 1")
     helpers.edit("return x + 0", "return x + 0  # a comment, and a reformatted body")
@@ -415,7 +415,7 @@ def test_removing_a_grid_value_changes_the_upstream_set(helpers: Sessions) -> No
 
 
 def test_a_code_edit_that_reproduces_the_value_leaves_downstream_fresh(gated: Sessions) -> None:
-    detect = {"detect_source_change": True}
+    detect: dict[str, Any] = {"detect_source_change": True}
     gated.open_gate("down")
     assert gated.run("Down()", **detect) == [105, {"Up": 1, "Down": 1}]
     gated.edit("        return value\n", "        return value * 1\n")
@@ -766,14 +766,18 @@ def test_stale_reasons_name_the_helper_constant_or_upstream_that_changed(
     project.runs()
 
     path.write_text(path.read_text().replace("FACTOR = 10", "FACTOR = 20"))
-    result = project.run("-v")
+    result = project.run("-v", "--taskproc-manifest=m.json")
     result.stdout.fnmatch_lines(
         [
-            "*Cell[[]1[]] PASSED (computed: its source code changed"
-            " (changed: task_reasons.FACTOR))*",
-            "*Table PASSED (computed: an upstream result is newer (Cell(1)))*",
+            "*Cell[[]1[]] PASSED (computed: its code changed (task_reasons.FACTOR))*",
+            "*Table PASSED (computed: an upstream result changed (Cell(1)))*",
         ]
     )
+    # The manifest gives each computed task's reason in the same words.
+    entries = json.loads((project.path / "m.json").read_text())["tasks"]
+    reasons = {e["item"]: e.get("reason") for e in entries}
+    assert reasons["task_reasons.py::Cell[1]"] == "its code changed (task_reasons.FACTOR)"
+    assert reasons["task_reasons.py::Table"] == "an upstream result changed (Cell(1))"
     assert sorted(project.runs()) == ["Cell 1", "Cell 2", "Cell 3", "Table"]
 
     path.write_text(path.read_text().replace("GRID = [1, 2, 3]", "GRID = [1, 2]"))
@@ -788,8 +792,8 @@ def test_stale_reasons_name_the_helper_constant_or_upstream_that_changed(
     result = project.run("--collect-only", "-q")
     result.stdout.fnmatch_lines(
         [
-            "*task_reasons.py::Cell[[]1[]]: its source code changed (changed: task_reasons.scale)",
-            "*task_reasons.py::Table: an upstream task is stale (Cell(1))",
+            "*task_reasons.py::Cell[[]1[]]: its code changed (task_reasons.scale)",
+            "*task_reasons.py::Table: an upstream result changed (Cell(1))",
         ]
     )
     assert project.runs() == []

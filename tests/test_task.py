@@ -521,3 +521,33 @@ def test_clear_all_tasks_forgets_one_class_only(tasks: ModuleType, modules: Task
 def test_clear_all_tasks_before_any_run_is_harmless(tasks: ModuleType) -> None:
     tasks.Leaf.clear_all_tasks()
     assert tasks.Leaf(1).run_graph() == 1
+
+
+def test_slots_read_upstream_values_without_writing_into_the_task(
+    modules: TaskModules,
+) -> None:
+    """The values slots give inside run_task live outside the task's own ``__dict__``."""
+    mod = modules.load(
+        "selfcheck",
+        """
+class Up(TaskBase):
+    def run_task(self) -> int:
+        return 7
+
+
+class Down(TaskBase):
+    up: Requires[int]
+
+    def build_task(self) -> None:
+        self.up = Up()
+
+    def run_task(self) -> tuple[int, list[str]]:
+        return self.up, sorted(vars(self))
+""",
+    )
+    task = mod.Down()
+    before = sorted(vars(task))
+    value, seen = task.run_graph()
+    assert value == 7
+    assert seen == before
+    assert sorted(vars(task)) == before

@@ -5,8 +5,9 @@
 - ``task['key']`` naming an item the upstream result lacks names the slot,
   the upstream task and the keys it has;
 - a requirement slot read inside ``build_task`` is one error, cold or warm;
-- a class without ``run_task`` is an error when it is defined, unless it is
-  a base class (``abc.ABC``, or neither ``build_task`` nor ``run_task``).
+- a class with ``build_task`` and no ``run_task`` runs and caches None with
+  a warning at its definition (a base class, ``abc.ABC`` or neither method,
+  cannot run); so does a ``run_task`` without any ``return`` statement.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pytest_taskproc.errors import (
     ResultNotPicklableError,
     SlotReadInBuildError,
     TaskDefinitionError,
+    TaskDefinitionWarning,
     TaskprocError,
 )
 
@@ -196,8 +198,8 @@ def test_unpicklable_result_names_task_and_type(modules: TaskModules) -> None:
 # -- classes without run_task ------------------------------------------------------------------
 
 
-def test_a_misspelt_run_task_is_an_error_when_the_class_is_defined() -> None:
-    with pytest.raises(TaskDefinitionError) as info:
+def test_a_misspelt_run_task_is_a_warning_when_the_class_is_defined() -> None:
+    with pytest.warns(TaskDefinitionWarning) as caught:
 
         class Train(TaskBase):
             def build_task(self, seed: int) -> None:
@@ -206,11 +208,17 @@ def test_a_misspelt_run_task_is_an_error_when_the_class_is_defined() -> None:
             def run_tsak(self) -> int:
                 return self.seed
 
-    assert (
-        "Train defines build_task but no run_task ('run_tsak' is defined: a misspelling?); "
-        "every task class needs run_task(self) returning its result." in str(info.value)
+    (warning,) = caught
+    assert str(warning.message).endswith(
+        ".<locals>.Train defines build_task but no run_task ('run_tsak' is defined: a "
+        "misspelling?), so it runs and caches None, as in taskproc; define run_task(self) "
+        "returning its result (a base class meant only to be subclassed should derive from abc.ABC)"
     )
-    assert isinstance(info.value, TypeError)
+    assert warning.filename == __file__  # at the class statement, not in the library
+    # As in taskproc 0.11.2, it runs and caches None.
+    with ThreadPoolExecutor(1) as pool:
+        assert Train(1).run_graph(executor=pool) is None
+    assert Train(1).task_record is not None
 
 
 def test_base_classes_may_leave_run_task_out_but_cannot_run() -> None:
@@ -237,8 +245,108 @@ def test_base_classes_may_leave_run_task_out_but_cannot_run() -> None:
         assert FromAbstract(4).run_graph(executor=pool) == 4
         with pytest.raises(TaskDefinitionError, match="Shared defines no run_task: it is a base"):
             Shared().run_graph(executor=pool)
-    with pytest.raises(TaskDefinitionError, match="Child defines build_task but no run_task"):
+    with pytest.warns(TaskDefinitionWarning, match="Child defines build_task but no run_task"):
 
         class Child(Shared):
             def build_task(self, n: int) -> None:
                 pass
+
+
+NO_RETURN = """
+import abc
+
+
+class Forgot(TaskBase):
+    def run_task(self):
+        total = 1 + 1
+
+
+class Nested(TaskBase):
+    def run_task(self):
+        def inner():
+            return 3
+
+        inner()
+"""
+
+#: run_task methods that do not warn: None said, no value to lose, or no way to end normally
+QUIET = """
+import abc
+
+
+class Explicit(TaskBase):
+    def run_task(self):
+        print("side effect")
+        return None
+
+
+class Bare(TaskBase):
+    def run_task(self):
+        if os.environ.get("NEVER_SET_IN_TESTS"):
+            return
+        print("side effect")
+
+
+class Annotated(TaskBase):
+    def run_task(self) -> None:
+        print("side effect")
+
+
+class Generator(TaskBase):
+    def run_task(self):
+        yield 1
+
+
+class RaiseOnly(TaskBase):
+    def run_task(self):
+        message = "subclasses compute"
+        raise NotImplementedError(message)
+
+
+class Stub(TaskBase):
+    def run_task(self):
+        \"\"\"Filled in later.\"\"\"
+        ...
+
+
+class Exits(TaskBase):
+    def run_task(self) -> int:
+        print("cannot go on")
+        sys.exit(3)
+
+
+class Abstract(TaskBase, abc.ABC):
+    @abc.abstractmethod
+    def run_task(self):
+        total = 1
+
+
+class Value(TaskBase):
+    def run_task(self):
+        return 2
+"""
+
+
+def test_a_run_task_without_return_is_a_warning_naming_the_class(
+    modules: TaskModules,
+) -> None:
+    with pytest.warns(TaskDefinitionWarning) as caught:
+        module = modules.load("noreturn_mod", NO_RETURN)
+    assert [str(w.message) for w in caught] == [
+        f"{name}.run_task has no return statement, so {name} caches None as its result; "
+        "return the value it computes ('-> None' or an explicit 'return None' says None is "
+        "meant)"
+        for name in ("Forgot", "Nested")
+    ]
+    assert {w.filename for w in caught} == {str(modules.directory / "noreturn_mod.py")}
+    with ThreadPoolExecutor(1) as pool:
+        assert module.Forgot().run_graph(executor=pool) is None
+
+
+def test_no_warning_for_return_none_generators_raise_only_stubs_and_abstract_methods(
+    modules: TaskModules,
+) -> None:
+    # filterwarnings = error: any warning fails the import.
+    module = modules.load("quiet_mod", QUIET)
+    with ThreadPoolExecutor(1) as pool:
+        assert module.Value().run_graph(executor=pool) == 2

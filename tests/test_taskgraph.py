@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from types import ModuleType
 
-import networkx as nx
+import networkx as nx  # type: ignore[import-untyped]
 import pytest
 from conftest import TaskModules
 

@@ -12,6 +12,9 @@ state lives in ``config.stash``.
 
 from __future__ import annotations
 
+import fnmatch
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -120,6 +123,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     check_options(config)
     if not is_enabled(config):
+        if not hasattr(config, "workerinput"):
+            config.pluginmanager.register(TaskFileHint(config), "taskproc-hint")
         return
     options = read_options(config)
     config.stash[OPTIONS] = options
@@ -174,3 +179,77 @@ def pytest_configure_node(node: Any) -> None:
     options = node.config.stash.get(OPTIONS, None)
     if options is not None:
         node.workerinput["taskproc_run"] = options.run_info()
+
+
+class TaskFileHint:
+    """Without ``--taskproc``: a run that collects nothing but passes task files says so.
+
+    Only file names are matched while pytest walks the tree (no import, no
+    read), so a run without the flag costs what it costs without the plugin.
+    A file named on the command line counts when pytest imported it and it
+    defines task classes.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        patterns = [str(p) for p in config.getini("taskproc_files")]
+        # One compiled match of the file name per file pytest visits; a pattern
+        # with a folder in it needs Path.match, as the collector uses.
+        self.by_name = re.compile(
+            "|".join(fnmatch.translate(p) for p in patterns if "/" not in p) or "(?!)"
+        ).match
+        self.with_folder = [p for p in patterns if "/" in p]
+        self.found: list[Path] = []
+        self.collected = -1
+
+    def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> None:
+        name = file_path.name
+        if not name.endswith(".py"):
+            return
+        if self.by_name(name) or any(file_path.match(p) for p in self.with_folder):
+            # pytest walks the folder of a file named on the command line: only
+            # task files named or inside a folder named count.
+            session = parent.session
+            if any(session.isinitpath(p) for p in (file_path, *file_path.parents)):
+                self.found.append(file_path)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.collected = len(session.items)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.collected != 0:
+            return
+        config = terminalreporter.config
+        named = (
+            Path(config.invocation_params.dir, arg.split("::", 1)[0]).resolve()
+            for arg in config.args
+        )
+        found = sorted({*self.found, *filter(_defines_task_classes, named)})
+        if not found:
+            return
+        rootdir = Path(config.rootpath)
+        names = [
+            str(p.relative_to(rootdir)) if p.is_relative_to(rootdir) else str(p) for p in found
+        ]
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        terminalreporter.write_line(
+            f"taskproc: no tests collected, but task files were found ({shown}); "
+            "run their tasks with: pytest --taskproc",
+            yellow=True,
+        )
+
+
+def _defines_task_classes(path: Path) -> bool:
+    """Whether a module pytest imported from ``path`` defines task classes."""
+    import sys
+
+    spec = sys.modules.get("pytest_taskproc.spec")
+    if spec is None:
+        return False  # nothing imported the library, so no module defines a task
+    for module in list(sys.modules.values()):
+        filename = getattr(module, "__file__", None)
+        if filename and Path(filename) == path:
+            return any(
+                spec.is_task_class(value) and value.__module__ == module.__name__
+                for value in vars(module).values()
+            )
+    return False

@@ -34,7 +34,7 @@ from .params import (
     task_item_name,
     value_id,
 )
-from .report import is_task_file
+from .report import UNREACHED, is_task_file
 
 
 def defining_file(cls: type) -> Path | None:
@@ -187,6 +187,7 @@ class TaskFile(pytest.Module):
             params = parameter_sets(cls)
             if params is None:
                 if not _needs_no_arguments(cls):
+                    found.needs_arguments.setdefault(cls, self)
                     continue  # a library task, used upstream only
                 params = [ParameterSet({}, None, ())]
             for kwargs, explicit_id, marks in params:
@@ -225,6 +226,8 @@ class Collection:
     selected: list[TaskItem] = field(default_factory=list)
     #: failed collect reports of task files (build_task errors of roots, import errors)
     task_file_errors: int = 0
+    #: classes that need arguments and are not parametrized, with the file defining them
+    needs_arguments: dict[type, TaskFile] = field(default_factory=dict)
     _graph: TaskGraph | None = None
 
     def add_root(
@@ -246,6 +249,15 @@ class Collection:
             self.first_file[key] = source
             self.tasks[key] = task
             stack.extend(spec_of(task).upstream)
+
+    def unreached(self) -> list[str]:
+        """Node ids of the classes that need arguments and no collected task requires."""
+        reached = {type(task) for task in self.tasks.values()}
+        return [
+            f"{source.nodeid}::{cls.__qualname__}"
+            for cls, source in self.needs_arguments.items()
+            if cls not in reached
+        ]
 
     @property
     def graph(self) -> TaskGraph:
@@ -296,12 +308,29 @@ class Collector:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> Any:
-        if file_path.suffix != ".py":
-            return None
+        if file_path.suffix != ".py" or parent.session.isinitpath(file_path):
+            return None  # a file named on the command line: see pytest_pycollect_makemodule
         patterns = self.config.getini("taskproc_files")
         if not any(file_path.match(p) for p in patterns):
             return None
         return TaskFile.from_parent(parent, path=file_path)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_pycollect_makemodule(self, module_path: Path, parent: pytest.Collector) -> Any:
+        """A Python file named on the command line is a task file, whatever its name.
+
+        pytest makes a module of any Python file named on the command line and
+        asks this hook for it, so the file becomes one task file instead of a
+        test module besides.  A test file (``python_files``) stays a test module.
+        """
+        if not parent.session.isinitpath(module_path):
+            return None
+        task_patterns = self.config.getini("taskproc_files")
+        if not any(module_path.match(p) for p in task_patterns) and any(
+            module_path.match(p) for p in self.config.getini("python_files")
+        ):
+            return None
+        return TaskFile.from_parent(parent, path=module_path)
 
     def pytest_ignore_collect(self, collection_path: Path) -> bool | None:
         # The cache holds no tests; walking a big graph's result folders costs seconds.
@@ -313,10 +342,11 @@ class Collector:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, items: list[Any]) -> Any:
-        """Add the items no collected file claimed, then restore upstream-first order.
+        """Add the items no collected file claimed, in upstream-first order.
 
-        Items are added before the other plugins see the list, so ``-k``/``-m``
-        can deselect them; the order is restored after them, because plugins
+        Items are added and ordered before the other plugins see the list, so
+        ``-k``/``-m`` can deselect them and ``--sw`` skips what came before the
+        failed item; the order is restored after them, because plugins
         that shuffle (pytest-randomly) or sort do so in plain implementations
         or before theirs yields.  ``--ff``/``--nf`` reorder after this, in
         wrappers of their own, and keep their say.
@@ -334,13 +364,17 @@ class Collector:
             # "collected N items" (and every other listener) right.
             report = pytest.CollectReport(session.nodeid, "passed", None, late)
             self.config.hook.pytest_collectreport(report=report)
-        yield
         order = {k: i for i, k in enumerate(found.graph.order)}
+        # Before the others too: ``--sw`` deselects the items before the one that
+        # failed last time, by position, so it must see them upstream-first.
+        items[:] = items_in_upstream_order(items, order)
+        yield
         items[:] = items_in_upstream_order(items, order)
 
     @pytest.hookimpl(tryfirst=True)  # before the plan reads the selection
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.found.selected = [i for i in session.items if isinstance(i, TaskItem)]
+        self.config.stash[UNREACHED] = self.found.unreached()
         self._check_rate_limit_channels()
 
     def _check_rate_limit_channels(self) -> None:

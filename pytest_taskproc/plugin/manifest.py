@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from .options import Options
-from .report import REPORT_ATTR, STATUS, count_of, is_task_file
+from .report import REASON, REPORT_ATTR, STATUS, count_of, is_task_file
 
 #: the entry of a task item, on its teardown report
 MANIFEST_ATTR = "taskproc_manifest"
@@ -54,6 +54,8 @@ class Manifest:
         self.reports = options.worker_id is None
         self.entries: dict[str, dict[str, Any]] = {}
         self.statuses: dict[str, str] = {}
+        #: why a task was stale, in the words of ``-v`` and the dry run
+        self.reasons: dict[str, str] = {}
 
     # -- where items run ----------------------------------------------------------------------
     @pytest.hookimpl(hookwrapper=True)
@@ -100,6 +102,9 @@ class Manifest:
             status = run_status(report)
             if status is not None:  # a failing teardown has the last word, as in pytest
                 self.statuses[report.nodeid] = status
+            reason = (getattr(report, REPORT_ATTR, None) or {}).get(REASON)
+            if report.when == "call" and reason:
+                self.reasons[report.nodeid] = str(reason)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -129,6 +134,8 @@ class Manifest:
         for nodeid in sorted(self.entries):
             entry = dict(self.entries[nodeid], item=nodeid)
             entry["status"] = self.statuses.get(nodeid, entry.get("status", "not run"))
+            if nodeid in self.reasons:
+                entry["reason"] = self.reasons[nodeid]
             tasks.append(entry)
         write_manifest(self.path, {"cache": str(self.options.cache_root), "tasks": tasks})
 

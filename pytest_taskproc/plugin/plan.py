@@ -9,11 +9,12 @@ tasks run in one of two ways:
 
 - *item by item* (no executor, or under xdist): each item computes what its
   own task still needs, in the pytest process (so ``--pdb`` and ``-s`` work)
-  or, with an executor under xdist, on that executor.  A graph of one pass
-  (``execute.GraphRun``) is worked through target by target, linear overall.
+  or, with an executor under xdist, on that executor.  The run's one
+  ``execute.Run`` is settled target by target, linear overall.
 - *in the background* (``--taskproc-executor`` without xdist): one pass over
   every stale task runs in a thread, submitting each task as soon as its
-  upstream tasks are done; each item waits for its own task's outcome.
+  upstream tasks are done; each item waits for its own task's outcome.  If
+  that thread breaks down, the next item raises its error.
 
 ``verdict`` decides what became of each item's task, ``runtest`` reports it.
 """
@@ -24,7 +25,6 @@ import json
 import threading
 import warnings
 from concurrent.futures import Executor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,11 +32,10 @@ import pytest
 from ..atomic import write_text_atomic
 from ..cache import ensure_directory, prepare_root
 from ..context import Context
-from ..execute import GraphRun, InlineExecutor, assign_ids
-from ..freshness import TaskState, plan
-from ..graph import NodeKey, TaskGraph
-from ..ratelimit import ChannelLimiter, FileSlots
-from ..worker import RUNNING_SUFFIX
+from ..execute import InlineExecutor, NodeKey, Run, RunSettings, TaskState
+from ..freshness import plan
+from ..graph import TaskGraph
+from ..ratelimit import FileSlots
 from .collect import COLLECTION, Collection, TaskItem
 from .options import Options
 from .params import skip_by_marks
@@ -67,16 +66,23 @@ class RunPlan:
         Context.cache_dir = options.cache_root
         limits = options.rate_limits
         root = options.cache_root
-        self.slots = FileSlots(root / "taskproc" / ".ratelimits", limits) if limits else None
-        self.graph: TaskGraph | None = None
-        self.states: dict[NodeKey, TaskState] = {}
+        self.settings = RunSettings(
+            str(root),
+            run_id=options.run_id,
+            detect_source_change=options.detect_source_change,
+            echo=options.echo,
+            slots=FileSlots(root / "taskproc" / ".ratelimits", limits) if limits else None,
+            failure_dir=str(options.failure_dir),
+            log_failures=False,  # each failure is its item's report
+        )
         self.selected: set[NodeKey] = set()
         self.cleared: set[NodeKey] = set()
         self.withheld = _MarkSkipped(self)
         self._mark_skips: dict[NodeKey, str | None] = {}
-        #: the pass over the planned graph (item by item, or in the background)
-        self.run: GraphRun | None = None
+        #: the planned graph, settled item by item or in the background
+        self.run: Run | None = None
         self.background: threading.Thread | None = None
+        #: what broke the background pass down, for the next item to raise
         self.background_error: BaseException | None = None
         #: guards what the background pass tells the items: outcomes, counts
         self.changed = threading.Condition()
@@ -146,10 +152,10 @@ class RunPlan:
             self._close_executor()
 
     # -- the plan ---------------------------------------------------------------------------
-    def ensure_planned(self) -> None:
+    def ensure_planned(self) -> Run:
         """Plan the selection's graph, once per process: one record read per task."""
-        if self.graph is not None:
-            return
+        if self.run is not None:
+            return self.run
         found = self.collection
         self.selected = {i.key for i in found.selected}
         if len(self.selected) == len(found.itemized):
@@ -157,12 +163,21 @@ class RunPlan:
         else:
             graph = TaskGraph([i.task for i in found.selected])
         options = self.options
-        self.states = plan(
-            graph, options.cache_root, options.detect_source_change, frozenset(self.cleared)
+        background = options.executor is not None and options.worker_id is None
+        self.run = Run(
+            graph,
+            self.settings,
+            executor=self._executor_or_inline,
+            # In-process limits for the background pass, so no pool worker sits
+            # waiting for a slot; items computed one by one need only the slots.
+            rate_limits=options.rate_limits if background else None,
+            cleared=frozenset(self.cleared),
         )
-        self.graph = graph
-        # A table that cannot grow fails its tasks when they are run, one by one.
-        assign_ids(self.states, [k for k, s in self.states.items() if s.stale])
+        return self.run
+
+    def state(self, key: NodeKey) -> TaskState | None:
+        """The task's planned state; None before planning."""
+        return None if self.run is None else self.run.state(key)
 
     def reissue_warnings(self) -> None:
         """Warnings met while planning, issued again where pytest records them."""
@@ -201,24 +216,8 @@ class RunPlan:
                     self._executor.submit(int).result()
         return self._executor
 
-    def _new_run(self, executor: Executor, limits: dict[str, int] | None) -> GraphRun:
-        assert self.graph is not None
-        options = self.options
-        return GraphRun(
-            self.graph,
-            self.states,
-            options.cache_root,
-            executor,
-            ChannelLimiter(limits),
-            detect_source_change=options.detect_source_change,
-            lock=True,
-            echo=options.echo,
-            slots=self.slots,
-            failure_dir=str(options.failure_dir),
-            run_id=options.run_id,
-            on_settled=self.on_settled,
-            log_failures=False,  # each failure is its item's report
-        )
+    def _executor_or_inline(self) -> Executor:
+        return self.executor() or InlineExecutor()
 
     def _start_background(self) -> None:
         """Submit every stale task to the executor, from a thread, as its upstream gets done.
@@ -226,20 +225,17 @@ class RunPlan:
         A fully cached run starts no executor at all (its scheduler may even
         be down); a scheduler that cannot be reached is one usage error.
         """
-        assert self.graph is not None
-        self.stale_count = sum(1 for s in self.states.values() if s.stale)
+        run = self.ensure_planned()
+        self.stale_count = run.stale_count
         if not self.stale_count:
             return
-        executor = self.executor()
-        assert executor is not None
-        # In-process limits too, so no pool worker sits waiting for a slot.
-        self.run = run = self._new_run(executor, self.options.rate_limits)
+        self.executor()  # a scheduler that cannot be reached is a usage error, here
         withheld = self.withheld
 
         def work() -> None:
             try:
-                run.run(keep_going=True, withheld=withheld)
-            except BaseException as exc:  # the items left waiting compute their tasks alone
+                run.settle(keep_going=True, withheld=withheld, listener=self.on_settled)
+            except BaseException as exc:  # raised by the next item, which is told of it
                 self.background_error = exc
             finally:
                 with self.changed:
@@ -278,16 +274,21 @@ class RunPlan:
                 process.terminate()
         executor.shutdown(wait=False, cancel_futures=True)
 
-    def item_run(self) -> GraphRun:
-        """The pass items compute their tasks through, once no background pass runs."""
+    def item_run(self) -> Run:
+        """The run items compute their tasks through, once no background pass runs."""
         self.stop(cancel=False)
-        if self.run is None:
-            self.run = self._new_run(self.executor() or InlineExecutor(), None)
-        return self.run
+        self.raise_background_error()
+        return self.ensure_planned()
+
+    def raise_background_error(self) -> None:
+        """A breakdown of the background pass is the error of the item that finds it."""
+        error, self.background_error = self.background_error, None
+        if error is not None:
+            raise error
 
     def on_settled(self, node: NodeKey) -> None:
         run = self.run
-        outcome = None if run is None else run.outcomes.get(node)
+        outcome = None if run is None else run.outcome(node).value
         with self.changed:
             self.settled_count += 1
             self.last_settled = node
@@ -302,18 +303,6 @@ class RunPlan:
             count, seconds = self._upstream
             self._upstream = [0, 0.0]
         return int(count), float(seconds)
-
-    # -- failures of this run ----------------------------------------------------------------
-    def forget_failure(self, key: NodeKey) -> None:
-        """A rerun of an item (pytest-rerunfailures) computes its task afresh."""
-        if self.run is not None:
-            self.run.forget(key)
-        state = self.states[key]
-        if state.task_id is None:
-            return
-        marker = self.options.failure_dir / f"{state.store.name}.{state.task_id}"
-        for path in (marker, Path(f"{marker}{RUNNING_SUFFIX}")):
-            path.unlink(missing_ok=True)
 
 
 def clear_selected(selected: list[TaskItem], options: Options) -> set[NodeKey]:

@@ -33,6 +33,10 @@ UPSTREAM = "taskproc_upstream"
 
 GRAPH_FILE = "graph.json"
 
+#: node ids of task classes that need arguments, are not parametrized and that no
+#: collected task requires: they never run, which the summary says in one line
+UNREACHED = pytest.StashKey[list[str]]()
+
 #: always in the summary line; the others only when they happened
 MAIN_COUNTS = ("computed", "cached", "failed", "skipped")
 EXTRA_COUNTS = ("xfailed", "xpassed", "errors", "rerun")
@@ -264,6 +268,9 @@ class TaskprocReporter:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker:
             return
+        unreached = self.config.stash.get(UNREACHED, [])
+        if unreached:
+            terminalreporter.write_line(unreached_line(unreached), yellow=True)
         dry_run = self.dry_run
         if dry_run is not None:
             tr = terminalreporter
@@ -295,6 +302,21 @@ class TaskprocReporter:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             with contextlib.suppress(OSError):
                 os.rmdir(self.run_dir.parent)  # only when no other run is going on
+
+
+def unreached_line(nodeids: list[str]) -> str:
+    """One line naming the task classes that took no part in the run, and what to do.
+
+    Not a ``taskproc:`` line: that prefix is the summary line's, which tools read.
+    """
+    one = len(nodeids) == 1
+    verb, it = ("needs", "it") if one else ("need", "them")
+    return (
+        f"taskproc note: {', '.join(nodeids)} {verb} arguments, "
+        f"{'is' if one else 'are'} not parametrized and no collected task requires {it}, "
+        f"so {'it' if one else 'they'} never {'runs' if one else 'run'} (parametrize {it} "
+        f"with @pytest.mark.parametrize or require {it} from a task that runs)"
+    )
 
 
 def outside_capture(config: pytest.Config) -> contextlib.AbstractContextManager[Any]:

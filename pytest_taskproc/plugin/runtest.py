@@ -28,9 +28,9 @@ from ..errors import (
     TaskFailedEarlierError,
     TaskprocError,
 )
-from ..freshness import TaskState
+from ..execute import TaskState
+from ..ledger import Failure, Kind
 from ..provenance import Status
-from ..worker import summarize
 from .collect import PROTOCOL, TaskItem
 from .options import Options
 from .plan import PLAN, RunPlan
@@ -78,7 +78,7 @@ class ItemRunner:
     ) -> Any:
         error = excinfo.value
         what = f"is {NOT_REPRODUCIBLE}" if isinstance(error, NotReproducibleError) else "failed"
-        header = failure_header(item, self.plan.states.get(item.key), what, self.options.started_ns)
+        header = failure_header(item, self.plan.state(item.key), what, self.options.started_ns)
         if isinstance(error, TaskprocError) and not _raised_in_run_task(item, excinfo):
             # Our own errors outside run_task (an unpicklable result, a missing
             # item key, a failure on another worker) say all there is to say:
@@ -132,14 +132,15 @@ def report_verdict(item: TaskItem, verdict: Verdict, plan: RunPlan) -> None:
         if cause is None:
             assert verdict.culprit is not None
             _skip(item, f"upstream task {culprit!r} is {plan.mark_skip(verdict.culprit)}")
-        _skip(item, _upstream_reason(culprit, summarize(cause)))  # type: ignore[arg-type]
+        assert cause is not None
+        _skip(item, _upstream_reason(culprit, Failure.of(cause)))
     error = verdict.error
     assert error is not None
     if isinstance(error, TaskFailedEarlierError):
         # Recorded by another worker, or by an earlier attempt that a process died in.
-        _repeat_recorded(item, error.summary)
+        _repeat_recorded(item, Failure.of(error))
     status[REASON] = state.describe()
-    status[STATUS] = _kind(summarize(error))[0]
+    status[STATUS] = Failure.of(error).kind.value
     _output_sections(item, state, plan.options.started_ns)
     raise error  # with its own traceback from run_task
 
@@ -161,21 +162,11 @@ def _report_verification(item: TaskItem, checked: Checked) -> None:
     status.update({STATUS: "cached", REASON: f"not verified: {checked.difference}"})
 
 
-def _kind(summary: str) -> tuple[str, str]:
-    """``("skipped" | "xfailed" | "failed", detail)`` of a recorded ``Type: message``."""
-    name, _, detail = summary.partition(": ")
-    if name == "Skipped":
-        return "skipped", detail
-    if name == "XFailed":
-        return "xfailed", detail
-    return "failed", summary
-
-
-def _upstream_reason(task: Any, summary: str) -> str:
-    kind, detail = _kind(summary)
-    if kind == "skipped":
+def _upstream_reason(task: Any, failure: Failure) -> str:
+    detail = failure.detail
+    if failure.kind is Kind.SKIPPED:
         return f"upstream task {task!r} was skipped ({detail})"
-    if kind == "xfailed":
+    if failure.kind is Kind.XFAILED:
         return f"upstream task {task!r} xfailed ({detail})"
     return f"upstream task {task!r} failed ({detail})"
 
@@ -186,19 +177,18 @@ def _skip(item: TaskItem, reason: str) -> None:
     pytest.skip(reason)
 
 
-def _repeat_recorded(item: TaskItem, summary: str) -> None:
+def _repeat_recorded(item: TaskItem, failure: Failure) -> None:
     """The task of this item ended earlier in this run elsewhere: give the item that outcome."""
     __tracebackhide__ = True
-    kind, detail = _kind(summary)
-    item.tp_status[STATUS] = kind
-    if kind == "skipped":
-        pytest.skip(detail)
-    if kind == "xfailed":
-        pytest.xfail(detail)
+    item.tp_status[STATUS] = failure.kind.value
+    if failure.kind is Kind.SKIPPED:
+        pytest.skip(failure.detail)
+    if failure.kind is Kind.XFAILED:
+        pytest.xfail(failure.detail)
     raise TaskFailedEarlierError(
-        f"{summary} (raised when {item.task!r} ran earlier in this run, for another item or "
-        "on another xdist worker; its traceback is in that item's report)",
-        summary,
+        f"{failure.summary} (raised when {item.task!r} ran earlier in this run, for another item "
+        "or on another xdist worker; its traceback is in that item's report)",
+        failure.summary,
     )
 
 

@@ -3,26 +3,19 @@
 ``decide`` is what an item runs.  A task planned fresh is checked (its
 stored bytes must still load) and found fresh; otherwise the item waits for
 the background pass, or computes what its task still needs now, through the
-run's one pass over the planned graph.  Only when another process changed or
-damaged an upstream result under this run is the item's own graph planned
-again (``_alone``).
+run's one ``execute.Run``, which also recovers when another process changed
+or damaged an upstream result under this run.
 """
 
 from __future__ import annotations
 
 import enum
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from .. import freshness
-from ..errors import CacheCorruptionWarning, CorruptResultError, TaskprocError
-from ..execute import MAX_RECOVERIES, GraphRun, InlineExecutor, discard_corrupt
-from ..freshness import Reason, TaskState
-from ..graph import NodeKey, TaskGraph
-from ..ratelimit import ChannelLimiter
-from ..worker import REPLAN_ERRORS, Outcome
+from ..errors import TaskprocError
+from ..execute import NodeKey, Outcome, Run, Settled, TaskOutcome, TaskState
 from .collect import TaskItem
 from .plan import RunPlan
 from .report import ProgressLine
@@ -55,8 +48,6 @@ class Verdict:
     culprit: NodeKey | None = None
     culprit_task: Any = None
     cause: BaseException | None = None
-    #: an upstream value changed or damaged under this run: plan again, do not report
-    replan: BaseException | None = None
     #: tasks computed only as upstream of the selection meanwhile: (count, seconds)
     upstream: tuple[int, float] = (0, 0.0)
     #: FRESH in a ``--taskproc-verify`` run: what recomputing the cached task found
@@ -71,30 +62,33 @@ class Verdict:
         return record is None or record.made.get("run") != run_id
 
 
-def read_verdict(run: GraphRun, item: TaskItem, earlier: bool) -> Verdict:
+_FATES = {
+    Settled.FRESH: Fate.FRESH,
+    Settled.COMPUTED: Fate.COMPUTED,
+    Settled.FAILED: Fate.FAILED,
+    Settled.BLOCKED: Fate.BLOCKED,
+}
+
+
+def read_verdict(run: Run, item: TaskItem, earlier: bool) -> Verdict:
     """The verdict on ``item`` from what ``run`` knows; ``earlier``: settled before this item."""
-    key = item.key
-    state = run.states[key]
-    outcome = run.outcomes.get(key)
-    if outcome is not None:
-        fate = Fate.COMPUTED if outcome.computed and not earlier else Fate.FRESH
-        return Verdict(fate, state, outcome=outcome)
-    error = run.failed.get(key)
-    if error is not None:
-        if isinstance(error, REPLAN_ERRORS):
-            return Verdict(Fate.FAILED, state, replan=error)
-        return Verdict(Fate.FAILED, state, error=error)
-    culprit = run.blocked.get(key)
-    if culprit is not None:
-        cause = run.failed.get(culprit)
-        if isinstance(cause, REPLAN_ERRORS):
-            return Verdict(Fate.BLOCKED, state, replan=cause)
-        task = run.graph.tasks[culprit]
-        return Verdict(Fate.BLOCKED, state, culprit=culprit, culprit_task=task, cause=cause)
-    if not state.stale:
-        return Verdict(Fate.FRESH, state)
-    stopped = TaskprocError(f"{item.task!r} was not computed: the run was stopped before it")
-    return Verdict(Fate.FAILED, state, error=stopped)
+    found: TaskOutcome = run.outcome(item.key)
+    if found.kind is Settled.PENDING:
+        stopped = TaskprocError(f"{item.task!r} was not computed: the run was stopped before it")
+        return Verdict(Fate.FAILED, found.state, error=stopped)
+    fate = _FATES[found.kind]
+    if fate is Fate.COMPUTED and earlier:
+        fate = Fate.FRESH
+    culprit_task = None if found.culprit is None else run.task(found.culprit)
+    return Verdict(
+        fate,
+        found.state,
+        outcome=found.value,
+        error=found.error,
+        culprit=found.culprit,
+        culprit_task=culprit_task,
+        cause=found.cause,
+    )
 
 
 def decide(plan: RunPlan, item: TaskItem, rerun: bool) -> Verdict:
@@ -118,18 +112,19 @@ def decide(plan: RunPlan, item: TaskItem, rerun: bool) -> Verdict:
 def _settle(plan: RunPlan, item: TaskItem, rerun: bool) -> Verdict:
     """What became of the item's task: looked up, waited for or computed now."""
     __tracebackhide__ = True
-    plan.ensure_planned()
+    run = plan.ensure_planned()
     plan.reissue_warnings()
+    plan.raise_background_error()
     key = item.key
-    state = plan.states[key]
     if rerun:
         plan.stop(cancel=False)
-        plan.forget_failure(key)
+        run.forget_failure(key)
+    state = run.state(key)
     if not state.stale:
-        problem = _damage(state)
+        problem = run.damage(key)
         if problem is None:
             return Verdict(Fate.FRESH, state)
-        _invalidate(plan, key, problem)
+        plan.item_run().invalidate(key, problem)
     elif plan.background is not None:
         return _wait(plan, item)
     return _compute(plan, item)
@@ -138,13 +133,12 @@ def _settle(plan: RunPlan, item: TaskItem, rerun: bool) -> Verdict:
 def _wait(plan: RunPlan, item: TaskItem) -> Verdict:
     """Wait for the background pass to settle the item's task, showing how far it is."""
     __tracebackhide__ = True
-    run = plan.run
-    assert run is not None
+    run = plan.ensure_planned()
     key = item.key
     progress = ProgressLine(plan.config)
     start = time.monotonic()
     with plan.changed:
-        while not run.settled(key):
+        while run.outcome(key).kind is Settled.PENDING:
             thread = plan.background
             if thread is None or not thread.is_alive():
                 break
@@ -153,16 +147,17 @@ def _wait(plan: RunPlan, item: TaskItem) -> Verdict:
             if waited > PROGRESS_AFTER_SECONDS:
                 progress.update(_progress_text(plan, run, item, waited))
     progress.finish(_progress_text(plan, run, item, time.monotonic() - start, done=True))
-    if not run.settled(key):
-        return _compute(plan, item)  # the pass ended without it (it broke, or was stopped)
-    return _judged(plan, item, read_verdict(run, item, earlier=False))
+    plan.raise_background_error()
+    if run.outcome(key).kind is Settled.PENDING:
+        return _compute(plan, item)  # the pass ended without it (it was stopped)
+    return _judged(plan, read_verdict(run, item, earlier=False))
 
 
 def _progress_text(
-    plan: RunPlan, run: GraphRun, item: TaskItem, waited: float, done: bool = False
+    plan: RunPlan, run: Run, item: TaskItem, waited: float, done: bool = False
 ) -> str:
     last = plan.last_settled
-    named = "" if last is None else f"; last done: {run.graph.tasks[last]!r}"
+    named = "" if last is None else f"; last done: {run.task(last)!r}"
     what = "has its result" if done else "waits for its task"
     return (
         f"[taskproc] {plan.settled_count}/{plan.stale_count} stale tasks done; "
@@ -175,8 +170,8 @@ def _compute(plan: RunPlan, item: TaskItem) -> Verdict:
     __tracebackhide__ = True
     run = plan.item_run()
     key = item.key
-    if key in run.outcomes:  # done earlier, as another item's upstream
-        return _judged(plan, item, read_verdict(run, item, earlier=True))
+    if run.outcome(key).value is not None:  # done earlier, as another item's upstream
+        return _judged(plan, read_verdict(run, item, earlier=True))
     progress = ProgressLine(plan.config)
     start = time.monotonic()
     upstream_done = 0
@@ -190,104 +185,18 @@ def _compute(plan: RunPlan, item: TaskItem) -> Verdict:
                 return  # quick work needs no word
             progress.update(
                 f"[taskproc] {item.name}: {upstream_done} upstream tasks done of "
-                f"{run.size - 1}; last done: {run.graph.tasks[node]!r}"
+                f"{run.todo - 1}; last done: {run.task(node)!r}"
             )
 
-    run.on_settled = settled
-    try:
-        run.run([key], withheld=plan.withheld)
-    except KeyboardInterrupt:
-        raise
-    except BaseException:
-        pass  # recorded in run.failed: the verdict reads it from there
-    finally:
-        run.on_settled = plan.on_settled
+    run.settle([key], withheld=plan.withheld, listener=settled)
     elapsed = time.monotonic() - start
     progress.finish(
         f"[taskproc] {item.name}: {upstream_done} upstream tasks done in {elapsed:.1f} s"
     )
-    return _judged(plan, item, read_verdict(run, item, earlier=False))
+    return _judged(plan, read_verdict(run, item, earlier=False))
 
 
-def _judged(plan: RunPlan, item: TaskItem, verdict: Verdict) -> Verdict:
-    """The verdict, unless a changed or damaged upstream value calls for a fresh plan."""
-    __tracebackhide__ = True
-    if verdict.replan is not None:
-        verdict = _alone(plan, item, verdict.replan)
+def _judged(plan: RunPlan, verdict: Verdict) -> Verdict:
+    """The verdict, with the upstream tasks computed for it meanwhile."""
     verdict.upstream = plan.take_upstream()
     return verdict
-
-
-def _alone(plan: RunPlan, item: TaskItem, error: BaseException) -> Verdict:
-    """Plan the item's own graph afresh and run it: another process changed a result under us.
-
-    Rare (another session recomputed or damaged an upstream result while this
-    one ran), so planning this item's graph alone is affordable.
-    """
-    __tracebackhide__ = True
-    shared = plan.item_run()
-    for node, failure in list(shared.failed.items()):
-        if isinstance(failure, REPLAN_ERRORS):
-            shared.forget(node)
-    graph = TaskGraph([item.task])
-    options = plan.options
-    for _ in range(MAX_RECOVERIES):
-        if isinstance(error, CorruptResultError):
-            discard_corrupt(options.cache_root, error)
-        states = freshness.plan(graph, options.cache_root, options.detect_source_change)
-        run = GraphRun(
-            graph,
-            states,
-            options.cache_root,
-            plan.executor() or InlineExecutor(),
-            ChannelLimiter(None),
-            detect_source_change=options.detect_source_change,
-            echo=options.echo,
-            slots=plan.slots,
-            failure_dir=str(options.failure_dir),
-            run_id=options.run_id,
-        )
-        try:
-            run.run(withheld=plan.withheld)
-        except KeyboardInterrupt:
-            raise
-        except BaseException:
-            pass
-        verdict = read_verdict(run, item, earlier=False)
-        if verdict.replan is None:
-            for node, outcome in run.outcomes.items():
-                shared.learn(node, outcome)
-            plan.states[item.key].task_id = states[item.key].task_id
-            return verdict
-        error = verdict.replan
-    raise CorruptResultError(f"{item.task!r}: upstream results kept coming back damaged")
-
-
-# -- damaged results ------------------------------------------------------------------------
-def _damage(state: TaskState) -> str | None:
-    """What is wrong with a fresh task's stored bytes: ``cached`` promises a value that loads."""
-    if state.record is None or state.task_id is None:
-        return None
-    problem: str | None = state.store.verify_value(state.task_id, state.record)
-    return problem
-
-
-def _invalidate(plan: RunPlan, key: NodeKey, problem: str) -> None:
-    """Drop a damaged result; the tasks planned fresh downstream of it are judged again."""
-    run = plan.item_run()
-    state = plan.states[key]
-    warnings.warn(CacheCorruptionWarning(f"{problem}; recomputing {state.task!r}"), stacklevel=3)
-    assert state.task_id is not None
-    state.store.discard_result(state.task_id)
-    state.reason, state.record = Reason.DAMAGED, None
-    run.forget_value(key)
-    stack = [key]
-    while stack:
-        for down in run.graph.downstream(stack.pop()):
-            there = plan.states[down]
-            outcome = run.outcomes.get(down)
-            if (there.stale and outcome is None) or (outcome is not None and outcome.computed):
-                continue  # to be computed anyway, or computed in this run from the plan's values
-            there.reason = Reason.UPSTREAM_STALE
-            run.forget_value(down)
-            stack.append(down)

@@ -60,13 +60,13 @@ class Verifier:
     # Not tryfirst: the plan's own runtestloop hook (tryfirst) has planned by now.
     def pytest_runtestloop(self, session: pytest.Session) -> None:
         plan = self.plan
-        if plan.graph is None or self.options.worker_id is not None:
+        if plan.run is None or self.options.worker_id is not None:
             return  # no executor (planned at the first item), or an xdist worker
         executor = plan.executor()
         if executor is None:
             return
         for item in plan.collection.selected:
-            state = plan.states.get(item.key)
+            state = plan.state(item.key)
             if state is None or state.stale or plan.mark_skip(item.key) is not None:
                 continue
             self.pending[item.key] = _submit(executor, item.task, self.options)
