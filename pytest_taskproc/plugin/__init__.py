@@ -149,6 +149,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if options.controller:
         if config.getoption("taskproc_prune") is not None:
             raise pytest.UsageError("--taskproc-prune runs without xdist: drop -n")
+        from .interrupt import InterruptedWorkers
+
+        config.pluginmanager.register(InterruptedWorkers(config), "taskproc-interrupt")
         return
     from .collect import Collector
     from .plan import RunPlan
