@@ -15,6 +15,10 @@ machine's speed cancels out.
   ``--taskproc-executor=process:2`` against no executor (goal: at least 1.8x
   faster); the same with 2 s tasks (reported: start-up weighs less there);
   2,000 trivial tasks, the same two ways (goal: no slower).
+* U: usage errors that must come within seconds: ``--taskproc-executor=dask:ADDRESS``
+  with nothing listening at ADDRESS, against the same run with no executor
+  (pytest's start-up included); goal: the usage error in under 25 s (Dask
+  alone would wait 30 s per connection).  Needs ``dask[distributed]``.
 * X: xdist, on an empty cache: the 8 CPU tasks (0.5 s, then 2 s) with ``-n 2``
   against ``-n 0``, next to plain tests doing the same work the same two ways;
   goal: at least 95% of plain xdist's speedup.
@@ -158,8 +162,8 @@ class Folder:
         (self.path / filename).write_text(textwrap.dedent(source))
         (self.path / "pytest.ini").write_text("[pytest]\n")
 
-    def run(self, *args: str, timeout: float = 3600) -> float:
-        """Wall time of one fresh pytest run here; a failing run ends the benchmark."""
+    def run(self, *args: str, timeout: float = 3600, expect_exit: int = 0) -> float:
+        """Wall time of one fresh pytest run here; a run that ends otherwise ends the benchmark."""
         command = [sys.executable, "-m", "pytest", *BASE_ARGS, *args]
         # The default place, <rootdir>/.cache: pytest does not look into dot folders.
         env = {**os.environ, "CP_CACHE_DIR": str(self.path / ".cache")}
@@ -168,7 +172,7 @@ class Folder:
             command, cwd=self.path, env=env, capture_output=True, text=True, timeout=timeout
         )
         elapsed = time.perf_counter() - start
-        if proc.returncode != 0:
+        if proc.returncode != expect_exit:
             raise SystemExit(f"pytest {' '.join(args)} failed:\n{proc.stdout[-3000:]}")
         return elapsed
 
@@ -232,13 +236,51 @@ def cold_pair(
     return min(times[base]), min(times[other])
 
 
+def unreachable_scheduler(repeat: int) -> list[Row]:
+    """U1: how long a run takes to say that no Dask scheduler listens at the address."""
+    import importlib.util
+    import socket
+
+    if importlib.util.find_spec("distributed") is None:
+        print("U1 skipped: dask[distributed] is not installed", file=sys.stderr)
+        return []
+    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = Folder(TRIVIAL_TASKS.format(n=4), "task_trivial.py")
+    address = f"--taskproc-executor=dask:tcp://127.0.0.1:{port}"
+    plain: list[float] = []
+    failing: list[float] = []
+    try:
+        for _ in range(repeat):
+            folder.clear()
+            plain.append(folder.run("--taskproc"))
+            folder.clear()
+            failing.append(folder.run("--taskproc", address, expect_exit=4))
+    finally:
+        folder.close()
+    base, ours = min(plain), min(failing)
+    return [
+        (
+            "U1 unreachable Dask scheduler: the usage error vs a run without executor",
+            base,
+            ours,
+            f"{ours - base:+.1f} s",
+            "< 25 s",
+            "PASS" if max(failing) < 25 else "FAIL",
+        )
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="keep the best of N runs")
     parser.add_argument("--tasks", type=int, default=10_000, help="graph size for C")
     parser.add_argument("--deep", type=int, default=100_000, help="chain length for D")
     parser.add_argument(
-        "--only", default="C,D,E,X", help="comma-separated sections: C, D, E, X (default: all)"
+        "--only",
+        default="C,D,E,U,X",
+        help="comma-separated sections: C, D, E, U, X (default: all)",
     )
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -383,6 +425,9 @@ def main() -> int:
                     "",
                 )
             )
+
+    if "U" in only:
+        rows.extend(unreachable_scheduler(args.repeat))
 
     print("| measurement | baseline (s) | ours (s) | ratio | goal | verdict |")
     print("|---|---:|---:|---:|---|---|")

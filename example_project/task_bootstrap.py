@@ -167,11 +167,15 @@ class Report(TaskBase):
                 curves.setdefault(name, []).append(se)
                 lines.append(f"| {size} | {name} | {se:.3f} | {error:.3f} | {coverage:.0%} |")
         colours = {"mean": (214, 39, 40), "median": (31, 119, 180), "trimmed": (44, 160, 44)}
+        legend = {"mean": "mean", "median": "median", "trimmed": f"{TRIM:.0%} trimmed mean"}
         _write_line_chart(
             out / "se_vs_n.png",
-            [np.log(SIZES)] * len(curves),
-            [np.log(values) for values in curves.values()],
+            [np.array(SIZES, dtype=float)] * len(curves),
+            list(curves.values()),
             [colours[name] for name in curves],
+            labels=[legend[name] for name in curves],
+            x_label="sample size n (log scale)",
+            y_label="bootstrap SE (log scale)",
         )
         lines += [
             "",
@@ -196,31 +200,116 @@ def _write_csv(path: Path, rows: Sequence[dict[str, float | int | str]]) -> None
         writer.writerows(rows)
 
 
+#: a 3x5 pixel font (upper case; text is drawn upper case): rows top to bottom, "#" is ink
+_FONT = {
+    ch: rows.split("/")
+    for ch, rows in {
+        "A": ".#./#.#/###/#.#/#.#",
+        "B": "##./#.#/##./#.#/##.",
+        "C": ".##/#../#../#../.##",
+        "D": "##./#.#/#.#/#.#/##.",
+        "E": "###/#../##./#../###",
+        "F": "###/#../##./#../#..",
+        "G": ".##/#../#.#/#.#/.##",
+        "H": "#.#/#.#/###/#.#/#.#",
+        "I": "###/.#./.#./.#./###",
+        "J": "..#/..#/..#/#.#/.#.",
+        "K": "#.#/#.#/##./#.#/#.#",
+        "L": "#../#../#../#../###",
+        "M": "#.#/###/###/#.#/#.#",
+        "N": "##./#.#/#.#/#.#/#.#",
+        "O": ".#./#.#/#.#/#.#/.#.",
+        "P": "##./#.#/##./#../#..",
+        "Q": ".#./#.#/#.#/##./.##",
+        "R": "##./#.#/##./#.#/#.#",
+        "S": ".##/#../.#./..#/##.",
+        "T": "###/.#./.#./.#./.#.",
+        "U": "#.#/#.#/#.#/#.#/###",
+        "V": "#.#/#.#/#.#/#.#/.#.",
+        "W": "#.#/#.#/###/###/#.#",
+        "X": "#.#/#.#/.#./#.#/#.#",
+        "Y": "#.#/#.#/.#./.#./.#.",
+        "Z": "###/..#/.#./#../###",
+        "0": "###/#.#/#.#/#.#/###",
+        "1": ".#./##./.#./.#./###",
+        "2": "##./..#/.#./#../###",
+        "3": "##./..#/.#./..#/##.",
+        "4": "#.#/#.#/###/..#/..#",
+        "5": "###/#../##./..#/##.",
+        "6": ".##/#../###/#.#/###",
+        "7": "###/..#/.#./.#./.#.",
+        "8": "###/#.#/###/#.#/###",
+        "9": "###/#.#/###/..#/##.",
+        " ": ".../.../.../.../...",
+        "(": ".#./#../#../#../.#.",
+        ")": ".#./..#/..#/..#/.#.",
+        ".": ".../.../.../.../.#.",
+        "%": "#.#/..#/.#./#../#.#",
+        "-": ".../.../###/.../...",
+    }.items()
+}
+
+
+def _text(text: str, scale: int = 2) -> np.ndarray:
+    """``text`` as a boolean ink mask, 5 * scale pixels high."""
+    glyphs = [np.array([[c == "#" for c in row] for row in _FONT[ch]]) for ch in text.upper()]
+    gap = np.zeros((5, 1), dtype=bool)
+    mask = np.hstack([part for glyph in glyphs for part in (glyph, gap)][:-1])
+    return np.kron(mask, np.ones((scale, scale), dtype=bool))
+
+
 def _write_line_chart(
     path: Path,
     xs: Sequence[np.ndarray],
-    ys: Sequence[np.ndarray],
+    ys: Sequence[Sequence[float]],
     colours: Sequence[tuple[int, int, int]],
-    width: int = 480,
-    height: int = 320,
-    margin: int = 30,
+    labels: Sequence[str],
+    x_label: str,
+    y_label: str,
+    width: int = 560,
+    height: int = 380,
 ) -> None:
-    """A dependency-free PNG: white canvas, axes, one polyline with square markers per curve."""
+    """A dependency-free PNG on log-log axes: a polyline with markers per curve, tick
+    labels, axis labels and a legend."""
     image = np.full((height, width, 3), 255, dtype=np.uint8)
-    all_x, all_y = np.concatenate(list(xs)), np.concatenate(list(ys))
-    pad_x = 0.04 * (all_x.max() - all_x.min() or 1.0)
-    pad_y = 0.05 * (all_y.max() - all_y.min() or 1.0)
+    left, right, top, bottom = 78, 20, 20, 56
+
+    def draw(
+        mask: np.ndarray, row: int, col: int, colour: tuple[int, int, int] = (0, 0, 0)
+    ) -> None:
+        image[row : row + mask.shape[0], col : col + mask.shape[1]][mask] = colour
+
+    log_x = [np.log(np.asarray(x, dtype=float)) for x in xs]
+    log_y = [np.log(np.asarray(y, dtype=float)) for y in ys]
+    all_x, all_y = np.concatenate(log_x), np.concatenate(log_y)
+    pad_x = 0.06 * (all_x.max() - all_x.min() or 1.0)
+    pad_y = 0.08 * (all_y.max() - all_y.min() or 1.0)
     x0, x1 = all_x.min() - pad_x, all_x.max() + pad_x
     y0, y1 = all_y.min() - pad_y, all_y.max() + pad_y
 
     def to_pixel(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        col = margin + (x - x0) / (x1 - x0 or 1.0) * (width - 2 * margin)
-        row = height - margin - (y - y0) / (y1 - y0 or 1.0) * (height - 2 * margin)
+        col = left + (x - x0) / (x1 - x0 or 1.0) * (width - left - right)
+        row = height - bottom - (y - y0) / (y1 - y0 or 1.0) * (height - top - bottom)
         return np.rint(col).astype(int), np.rint(row).astype(int)
 
-    image[height - margin, margin : width - margin] = 0  # x axis
-    image[margin : height - margin + 1, margin] = 0  # y axis
-    for x, y, colour in zip(xs, ys, colours, strict=True):
+    image[height - bottom, left : width - right] = 0  # x axis
+    image[top : height - bottom + 1, left] = 0  # y axis
+    for value in np.unique(np.exp(all_x)):  # x ticks at the sample sizes
+        (col,), _ = to_pixel(np.array([np.log(value)]), np.array([y0]))
+        image[height - bottom : height - bottom + 5, col] = 0
+        label = _text(f"{value:g}")
+        draw(label, height - bottom + 8, col - label.shape[1] // 2)
+    for value in (np.exp(all_y.min()), np.exp(all_y.max())):  # y ticks at the extremes
+        _, (row,) = to_pixel(np.array([x0]), np.array([np.log(value)]))
+        image[row, left - 5 : left] = 0
+        label = _text(f"{value:.3f}")
+        draw(label, row - label.shape[0] // 2, left - 8 - label.shape[1])
+    x_text = _text(x_label)
+    draw(x_text, height - 22, left + (width - left - right - x_text.shape[1]) // 2)
+    y_text = np.rot90(_text(y_label))  # read bottom to top
+    draw(y_text, top + (height - top - bottom - y_text.shape[0]) // 2, 6)
+
+    for x, y, colour in zip(log_x, log_y, colours, strict=True):
         t = np.linspace(0.0, 1.0, 4 * width)
         dense_x = np.interp(t * (len(x) - 1), np.arange(len(x)), x)
         dense_y = np.interp(t * (len(y) - 1), np.arange(len(y)), y)
@@ -229,6 +318,14 @@ def _write_line_chart(
             image[rows + dr, cols] = colour
         for col, row in zip(*to_pixel(x, y), strict=True):
             image[row - 3 : row + 4, col - 3 : col + 4] = colour
+    # The legend, top right: a line sample and the curve's name per curve.
+    texts = [_text(label) for label in labels]
+    box_width = 36 + max(t.shape[1] for t in texts)
+    box_left, box_top = width - right - box_width - 6, top + 6
+    for i, (text, colour) in enumerate(zip(texts, colours, strict=True)):
+        row = box_top + 6 + 16 * i
+        image[row + 4 : row + 7, box_left + 6 : box_left + 26] = colour
+        draw(text, row, box_left + 32)
     raw = b"".join(b"\x00" + image[r].tobytes() for r in range(height))
 
     def chunk(kind: bytes, data: bytes) -> bytes:

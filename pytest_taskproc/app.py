@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import logging
 import sys
@@ -21,7 +22,7 @@ from .context import Context
 from .graph import TaskGraph
 from .provenance import Status, build_manifest, verify_task, write_manifest
 from .ratelimit import check_limits
-from .spec import is_task_class
+from .spec import config_of, is_task_class
 
 
 def _rate_limits(text: str) -> dict[str, int]:
@@ -61,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-D",
         "--detect-source-change",
-        action="store_true",
-        help="recompute tasks whose class source code changed",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="recompute tasks whose code changed (default: on, unless CP_DETECT_SOURCE_CHANGE=0)",
     )
     parser.add_argument(
         "--dont-force-entrypoint",
@@ -108,6 +110,23 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    required = _required_arguments(entry)
+    if required:
+        runnable = [
+            name
+            for name, value in vars(module).items()
+            if is_task_class(value)
+            and value.__module__ == module.__name__
+            and not _required_arguments(value)
+        ]
+        print(
+            f"error: {args.entrypoint} needs arguments ({', '.join(required)}) and the app runs "
+            "a task without arguments; run a class that needs none with -e NAME"
+            + (f" (here: {', '.join(runnable)})" if runnable else "")
+            + f", or write one whose build_task requires {args.entrypoint}(...)",
+            file=sys.stderr,
+        )
+        return 2
     task = entry()
     graph = TaskGraph([task])
     tasks: list[Any] = [graph.tasks[key] for key in graph.order]  # upstream first
@@ -132,6 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     print("==== STDERR ====")
     print(task.task_stderr.read_text(), end="")
     return 0
+
+
+def _required_arguments(cls: Any) -> list[str]:
+    """The parameters of ``build_task`` that have no default."""
+    return [
+        p.name
+        for p in config_of(cls).signature.parameters.values()
+        if p.default is inspect.Parameter.empty
+        and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    ]
 
 
 def _run_status(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:

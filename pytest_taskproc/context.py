@@ -19,8 +19,11 @@ from multiprocessing.context import BaseContext
 from pathlib import Path
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+def _env_flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    return value not in ("0", "false", "no", "off")
 
 
 class Context:
@@ -29,7 +32,8 @@ class Context:
     cache_dir: Path | None = None
     executor_name: str = os.environ.get("CP_EXECUTOR", "process")
     max_workers: int = int(os.environ.get("CP_MAX_WORKERS", "-1"))
-    detect_source_change: bool = _env_flag("CP_DETECT_SOURCE_CHANGE")
+    #: on unless ``CP_DETECT_SOURCE_CHANGE=0``: a wrong value is worse than a recompute
+    detect_source_change: bool = _env_flag("CP_DETECT_SOURCE_CHANGE", default=True)
 
     @classmethod
     def get_cache_root(cls) -> Path:

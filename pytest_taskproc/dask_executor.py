@@ -51,6 +51,9 @@ dask: Any = distributed
 
 #: Seconds to wait for a scheduler to answer before the run is a usage error.
 CONNECT_SECONDS = 10.0
+#: Seconds a listener has to send Dask's handshake once it accepted the connection
+#: (a scheduler does so at once).
+HANDSHAKE_SECONDS = 5.0
 #: How long the scheduler's list of workers is trusted before it is asked again.
 WORKERS_TTL = 1.0
 #: File in ``{root}/taskproc`` whose random content a worker must read back to
@@ -62,6 +65,7 @@ def start(address: str) -> DaskExecutor:
     """Connect to the scheduler at ``address``, or start a local cluster when it is empty."""
     if address:
         _refuse_fast(address)
+        _expect_dask(address)
         try:
             client = dask.Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
         except (OSError, TimeoutError) as exc:
@@ -104,6 +108,49 @@ def _refuse_fast(address: str) -> None:
             f"no Dask scheduler answers at {address} ({reason}); start one with "
             "`dask scheduler` or leave out the address to start a local cluster"
         ) from None
+
+
+def _expect_dask(address: str) -> None:
+    """Something that accepts connections but does not answer as Dask fails within seconds.
+
+    A dashboard port, or a typo naming another service's port, accepts TCP
+    and then never sends Dask's handshake; ``Client(timeout=...)`` and the
+    comm's own connect timeout both wait for it without end.  So one
+    connection makes the handshake here under a deadline of our own, in a
+    thread of its own, since the caller may be running an event loop.
+    """
+    import asyncio
+
+    connect: Any = getattr(distributed.comm, "connect")  # noqa: B009 - untyped re-export
+
+    async def handshake() -> None:
+        comm = await asyncio.wait_for(
+            connect(address, timeout=HANDSHAKE_SECONDS), timeout=HANDSHAKE_SECONDS
+        )
+        await comm.close()
+
+    failure: list[BaseException] = []
+
+    def probe() -> None:
+        try:
+            asyncio.run(handshake())
+        except BaseException as exc:  # reported in the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=probe, name="pytest-taskproc-dask-probe", daemon=True)
+    thread.start()
+    thread.join(HANDSHAKE_SECONDS + 5)
+    if thread.is_alive() or failure:
+        reason = (
+            f"something accepted the connection but sent no Dask handshake within "
+            f"{HANDSHAKE_SECONDS:g} s: the dashboard's port, or another service's?"
+            if thread.is_alive() or isinstance(failure[0], asyncio.TimeoutError)
+            else f"{type(failure[0]).__name__}: {failure[0]}"
+        )
+        raise SchedulerUnreachableError(
+            f"no Dask scheduler answers at {address} ({reason}); start one with "
+            "`dask scheduler` or leave out the address to start a local cluster"
+        )
 
 
 def adapt(executor: Any) -> DaskExecutor:
@@ -221,15 +268,7 @@ def _explained(inner: Future[list[JobResult]], label: str) -> Future[list[JobRes
         if error is None:
             outer.set_result(done.result())
         elif isinstance(error, distributed.KilledWorker):
-            outer.set_exception(
-                WorkerLostError(
-                    f"{label}: the Dask worker running it died, and Dask gave up on it after "
-                    f"{getattr(error, 'allowed_failures', '?')} retries "
-                    "(distributed.scheduler.allowed-failures). "
-                    f"A worker dies when it is killed or runs out of memory; see its log. "
-                    f"Dask said: {error}"
-                )
-            )
+            outer.set_exception(WorkerLostError(_killed_message(label, error)))
         else:
             outer.set_exception(error)
 
@@ -241,6 +280,23 @@ def _explained(inner: Future[list[JobResult]], label: str) -> Future[list[JobRes
     outer.add_done_callback(cancel_inner)
     inner.add_done_callback(relay)
     return outer
+
+
+def _killed_message(label: str, error: Any) -> str:
+    """What happened to a task whose workers all died running it, naming the last one."""
+    retries = getattr(error, "allowed_failures", None)
+    worker = getattr(getattr(error, "last_worker", None), "address", None) or "unknown"
+    tried = (
+        f"worker {worker}, the last of {retries + 1} that Dask tried it on (it retries a task "
+        f"whose worker dies: distributed.scheduler.allowed-failures = {retries})"
+        if isinstance(retries, int)
+        else f"worker {worker}"
+    )
+    return (
+        f"{label}: the Dask worker running it died while computing it: {tried}. A worker "
+        "dies when it is killed (a signal, a batch system's time limit) or runs out of "
+        "memory; its log, or its nanny's, says which. Nothing was cached for the task."
+    )
 
 
 # -- the cache the workers must share ------------------------------------------
@@ -300,7 +356,9 @@ def check_cache_visible(root: str, token: str, label: str) -> None:
 def run_on_worker(blob: bytes, root: str, token: str, label: str) -> list[JobResult]:
     """Dask's entry point for a chunk of jobs; see :func:`run_jobs_blob`."""
     check_cache_visible(root, token, label)
-    return run_jobs_blob(blob)
+    # Dask runs a job again on another worker when the worker running it
+    # dies, up to distributed.scheduler.allowed-failures times.
+    return run_jobs_blob(blob, retried=True)
 
 
 # -- project code on the workers -------------------------------------------------

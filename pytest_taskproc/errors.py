@@ -138,3 +138,11 @@ class TaskDefinitionWarning(UserWarning):
     or ``filterwarnings = error``, which makes the module defining the class
     fail to import, naming the class.
     """
+
+
+class CodeDigestWarning(UserWarning):
+    """Part of a task's code could not be digested: the task counts as changed."""
+
+
+class SourceEditedWarning(CodeDigestWarning):
+    """A file of a task's code was edited after it was imported; the process runs the old code."""

@@ -23,7 +23,7 @@ from typing import Any
 from .cache import ClassStore, get_store
 from .graph import TaskGraph
 from .record import Record, UpstreamRead
-from .source import CodeDigest, code_digest
+from .source import CodeDigest, code_digest, warn_if_edited
 from .spec import NodeKey, TaskObject, TaskSpec, spec_of
 
 
@@ -156,6 +156,8 @@ def plan(
         store = get_store(root, name)
         ids = store.lookup_ids([k[1] for k in keys])
         code = code_digest(type(graph.tasks[keys[0]]))
+        if detect_source_change:
+            warn_if_edited(type(graph.tasks[keys[0]]))
         for key, task_id in zip(keys, ids, strict=True):
             task = graph.tasks[key]
             record = None

@@ -15,7 +15,7 @@ import json
 import math
 import sys
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from .errors import TaskArgumentError
 
@@ -27,12 +27,6 @@ DICT_TAG = "__dict__"
 RESERVED_KEYS = frozenset({TASK_TAG, TUPLE_TAG, DICT_TAG})
 
 _SCALARS = (str, int, bool, type(None))
-
-
-class Identifiable(Protocol):
-    """Anything that can stand for a task inside another task's arguments."""
-
-    def _tp_identity(self) -> dict[str, Any]: ...
 
 
 def build_signature(build_task: Callable[..., Any]) -> inspect.Signature:

@@ -15,10 +15,10 @@ lookups are served from the folders.
 
 A process keeps the ids it has seen in memory, so it must notice when the
 table they came from is gone (a class folder deleted by hand, ``rm -r`` of the
-cache): every lookup and assignment first compares the table file on disk with
-the one the ids came from, and forgets them all when it differs.  The process
-holds the table file open meanwhile, so its inode number cannot be reused by a
-new table and the comparison is sound.
+cache): every lookup and assignment first compares the table on disk (its
+folder's and its database's inodes) with the one the ids came from, and
+forgets them all when it differs.  The process holds the table's folder open
+meanwhile, so a folder made anew after a deletion cannot reuse its inode.
 """
 
 from __future__ import annotations
@@ -62,22 +62,15 @@ class IdTable:
         self._writer: diskcache.Cache | None = None
         #: the table on disk could not be read; ids come from the result folders
         self._damaged: str | None = None
-        #: (device, inode) of the table file the ids in memory came from; None
-        #: when there was none; _UNSEEN before the first look
-        self._identity: tuple[int, int] | object | None = _UNSEEN
+        #: (device, folder inode, database inode) of the table the ids in memory
+        #: came from; None when there was none; _UNSEEN before the first look
+        self._identity: tuple[int, int, int] | object | None = _UNSEEN
         self._held: int | None = None
 
     # -- which table the ids came from --------------------------------------
     def _check_table(self) -> None:
         """Forget every id in memory when the table on disk is not the one they came from."""
-        database = self.path / TABLE_FILE
-        try:
-            stat = os.stat(database)
-            current: tuple[int, int] | None = (stat.st_dev, stat.st_ino)
-        except FileNotFoundError:
-            current = None
-        except OSError:
-            return  # reported by whoever reads the table next
+        current = _identity(self.path)
         if current == self._identity:
             return
         if self._identity is not _UNSEEN:
@@ -86,19 +79,20 @@ class IdTable:
             self._loaded = False
             self._damaged = None
             self._close_writer()
-        self._hold(database)
+        self._hold()
 
-    def _hold(self, database: Path) -> None:
-        """Keep the table file open, so its inode stays its own while we trust its ids."""
+    def _hold(self) -> None:
+        """Keep the table's folder open, so its inode stays its own while we trust its ids.
+
+        The folder, not the database: a descriptor on the database would look
+        like a connection left open.
+        """
         if self._held is not None:
             os.close(self._held)
             self._held = None
-        try:
-            self._held = os.open(database, os.O_RDONLY)
-            stat = os.fstat(self._held)
-            self._identity = (stat.st_dev, stat.st_ino)
-        except OSError:
-            self._identity = None
+        with contextlib.suppress(OSError):
+            self._held = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        self._identity = _identity(self.path)
 
     def confirms(self, key: str, task_id: int) -> bool:
         """Whether the table on disk gives ``task_id`` to ``key`` (before reusing a folder)."""
@@ -202,6 +196,13 @@ class IdTable:
                         self._close_writer()
                         self._raise_if_access(again, "write the id table")
                         raise
+                finally:
+                    # diskcache keeps one connection per thread and closes only
+                    # the calling thread's: one left in a pool thread that ends
+                    # is never closed (a ResourceWarning on Python 3.13).  The
+                    # next assignment reconnects, which costs far less than the
+                    # computation it precedes.
+                    self._close_connection()
             return [self._ids[k] for k in keys]
 
     def _raise_if_access(self, exc: sqlite3.DatabaseError, action: str) -> None:
@@ -250,11 +251,11 @@ class IdTable:
             if rebuild:
                 self._fill_from_folders(writer)
         except (OSError, sqlite3.DatabaseError) as exc:
+            if writer is not None:
+                writer.close()
             if fresh:
                 # A half-made table would be taken for a damaged one next time,
                 # and on a full disk it holds room the next task needs.
-                if writer is not None:
-                    writer.close()
                 remove_tree(self.path)
             if isinstance(exc, OSError):
                 raise access_error("open the id table", self.path, exc) from None
@@ -264,7 +265,7 @@ class IdTable:
         self._writer = writer
         # The table we just opened (made, or rebuilt from the folders) is the
         # one the ids in memory agree with from now on.
-        self._hold(self.path / TABLE_FILE)
+        self._hold()
         return writer
 
     def _warn_rebuild(self) -> None:
@@ -314,6 +315,11 @@ class IdTable:
         except OSError as exc:
             raise access_error("write the id table of", self.path, exc) from None
 
+    def _close_connection(self) -> None:
+        """Close this thread's connection to the table, keeping the table open for the next."""
+        if self._writer is not None:
+            self._writer.close()
+
     def _close_writer(self) -> None:
         if self._writer is not None:
             self._writer.close()
@@ -329,6 +335,16 @@ class IdTable:
 
 
 _UNSEEN = object()
+
+
+def _identity(folder: Path) -> tuple[int, int, int] | None:
+    """(device, folder inode, database inode) of an id table; None when there is none."""
+    try:
+        outer = os.stat(folder)
+        inner = os.stat(folder / TABLE_FILE)
+    except OSError:
+        return None
+    return (outer.st_dev, outer.st_ino, inner.st_ino)
 
 
 MISSING = "missing"

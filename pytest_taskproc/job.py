@@ -37,7 +37,7 @@ from .errors import (
 from .record import Record, UpstreamRead, made_now, new_lineage
 from .requires import bound_slots, resolve_slot_value
 from .serialize import dump_result, value_digest
-from .source import code_digest
+from .source import UNMATCHABLE, code_digest, pickled_by_value
 from .spec import NodeKey, TaskObject, node_key, spec_of
 
 
@@ -76,7 +76,6 @@ class Job:
     #: the code digest the planner saw (None: no source available there)
     code: str | None = None
     in_prefix_child: bool = False
-    origin_pid: int = field(default_factory=os.getpid)
 
     @property
     def node(self) -> NodeKey:
@@ -135,8 +134,12 @@ def check_plan(job: Job) -> None:
             "differs from the planner's (another version of the code, another module global); "
             "nothing was computed or cached for it."
         )
-    code = code_digest(type(job.task)).digest
-    if job.code is not None and code is not None and code != job.code:
+    code = code_digest(type(job.task))
+    # A class that came by value from the planner (made in a function, or in ``__main__``)
+    # is the planner's code, even where this process has no source to digest it the same way.
+    by_value = pickled_by_value(type(job.task))
+    comparable = code.matchable and job.code is not None and not job.code.startswith(UNMATCHABLE)
+    if comparable and not by_value and code.digest != job.code:
         raise PlanMismatchError(
             f"{job.task!r}: the code of {spec.name} in process {os.getpid()} differs from the "
             "code the planner saw (another version of the task file or of a helper it uses); "
@@ -185,7 +188,8 @@ def compute(job: Job, store: ClassStore) -> Record:
     record = Record(
         name=spec.name,
         key=spec.key,
-        code=code_digest(type(task)).digest,
+        # the planner's digest: check_plan made sure this process runs that code
+        code=job.code if job.code is not None else code_digest(type(task)).digest,
         code_parts=code_digest(type(task)).parts,
         upstream=job.reads,
         digest=digest,
@@ -193,7 +197,7 @@ def compute(job: Job, store: ClassStore) -> Record:
         file=name,
         stored_size=stored_size,
         lineage=lineage or new_lineage(),
-        made=made_now(seconds, job.settings.run_id),
+        made=made_now(seconds, job.settings.run_id, type(task)),
     )
     store.commit(job.task_id, record)
     return record

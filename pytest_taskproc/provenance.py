@@ -40,6 +40,7 @@ __all__ = [
     "Status",
     "Verification",
     "build_manifest",
+    "manifest_document",
     "manifest_entry",
     "verify_task",
     "verify_task_blob",
@@ -83,18 +84,36 @@ def build_manifest(
     tasks: Iterable[Any],
     cache_root: str | os.PathLike[str] | None = None,
     statuses: Mapping[Any, str] | None = None,
+    directory: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """``{"cache": ROOT, "tasks": [entry, ...]}`` for ``tasks``, in the order given.
+    """``{"cache": ROOT, "environment": {...}, "tasks": [entry, ...]}`` for ``tasks``.
 
     ``cache_root`` defaults to the cache the tasks use now; ``statuses`` maps
     task objects to what became of them in the caller's run (``computed``,
-    ``cached``, ``failed``, ...).
+    ``cached``, ``failed``, ...); ``directory`` is the project whose git
+    commit the environment names (default: the folder of the first task's file).
+    Entries are in the order given.
     """
     root = Path(os.path.abspath(cache_root)) if cache_root is not None else current_cache_root()
     statuses = statuses or {}
+    tasks = list(tasks)
     with _using_cache_root(root):
         entries = [manifest_entry(task, statuses.get(task)) for task in tasks]
-    return {"cache": str(root), "tasks": entries}
+    if directory is None:
+        from .environment import project_directory
+
+        directory = project_directory(type(tasks[0]) if tasks else None)
+    return manifest_document(root, entries, directory)
+
+
+def manifest_document(
+    root: str | os.PathLike[str], entries: list[dict[str, Any]], directory: str | os.PathLike[str]
+) -> dict[str, Any]:
+    """A manifest of ``entries``, with the run's environment once at the top."""
+    from .environment import run_environment
+
+    environment = run_environment(directory, [entry.get("record") for entry in entries])
+    return {"cache": str(root), "environment": environment, "tasks": entries}
 
 
 def dump_manifest(manifest: Mapping[str, Any]) -> str:

@@ -133,25 +133,24 @@ def new_lineage() -> str:
 
 @functools.cache
 def _environment() -> dict[str, Any]:
-    from importlib import metadata  # 10 ms to import: only once something is computed
-
-    packages: dict[str, str | None] = {}
-    for name in ("pytest-taskproc", "cloudpickle"):
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = None
     return {
         "host": socket.gethostname(),
         "python": platform.python_version(),
         "implementation": sys.implementation.name,
         "platform": sys.platform,
-        "packages": packages,
     }
 
 
-def made_now(seconds: float, run: str | None) -> dict[str, Any]:
-    """The ``made`` part of a new record: when, how long, where and by which run."""
+def made_now(seconds: float, run: str | None, cls: type | None = None) -> dict[str, Any]:
+    """The ``made`` part of a new record: when, how long, where, by which run and code.
+
+    ``packages`` names the installed distributions the task class's modules
+    import (see ``environment.distributions_for``);
+    ``git`` the commit of the repository holding the class's file and whether
+    tracked files differed from it (None outside a repository).
+    """
+    from .environment import distributions_for, git_state, project_directory
+
     now = datetime.datetime.now(datetime.timezone.utc)
     made: dict[str, Any] = {
         "at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -159,8 +158,7 @@ def made_now(seconds: float, run: str | None) -> dict[str, Any]:
         "pid": os.getpid(),
     }
     made.update(_environment())
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        made["packages"] = {**made["packages"], "numpy": getattr(numpy, "__version__", None)}
+    made["packages"] = distributions_for(cls)
+    made["git"] = git_state(project_directory(cls), run)
     made["run"] = run
     return made

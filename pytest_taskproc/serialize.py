@@ -14,7 +14,7 @@ import io
 import pickle
 import threading
 import zlib
-from typing import Any, BinaryIO
+from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
 
@@ -126,31 +126,3 @@ def unpickle(data: bytes) -> Any:
 def decode(name: str, blob: bytes) -> Any:
     """The value stored in ``blob``; raises ``ValueError`` if it is damaged."""
     return unpickle(unpack(name, blob))
-
-
-def check_pickle_frame(handle: BinaryIO) -> str | None:
-    """Whether a raw pickle file has its header and its final STOP opcode."""
-    head = handle.read(2)
-    if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= pickle.HIGHEST_PROTOCOL:
-        return "not a pickle (bad header)"
-    handle.seek(-1, io.SEEK_END)
-    if handle.read(1) != b".":
-        return "pickle is truncated (no STOP opcode at the end)"
-    return None
-
-
-def check_gzip_stream(handle: BinaryIO) -> str | None:
-    """Whether a gzip file decompresses completely, with a matching CRC."""
-    unpacker = zlib.decompressobj(_GZIP_WBITS)
-    try:
-        while chunk := handle.read(1 << 20):
-            if unpacker.eof:
-                return "unexpected bytes after the gzip stream"
-            unpacker.decompress(chunk, 0)
-    except zlib.error as exc:
-        return f"gzip stream is damaged ({exc})"
-    if not unpacker.eof:
-        return "gzip stream is truncated"
-    if unpacker.unused_data:
-        return "unexpected bytes after the gzip stream"
-    return None

@@ -39,7 +39,7 @@ from .identity import (
     plain_value,
 )
 from .requires import Const, MappedTask, Req, iter_slot_tasks
-from .source import code_digest
+from .source import code_digest, note_class_defined
 from .spec import SPEC_ATTR, TaskClassConfig, TaskObject, TaskSpec, spec_of
 
 if TYPE_CHECKING:
@@ -88,6 +88,7 @@ class TaskType(Generic[P, R]):
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
+        note_class_defined(cls)
         if cls.__module__ != __name__:  # TaskBase itself has nothing to check
             check_run_task(cls)
         name = f"{cls.__module__}.{cls.__qualname__}"
@@ -444,15 +445,26 @@ def _claim_name(cls: type) -> None:
 
     A class whose module was imported again (a reload, a test importing a
     fresh copy) is replaced, not in conflict: its module is gone from
-    ``sys.modules``.  Two live classes of one module and qualname, such as
-    two classes made by one factory function, are refused by name.
+    ``sys.modules``.  So is a class defined again in ``__main__`` (a notebook
+    cell or a REPL line run again after an edit, or such a class unpickled by
+    value in a pool worker): the newest definition is the one in use, and its
+    own code digest decides what is stale.  Two live classes of one module and
+    qualname, such as two classes made by one factory function, are refused
+    by name.
     """
     name = f"{cls.__module__}.{cls.__qualname__}"
     module = sys.modules.get(cls.__module__)
     claim = _claims.get(name)
     other = claim[0]() if claim is not None else None
     same_module = claim is not None and claim[1] is module and module is not None
-    if other is not None and other is not cls and same_module and not _same_code(other, cls):
+    interactive = cls.__module__ == "__main__"
+    if (
+        other is not None
+        and other is not cls
+        and same_module
+        and not interactive
+        and not _same_code(other, cls)
+    ):
         raise ClassNameConflictError(
             f"two different task classes are both named {name} ({_where(other)} and "
             f"{_where(cls)}); they would share one cache folder, so the second may not be "
@@ -464,8 +476,8 @@ def _claim_name(cls: type) -> None:
 def _same_code(one: type, other: type) -> bool:
     """Copies of one class (a process pool unpickles a factory-made class by value) are
     not a conflict; classes whose code or closed-over values differ are."""
-    mine, theirs = code_digest(one).digest, code_digest(other).digest
-    return mine is not None and mine == theirs
+    mine, theirs = code_digest(one), code_digest(other)
+    return mine.matchable and mine.digest == theirs.digest
 
 
 def _where(cls: type) -> str:

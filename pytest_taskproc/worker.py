@@ -10,6 +10,7 @@ since another process may have made the result while this one waited;
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import time
 from pathlib import Path
@@ -62,7 +63,7 @@ def _compute_under_lock(job: Job, store: ClassStore) -> Outcome:
     if earlier is not None:
         raise earlier.earlier(task)
     running = None if marker is None else marker + RUNNING_SUFFIX
-    if running is not None and os.path.exists(running):
+    if running is not None and os.path.exists(running) and not executor_retries.get():
         # Its last holder of the lock died computing it (a timeout, the OOM
         # killer): recomputing would only pay for that again in this run.
         died = Failure(
@@ -139,6 +140,14 @@ def _fresh_now(job: Job, store: ClassStore) -> Record | None:
     return record if reason is None else None
 
 
+#: True while jobs run on an executor that itself retries a job whose process died
+#: (Dask, up to its ``allowed-failures``): the ``.running`` marker the dead attempt
+#: left is then no failure of this run, and the executor reports the last death.
+executor_retries: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "pytest_taskproc_executor_retries", default=False
+)
+
+
 def failure_marker(job: Job, store: ClassStore) -> str | None:
     """Where a failure of this job's task is recorded for the run, if the run records them."""
     failure_dir = job.settings.failure_dir
@@ -167,10 +176,18 @@ def run_jobs(jobs: list[Job]) -> list[JobResult]:
     return results
 
 
-def run_jobs_blob(blob: bytes) -> list[JobResult]:
-    """Pool entry point: jobs arrive cloudpickled, errors leave picklable with their traceback."""
+def run_jobs_blob(blob: bytes, *, retried: bool = False) -> list[JobResult]:
+    """Pool entry point: jobs arrive cloudpickled, errors leave picklable with their traceback.
+
+    ``retried``: the executor runs a job again when its process dies (see
+    :data:`executor_retries`).
+    """
     jobs: list[Job] = cloudpickle.loads(blob)
-    results = run_jobs(jobs)
+    token = executor_retries.set(retried)
+    try:
+        results = run_jobs(jobs)
+    finally:
+        executor_retries.reset(token)
     return [
         (ok, value if ok else portable_error(value, job.task))
         for (ok, value), job in zip(results, jobs, strict=True)

@@ -116,4 +116,11 @@ def test_bad_input_is_one_clear_error(tmp_path: Path) -> None:
     nofile = app(str(tmp_path / "absent.py"), cwd=tmp_path)
     assert nofile.returncode == 2
     assert "does not exist" in nofile.stderr
+    needs = app(str(taskfile), "-e", "Square", cwd=tmp_path)
+    assert needs.returncode == 2
+    assert needs.stderr == (
+        "error: Square needs arguments (n) and the app runs a task without arguments; run a "
+        "class that needs none with -e NAME (here: Main, Other), or write one whose build_task "
+        "requires Square(...)\n"
+    )
     assert runs(log) == []

@@ -274,10 +274,7 @@ def run_page(page: Path, project: Path) -> tuple[dict[str, str], list[str]]:
 
 
 #: pages that show behaviour another branch is still building (removed when it lands)
-WAITING = {
-    "docs/tutorial.md": "extending a parametrize list must not make the existing points stale "
-    "(SPEC 1.4, issue 16, branch digest)",
-}
+WAITING: dict[str, str] = {}
 RUNNABLE = [
     pytest.param(p, marks=pytest.mark.xfail(reason=WAITING[page_id(p)], strict=False))
     if page_id(p) in WAITING

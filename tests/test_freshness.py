@@ -276,19 +276,21 @@ def test_source_detection_ignores_comments_and_docstrings_but_not_code(
     assert fresh.run(detect=True) == (40, {"Up": 0, "Down": 0})
 
 
-def test_source_detection_is_off_by_default_and_on_with_the_env_variable(
+def test_source_detection_is_on_by_default_and_off_with_the_env_variable(
     fresh: FreshInterpreter,
 ) -> None:
     assert fresh.run() == (10, {"Up": 1, "Down": 1})
     fresh.edit("return 1", "return 3")
-    assert fresh.run() == (10, {"Up": 0, "Down": 0})
+    assert fresh.run(env={"CP_DETECT_SOURCE_CHANGE": "0"}) == (10, {"Up": 0, "Down": 0})
     assert fresh.run(detect=False) == (10, {"Up": 0, "Down": 0})
-    assert fresh.run(env={"CP_DETECT_SOURCE_CHANGE": "1"}) == (30, {"Up": 1, "Down": 1})
+    assert fresh.run() == (30, {"Up": 1, "Down": 1})
 
 
 def test_the_argument_overrides_the_env_variable(fresh: FreshInterpreter) -> None:
     fresh.run()
     fresh.edit("return 1", "return 5")
+    off_by_env = {"CP_DETECT_SOURCE_CHANGE": "0"}
+    assert fresh.run(env=off_by_env, detect=True) == (50, {"Up": 1, "Down": 1})
+    fresh.edit("return 5", "return 6")
     on_by_env = {"CP_DETECT_SOURCE_CHANGE": "1"}
-    assert fresh.run(env=on_by_env, detect=False) == (10, {"Up": 0, "Down": 0})
-    assert fresh.run(env=on_by_env) == (50, {"Up": 1, "Down": 1})
+    assert fresh.run(env=on_by_env, detect=False) == (50, {"Up": 0, "Down": 0})

@@ -410,3 +410,45 @@ def test_a_class_that_needs_arguments_and_that_nothing_reaches_is_named_in_one_l
     assert [line for line in result.outlines if "taskproc note" in line] == [note]
     # Choose needs arguments too, but Root and Half require it: not named.
     assert "Lonely" not in project.runs()
+
+
+def test_collection_errors_show_the_users_frames_not_the_librarys(project: Project) -> None:
+    project.task_file(
+        "task_roots.py",
+        """
+        def check(n: int) -> int:
+            if n < 0:
+                raise ValueError(f"negative n: {n}")
+            return n
+
+
+        class Up(TaskBase):
+            def build_task(self, n: int) -> None:
+                self.n = check(n)
+
+            def run_task(self) -> int:
+                return self.n
+
+
+        class Root(TaskBase):
+            up: Requires[int]
+
+            def build_task(self) -> None:
+                self.up = Up(-1)
+
+            def run_task(self) -> int:
+                return self.up
+        """,
+    )
+    # An error raised inside the library while the file is imported (a bad class keyword).
+    project.task_file("task_keyword.py", "class Bad(TaskBase, compress_level=12):\n    pass\n")
+    result = project.run()
+    text = result.stdout.str()
+    assert re.search(r"pytest_taskproc[/\\]\w+\.py:\d+", text) is None, text
+    lines = result.outlines
+    header = next(line for line in lines if "ERROR collecting task_roots" in line)
+    first_frame = lines[lines.index(header) + 1]
+    assert re.fullmatch(r"task_roots\.py:\d+: in build_task", first_frame), text
+    # Root failed to build, so whether it requires Up is unknown: no note claims it does not.
+    assert "taskproc note" not in text
+    result.stdout.fnmatch_lines(["*ERROR collecting task_keyword.py*", "*", "task_keyword.py:*"])

@@ -334,3 +334,54 @@ def test_a_broken_root_is_one_error_with_xdist(pytester: pytest.Pytester) -> Non
     result = run(pytester, "--taskproc", "-n", "2")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["taskproc: 1 computed, 0 cached, 0 failed, 0 skipped, 1 error;*"])
+
+
+# -- options that imply --taskproc -----------------------------------------------------
+ONE_TASK = """
+class Only(TaskBase):
+    def run_task(self) -> int:
+        log("Only")
+        return 1
+"""
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "--taskproc-verify",
+        "--taskproc-manifest=m.json",
+        "--taskproc-executor=thread:1",
+        "--taskproc-graph=g.md",
+    ],
+)
+def test_an_option_that_needs_a_run_implies_taskproc(
+    pytester: pytest.Pytester, option: str
+) -> None:
+    """A CI step such as ``pytest --taskproc-verify`` must never pass having done nothing."""
+    write_tasks(pytester, body=ONE_TASK)
+    result = run(pytester, f"--taskproc-cache-dir={pytester.path / 'c'}", option)
+    result.stdout.fnmatch_lines(["taskproc: *"])
+    if option == "--taskproc-verify":
+        # Nothing was cached, so verifying computes it (the next run verifies it).
+        assert result.parseoutcomes()["passed"] == 1
+        again = run(pytester, f"--taskproc-cache-dir={pytester.path / 'c'}", option)
+        again.stdout.fnmatch_lines(["taskproc: 1 verified, *", "* 1 verified in *"])
+        assert runs(pytester) == ["Only", "Only"]  # computed, then recomputed aside
+        return
+    else:
+        result.assert_outcomes(passed=1)
+        written = option.partition("=")[2]
+        if written.endswith((".json", ".md")):
+            assert (pytester.path / written).is_file()
+    assert runs(pytester) == ["Only"]
+
+
+def test_ini_options_do_not_turn_the_plugin_on(pytester: pytest.Pytester) -> None:
+    """An ini file is read by every run, ordinary ones too: it only configures ``--taskproc``."""
+    write_tasks(pytester, body=ONE_TASK)
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    pytester.makeini("[pytest]\ntaskproc_executor = thread:1\ntaskproc_manifest = m.json\n")
+    result = run(pytester)
+    result.assert_outcomes(passed=1)
+    assert runs(pytester) == []
+    assert not (pytester.path / "m.json").exists()

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +149,35 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
         digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
         found[str(path.relative_to(root))] = (stat.st_size, stat.st_mtime_ns, digest)
     return found
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_manifest_and_records_name_the_git_commit_and_imported_versions(project: Project) -> None:
+    """The environment is shown once at the top; each record keeps its own."""
+    project.task_file(
+        "task_yaml.py",
+        "import yaml\n\n\nclass Dumped(TaskBase):\n"
+        "    def run_task(self) -> str:\n        return yaml.safe_dump([1])\n",
+    )
+    (project.path / ".gitignore").write_text("tpcache/\n*.json\n", encoding="utf-8")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "tasks"]):
+        subprocess.run([*git, *command], cwd=project.path, check=True, capture_output=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=project.path, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    project.run("--taskproc-manifest=m.json", "-n", "2").assert_outcomes(passed=6)
+    document = manifest(project.path / "m.json")
+    assert list(document) == ["cache", "environment", "tasks"]
+    environment = document["environment"]
+    assert environment["git"] == {"commit": head, "dirty": False}
+    assert environment["packages"]["PyYAML"] == metadata.version("PyYAML")
+    records = {e["item"]: e["record"] for e in document["tasks"]}
+    assert records["task_yaml.py::Dumped"]["made"]["packages"]["PyYAML"] == (
+        metadata.version("PyYAML")
+    )
+    assert "PyYAML" not in records["task_dag.py::Total"]["made"]["packages"]
+    assert {r["made"]["git"]["commit"] for r in records.values()} == {head}
 
 
 # -- the manifest ------------------------------------------------------------------------

@@ -332,7 +332,10 @@ def test_clear_recomputes_the_selected_tasks_and_then_their_downstream(project: 
     result = project.run("--taskproc-clear", "-k", "Choose[3-1]", "-v")
     expect(result, passed=1, deselected=N_TASKS - 1)
     result.stdout.fnmatch_lines(
-        ["task_binom.py::Choose[[]3-1] PASSED (computed: its result was cleared)*"]
+        [
+            "task_binom.py::Choose[[]3-1] PASSED (computed: its result was cleared)*",
+            "taskproc clear: cleared 1 cached result of 1 task class (1 task selected)",
+        ]
     )
     assert project.runs() == ["Choose 3 1"]
 
@@ -363,6 +366,12 @@ def test_clear_of_everything_computes_each_task_once(project: Project) -> None:
     )
     expect(result, passed=N_TASKS)
     assert Counter(project.runs()) == Counter(ALL_RUNS)
+    result.stdout.fnmatch_lines(
+        [
+            f"taskproc clear: cleared {N_TASKS} cached results of 3 task classes "
+            f"({N_TASKS} tasks selected)"
+        ]
+    )
 
 
 # -- reports -----------------------------------------------------------------------

@@ -1,13 +1,13 @@
 """pytest entry point: the ``taskproc`` options, and the plugins of a run when switched on.
 
-This module stays cheap to import: without ``--taskproc`` or
-``--taskproc-clear`` nothing of the library is imported and no hook does any
-work.  With them, the stages of the run are registered as plugins, each in
-its own module: ``collect`` (task files to items), ``plan`` (the run's graph,
-planned once, and the executor), ``runtest`` (one item's outcome) and
-``report`` (statuses and the summary line); with their options, ``verify``
-(``--taskproc-verify``) and ``manifest`` (``--taskproc-manifest``).  Their
-state lives in ``config.stash``.
+This module stays cheap to import: without ``--taskproc`` (or an option that
+implies it, see ``options.IMPLYING_TASKPROC``) nothing of the library is
+imported and no hook does any work.  With them, the stages of the run are
+registered as plugins, each in its own module: ``collect`` (task files to
+items), ``plan`` (the run's graph, planned once, and the executor),
+``runtest`` (one item's outcome) and ``report`` (statuses and the summary
+line); with their options, ``verify`` (``--taskproc-verify``) and
+``manifest`` (``--taskproc-manifest``).  Their state lives in ``config.stash``.
 """
 
 from __future__ import annotations
@@ -61,28 +61,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="compute the stale tasks on process[:N], thread[:N] or dask[:ADDRESS], each as "
         "soon as its upstream tasks are done (dask alone starts a local cluster); default: "
-        "in the pytest process, one at a time.",
+        "in the pytest process, one at a time. Implies --taskproc.",
     )
     group.addoption(
         "--taskproc-graph",
         metavar="FILE",
         default=None,
         help="write the task graph with each task's state to FILE (.md/.mmd Mermaid, .dot "
-        "Graphviz).",
+        "Graphviz); implies --taskproc.",
     )
     group.addoption(
         "--taskproc-manifest",
         metavar="FILE",
         default=None,
         help="after the run, write every collected task's status and record (code, "
-        "arguments, upstream values it was made from) to FILE as JSON.",
+        "arguments, upstream values it was made from) to FILE as JSON; implies --taskproc.",
     )
     group.addoption(
         "--taskproc-verify",
         action="store_true",
         default=False,
         help="recompute each selected cached task in a scratch folder and compare it with "
-        "its cached value; a differing one fails as not reproducible. The cache is not written.",
+        "its cached value; a differing one fails as not reproducible. The cache is not written. "
+        "Implies --taskproc.",
     )
     group.addoption(
         "--taskproc-prune",

@@ -70,22 +70,39 @@ class RootError(pytest.Collector):
         self, excinfo: pytest.ExceptionInfo[BaseException]
     ) -> str | TerminalRepr:
         """The user's own frames only: build_task and what it called, not pytest or us."""
-        own = [entry for entry in excinfo.traceback if not _is_internal(entry.path)]
-        if own:
-            excinfo.traceback = Traceback(own)
-        return excinfo.getrepr(style="short", funcargs=False)
+        return users_frames(excinfo).getrepr(style="short", funcargs=False)
 
 
+#: the library and pytest: their frames are left out of collection errors
 _INTERNAL_DIRS = tuple(
     str(Path(module.__file__).resolve().parent) + os.sep
-    for module in (pytest, sys.modules[__name__.rpartition(".")[0]])
+    for module in (pytest, sys.modules[__name__.split(".")[0]])
     if module.__file__
 )
 
 
 def _is_internal(path: Any) -> bool:
     text = str(path)
-    return text.startswith(_INTERNAL_DIRS) or f"{os.sep}_pytest{os.sep}" in text
+    return (
+        text.startswith(_INTERNAL_DIRS)
+        or f"{os.sep}_pytest{os.sep}" in text
+        or f"{os.sep}pluggy{os.sep}" in text
+        or text.startswith("<frozen importlib")
+    )
+
+
+def users_frames(
+    excinfo: pytest.ExceptionInfo[BaseException],
+) -> pytest.ExceptionInfo[BaseException]:
+    """The traceback without pytest's and this project's frames, as pytest hides its own.
+
+    A traceback with no frame of the user's (an error of the library itself)
+    is left whole, so nothing is ever hidden behind an empty traceback.
+    """
+    own = [entry for entry in excinfo.traceback if not _is_internal(entry.path)]
+    if own:
+        excinfo.traceback = Traceback(own)
+    return excinfo
 
 
 def _reports_root_errors(config: pytest.Config) -> bool:
@@ -171,7 +188,12 @@ class TaskFile(pytest.Module):
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str:  # type: ignore[override]
         # Text, so that xdist shows an error every worker meets once.
-        return _as_text(excinfo, super().repr_failure(excinfo))
+        if isinstance(excinfo.value, self.CollectError) or self.config.getoption("fulltrace"):
+            return _as_text(excinfo, super().repr_failure(excinfo))
+        # Rendered here: pytest's own filter cuts at the file's frame and keeps every
+        # frame after it, the library's too; the user's lines are what matter.
+        excinfo.traceback = excinfo.traceback.cut(path=self.path)  # from the import on
+        return _as_text(excinfo, users_frames(excinfo).getrepr(style="short", funcargs=False))
 
     def collect(self) -> Iterator[Any]:
         found = self.config.stash[COLLECTION]
@@ -194,6 +216,7 @@ class TaskFile(pytest.Module):
                 try:
                     root = cls(**kwargs)
                 except Exception as exc:
+                    found.root_errors += 1
                     if not _reports_root_errors(self.config):
                         continue
                     label = explicit_id or "-".join(value_id(k, v) for k, v in kwargs.items())
@@ -226,6 +249,8 @@ class Collection:
     selected: list[TaskItem] = field(default_factory=list)
     #: failed collect reports of task files (build_task errors of roots, import errors)
     task_file_errors: int = 0
+    #: roots whose build_task raised (in this process)
+    root_errors: int = 0
     #: classes that need arguments and are not parametrized, with the file defining them
     needs_arguments: dict[type, TaskFile] = field(default_factory=dict)
     _graph: TaskGraph | None = None
@@ -251,7 +276,12 @@ class Collection:
             stack.extend(spec_of(task).upstream)
 
     def unreached(self) -> list[str]:
-        """Node ids of the classes that need arguments and no collected task requires."""
+        """Node ids of the classes that need arguments and no collected task requires.
+
+        None when a root failed to build: what it would have required is unknown.
+        """
+        if self.root_errors:
+            return []
         reached = {type(task) for task in self.tasks.values()}
         return [
             f"{source.nodeid}::{cls.__qualname__}"

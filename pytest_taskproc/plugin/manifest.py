@@ -27,6 +27,7 @@ import pytest
 
 from .options import Options
 from .report import REASON, REPORT_ATTR, STATUS, count_of, is_task_file
+from .status import Status
 
 #: the entry of a task item, on its teardown report
 MANIFEST_ATTR = "taskproc_manifest"
@@ -38,20 +39,17 @@ COLLECTED_PREFIX = "manifest-collected-"
 #: how xdist words the failure of an item whose worker died under it
 _CRASH_WORDS = "crashed while running"
 
-#: the status in the manifest, per count of the summary line where it differs
-_STATUS_WORDS = {"errors": "error"}
-
 
 def run_status(report: Any) -> str | None:
     """What a report says became of its item's task: ``computed``, ``not reproducible``, ..."""
     which = count_of(report)
-    if which is None or which == "rerun":
+    if which is None or which is Status.RERUN:
         return None
     status = getattr(report, REPORT_ATTR, None)
     word = status.get(STATUS) if isinstance(status, dict) else None
-    if which in ("computed", "failed") and isinstance(word, str):
+    if which in (Status.COMPUTED, Status.FAILED) and isinstance(word, str):
         return word  # "computed", "not reproducible", or "failed"
-    return _STATUS_WORDS.get(which, which)
+    return which.singular
 
 
 class Manifest:
@@ -209,7 +207,7 @@ class Manifest:
         self.write()
 
     def write(self) -> None:
-        from ..provenance import write_manifest
+        from ..provenance import manifest_document, write_manifest
 
         tasks = []
         for nodeid in sorted(self.entries):
@@ -218,7 +216,8 @@ class Manifest:
             if nodeid in self.reasons:
                 entry["reason"] = self.reasons[nodeid]
             tasks.append(entry)
-        write_manifest(self.path, {"cache": str(self.options.cache_root), "tasks": tasks})
+        document = manifest_document(self.options.cache_root, tasks, self.config.rootpath)
+        write_manifest(self.path, document)
 
 
 def _entry(task: Any) -> dict[str, Any]:

@@ -66,12 +66,23 @@ class Options:
 OPTIONS = pytest.StashKey[Options]()
 
 
+#: Command-line options that mean nothing without a run, so each implies ``--taskproc``
+#: (their ini counterparts do not: an ini file must not turn the plugin on by itself).
+IMPLYING_TASKPROC = (
+    "taskproc_clear",
+    "taskproc_verify",
+    "taskproc_manifest",
+    "taskproc_executor",
+    "taskproc_graph",
+    "taskproc_prune",
+)
+
+
 def is_enabled(config: pytest.Config) -> bool:
-    return bool(
-        config.getoption("taskproc")
-        or config.getoption("taskproc_clear")
-        or config.getoption("taskproc_prune", None) is not None
-    )
+    """``--taskproc``, or an option that needs a run (a CI step must never pass doing nothing)."""
+    if config.getoption("taskproc"):
+        return True
+    return any(config.getoption(name, None) not in (None, False) for name in IMPLYING_TASKPROC)
 
 
 # -- parsing ---------------------------------------------------------------------------

@@ -22,24 +22,27 @@ tasks run in one of two ways:
 from __future__ import annotations
 
 import json
+import os
 import threading
 import warnings
 from concurrent.futures import Executor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ..atomic import write_text_atomic
-from ..cache import ensure_directory, prepare_root
+from ..cache import ensure_directory, get_store, prepare_root
 from ..context import Context
 from ..execute import InlineExecutor, NodeKey, Run, RunSettings, TaskState
 from ..freshness import plan
 from ..graph import TaskGraph
 from ..ratelimit import FileSlots
+from ..spec import spec_of
 from .collect import COLLECTION, Collection, TaskItem
 from .options import Options
 from .params import skip_by_marks
-from .report import GRAPH_FILE, TaskprocReporter, outside_capture
+from .report import CLEARED_FILE, GRAPH_FILE, TaskprocReporter, outside_capture
 
 
 class _MarkSkipped:
@@ -312,13 +315,27 @@ def clear_selected(selected: list[TaskItem], options: Options) -> set[NodeKey]:
     prepare_root(options.cache_root)
     run_dir = options.run_dir
     ensure_directory(run_dir)
-    marker = run_dir / "cleared"
+    marker = run_dir / CLEARED_FILE
+    results = 0
     with FileLock(str(run_dir / "clear.lock")):
         if not marker.exists():
+            classes: set[str] = set()
             for item in selected:
+                if _has_result(item.task, options.cache_root):
+                    classes.add(type(item.task).__qualname__)
+                    results += 1
                 item.task.clear_task()
-            write_text_atomic(marker, "\n".join(i.nodeid for i in selected))
+            # What the reporting process says in the summary (the xdist controller too).
+            counts = {"results": results, "classes": len(classes), "selected": len(selected)}
+            write_text_atomic(marker, json.dumps(counts))
     return {i.key for i in selected}
+
+
+def _has_result(task: Any, root: Path) -> bool:
+    spec = spec_of(task)
+    store = get_store(root, spec.name)
+    task_id = store.known_id(spec.key)
+    return task_id is not None and os.path.exists(store.record_path(task_id))
 
 
 def dry_run(selected: list[TaskItem], options: Options) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from .options import Options
+from .status import EXTRA_COUNTS, MAIN_COUNTS, OWN_CATEGORIES, Status
 
 #: keys of a task item's status: a dict on each of its reports (``report.taskproc``),
 #: and JUnit XML properties under ``junit_family = xunit1``
@@ -32,21 +33,12 @@ TASK_ID = "taskproc_task_id"
 UPSTREAM = "taskproc_upstream"
 
 GRAPH_FILE = "graph.json"
+#: what --taskproc-clear cleared, written once per run by the process that cleared
+CLEARED_FILE = "cleared"
 
 #: node ids of task classes that need arguments, are not parametrized and that no
 #: collected task requires: they never run, which the summary says in one line
 UNREACHED = pytest.StashKey[list[str]]()
-
-#: always in the summary line; the others only when they happened
-MAIN_COUNTS = ("computed", "cached", "failed", "skipped")
-EXTRA_COUNTS = ("xfailed", "xpassed", "errors", "rerun")
-#: the state a task is drawn in by the graph export, per count
-GRAPH_STATE = {"xfailed": "failed", "xpassed": "computed", "errors": "failed", "verified": "cached"}
-#: statuses of tasks recomputed by ``--taskproc-verify`` (the words of ``provenance.Status``)
-VERIFIED = "verified"
-NOT_REPRODUCIBLE = "not reproducible"
-#: passing statuses with a category of their own; pytest's ``-rp`` lists them with ``passed``
-OWN_CATEGORIES = ("cached", VERIFIED)
 
 
 def _status(report: Any) -> dict[str, Any]:
@@ -88,12 +80,11 @@ def teststatus(report: Any, config: pytest.Config, plain: bool = False) -> Any:
     if report.when != "call" or hasattr(report, "wasxfail"):
         return None  # xfail and xpass are pytest's to report
     status = _status(report)
-    kind = status.get(STATUS)
-    if kind == "cached" and report.passed:
-        return "cached", "c", "CACHED" if plain else ("CACHED", {"cyan": True})
-    if kind == VERIFIED and report.passed:
-        return VERIFIED, "v", "VERIFIED" if plain else ("VERIFIED", {"green": True})
-    if kind == "computed" and report.passed:
+    kind = Status.of(status.get(STATUS))
+    if kind in OWN_CATEGORIES and report.passed:
+        assert kind is not None
+        return kind.word, kind.letter, kind.markup(plain)
+    if kind is Status.COMPUTED and report.passed:
         if plain:
             return "passed", ".", "PASSED"
         return (
@@ -109,7 +100,7 @@ def teststatus(report: Any, config: pytest.Config, plain: bool = False) -> Any:
     return None
 
 
-def count_of(report: Any) -> str | None:
+def count_of(report: Any) -> Status | None:
     """Which count of the summary line a report of a task item adds to, like pytest's own.
 
     pytest counts each report by its outcome: a passing call is ``passed``
@@ -117,19 +108,19 @@ def count_of(report: Any) -> str | None:
     ``error``, xfail marks turn outcomes into ``xfailed``/``xpassed``, and
     pytest-rerunfailures reports each retry as ``rerun``.
     """
-    outcome = report.outcome
+    outcome = report.outcome  # pytest's word
     if outcome == "rerun":
-        return "rerun"
+        return Status.RERUN
     wasxfail = hasattr(report, "wasxfail")
     if outcome == "skipped":
-        return "xfailed" if wasxfail else "skipped"
+        return Status.XFAILED if wasxfail else Status.SKIPPED
     if outcome == "failed":
-        return "errors" if report.when in ("setup", "teardown") else "failed"
+        return Status.ERRORS if report.when in ("setup", "teardown") else Status.FAILED
     if outcome == "passed" and report.when == "call":
         if wasxfail:
-            return "xpassed"
-        kind = _status(report).get(STATUS)
-        return kind if kind in OWN_CATEGORIES else "computed"
+            return Status.XPASSED
+        kind = Status.of(_status(report).get(STATUS))
+        return kind if kind in OWN_CATEGORIES else Status.COMPUTED
     return None
 
 
@@ -137,8 +128,8 @@ def count_of(report: Any) -> str | None:
 class Tally:
     """Counts per outcome of task items' reports, for the summary line."""
 
-    counts: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys((VERIFIED, *MAIN_COUNTS, *EXTRA_COUNTS), 0)
+    counts: dict[Status, int] = field(
+        default_factory=lambda: dict.fromkeys((Status.VERIFIED, *MAIN_COUNTS, *EXTRA_COUNTS), 0)
     )
     seconds: float = 0.0
     #: failed items whose task was recomputed to another value (counted in ``failed`` too)
@@ -157,17 +148,17 @@ class Tally:
         self.counts[which] += 1
         if report.when == "call":
             status = _status(report)
-            kind = status.get(STATUS)
-            if kind in (VERIFIED, NOT_REPRODUCIBLE):
+            kind = Status.of(status.get(STATUS))
+            if kind in (Status.VERIFIED, Status.NOT_REPRODUCIBLE):
                 self.verify_seconds += float(status.get(SECONDS, 0.0))
-                if kind == NOT_REPRODUCIBLE and which == "failed":
+                if kind is Status.NOT_REPRODUCIBLE and which is Status.FAILED:
                     self.not_reproducible += 1
             else:
                 self.seconds += float(status.get(SECONDS, 0.0))
             count, seconds = status.get(UPSTREAM, (0, 0.0))
             self.add_upstream(int(count), float(seconds))
-        if which != "rerun":
-            self.status_by_nodeid[report.nodeid] = GRAPH_STATE.get(which, which)
+        if which is not Status.RERUN:
+            self.status_by_nodeid[report.nodeid] = which.drawn.word
 
     def add_upstream(self, count: int, seconds: float) -> None:
         self.upstream += count
@@ -181,20 +172,18 @@ class Tally:
         the failed ones are not reproducible.
         """
         c = self.counts
-        shown = [f"{c[k]} {k}" for k in MAIN_COUNTS]
+        shown = [f"{c[k]} {k.word}" for k in MAIN_COUNTS]
         notes = [f"+{self.upstream} upstream"] if self.upstream else []
         if self.unreported:
             notes.append(f"+{self.unreported} saved before the interrupt, not reported")
         if verify:
             notes.append("not verified")
-            shown[2] += f" ({self.not_reproducible} {NOT_REPRODUCIBLE})"
-            shown.insert(0, f"{c[VERIFIED]} {VERIFIED}")
+            shown[2] += f" ({self.not_reproducible} {Status.NOT_REPRODUCIBLE.word})"
+            shown.insert(0, f"{c[Status.VERIFIED]} {Status.VERIFIED.word}")
         if notes:
             shown[1 if verify else 0] += f" ({'; '.join(notes)})"
         # pytest's words: "1 error", "2 errors"
-        shown += [
-            f"{c[k]} {'error' if k == 'errors' and c[k] == 1 else k}" for k in EXTRA_COUNTS if c[k]
-        ]
+        shown += [f"{c[k]} {k.singular if c[k] == 1 else k.word}" for k in EXTRA_COUNTS if c[k]]
         timing = f"{self.seconds:.2f} s computing"
         if verify:
             timing += f", {self.verify_seconds:.2f} s verifying"
@@ -221,7 +210,7 @@ class CachedInShortSummary:
         stats = getattr(terminalreporter, "stats", None)
         chars = getattr(terminalreporter, "reportchars", "")
         cached = (
-            [r for kind in OWN_CATEGORIES for r in stats.get(kind, [])]
+            [r for kind in OWN_CATEGORIES for r in stats.get(kind.word, [])]
             if isinstance(stats, dict)
             else []
         )
@@ -250,6 +239,7 @@ class TaskprocReporter:
         self.run_dir = options.run_dir
         self.is_worker = options.worker_id is not None
         self.verify = options.verify
+        self.clear = options.clear
         self.tally = Tally()
         #: what a --collect-only run would compute (set by the plan in this process)
         self.dry_run: dict[str, Any] | None = None
@@ -269,7 +259,7 @@ class TaskprocReporter:
     def pytest_collectreport(self, report: Any) -> None:
         # A root whose build_task raised (a collection error in pytest's line).
         if report.failed and is_task_file(self.config, report.nodeid):
-            self.tally.counts["errors"] += 1
+            self.tally.counts[Status.ERRORS] += 1
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker:
@@ -286,6 +276,9 @@ class TaskprocReporter:
             for nodeid, reason in stale:
                 tr.write_line(f"  {nodeid}: {reason}")
             return
+        cleared = self._cleared()
+        if cleared:
+            terminalreporter.write_line(cleared)
         if self.interrupted:
             self.tally.unreported = max(0, saved_in_run(self.run_dir) - self.reported_saves())
         terminalreporter.write_line(self.tally.summary_line(self.cache_root, self.verify))
@@ -294,7 +287,22 @@ class TaskprocReporter:
         self.interrupted = True
 
     def reported_saves(self) -> int:
-        return self.tally.counts["computed"] + self.tally.upstream
+        return self.tally.counts[Status.COMPUTED] + self.tally.upstream
+
+    def _cleared(self) -> str | None:
+        """``--taskproc-clear``: how many results of how many classes were cleared."""
+        if not self.clear:
+            return None
+        try:
+            counts = json.loads((self.run_dir / CLEARED_FILE).read_text())
+        except (OSError, ValueError):
+            return None  # nothing was selected, or collection failed before clearing
+        results, classes = counts["results"], counts["classes"]
+        return (
+            f"taskproc clear: cleared {results} cached result{'s' * (results != 1)} of "
+            f"{classes} task class{'es' * (classes != 1)} "
+            f"({counts['selected']} task{'s' * (counts['selected'] != 1)} selected)"
+        )
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         target = self.config.getoption("taskproc_graph")

@@ -30,21 +30,20 @@ from ..errors import (
 )
 from ..execute import TaskState
 from ..ledger import Failure, Kind
-from ..provenance import Status
+from ..provenance import Status as Verified
 from .collect import PROTOCOL, TaskItem
 from .options import Options
 from .plan import PLAN, RunPlan
 from .report import (
-    NOT_REPRODUCIBLE,
     REASON,
     REPORT_ATTR,
     SECONDS,
     STATUS,
     TASK_ID,
     UPSTREAM,
-    VERIFIED,
     status_line,
 )
+from .status import Status
 from .verdict import Fate, Verdict, decide
 from .verify import Checked
 
@@ -77,7 +76,8 @@ class ItemRunner:
         self, item: TaskItem, excinfo: pytest.ExceptionInfo[BaseException], style: Any
     ) -> Any:
         error = excinfo.value
-        what = f"is {NOT_REPRODUCIBLE}" if isinstance(error, NotReproducibleError) else "failed"
+        not_reproducible = isinstance(error, NotReproducibleError)
+        what = f"is {Status.NOT_REPRODUCIBLE.word}" if not_reproducible else "failed"
         header = failure_header(item, self.plan.state(item.key), what, self.options.started_ns)
         if isinstance(error, TaskprocError) and not _raised_in_run_task(item, excinfo):
             # Our own errors outside run_task (an unpicklable result, a missing
@@ -109,7 +109,9 @@ def report_verdict(item: TaskItem, verdict: Verdict, plan: RunPlan) -> None:
     outcome = verdict.outcome
     if verdict.fate is Fate.COMPUTED:
         assert outcome is not None
-        status.update({STATUS: "computed", REASON: state.describe(), SECONDS: outcome.seconds})
+        status.update(
+            {STATUS: Status.COMPUTED.word, REASON: state.describe(), SECONDS: outcome.seconds}
+        )
         _output_sections(item, state)
         return
     if verdict.fate is Fate.FRESH and verdict.verification is not None:
@@ -117,14 +119,18 @@ def report_verdict(item: TaskItem, verdict: Verdict, plan: RunPlan) -> None:
         return
     if verdict.fate is Fate.FRESH:
         if verdict.made_before(plan.options.run_id):
-            status[STATUS] = "cached"
+            status[STATUS] = Status.CACHED.word
             return
         if outcome is not None and outcome.computed:
             where = "by this process, as an upstream task"
         else:
             where = "by another process"
         status.update(
-            {STATUS: "computed", REASON: f"computed earlier in this run {where}", SECONDS: 0.0}
+            {
+                STATUS: Status.COMPUTED.word,
+                REASON: f"computed earlier in this run {where}",
+                SECONDS: 0.0,
+            }
         )
         return
     if verdict.fate is Fate.BLOCKED:
@@ -140,7 +146,7 @@ def report_verdict(item: TaskItem, verdict: Verdict, plan: RunPlan) -> None:
         # Recorded by another worker, or by an earlier attempt that a process died in.
         _repeat_recorded(item, Failure.of(error))
     status[REASON] = state.describe()
-    status[STATUS] = Failure.of(error).kind.value
+    status[STATUS] = Status.of_kind(Failure.of(error).kind).word
     _output_sections(item, state, plan.options.started_ns)
     raise error  # with its own traceback from run_task
 
@@ -149,17 +155,18 @@ def _report_verification(item: TaskItem, checked: Checked) -> None:
     """Verified passes, not reproducible fails; one that could not be verified stays cached."""
     __tracebackhide__ = True
     status = item.tp_status
-    if checked.status is Status.VERIFIED:
+    if checked.status is Verified.VERIFIED:
         how = "the same bytes" if checked.same_bytes else "an equal value, pickled differently"
-        status.update({STATUS: VERIFIED, REASON: f"recomputed to {how}", SECONDS: checked.seconds})
-        return
-    if checked.status is Status.NOT_REPRODUCIBLE:
         status.update(
-            {STATUS: NOT_REPRODUCIBLE, REASON: checked.difference, SECONDS: checked.seconds}
+            {STATUS: Status.VERIFIED.word, REASON: f"recomputed to {how}", SECONDS: checked.seconds}
         )
-        raise NotReproducibleError(f"{NOT_REPRODUCIBLE}: {checked.difference}")
+        return
+    if checked.status is Verified.NOT_REPRODUCIBLE:
+        word = Status.NOT_REPRODUCIBLE.word
+        status.update({STATUS: word, REASON: checked.difference, SECONDS: checked.seconds})
+        raise NotReproducibleError(f"{word}: {checked.difference}")
     # Changed under this run by another process, after it was planned fresh.
-    status.update({STATUS: "cached", REASON: f"not verified: {checked.difference}"})
+    status.update({STATUS: Status.CACHED.word, REASON: f"not verified: {checked.difference}"})
 
 
 def _upstream_reason(task: Any, failure: Failure) -> str:
@@ -173,14 +180,14 @@ def _upstream_reason(task: Any, failure: Failure) -> str:
 
 def _skip(item: TaskItem, reason: str) -> None:
     __tracebackhide__ = True
-    item.tp_status[STATUS] = "skipped"
+    item.tp_status[STATUS] = Status.SKIPPED.word
     pytest.skip(reason)
 
 
 def _repeat_recorded(item: TaskItem, failure: Failure) -> None:
     """The task of this item ended earlier in this run elsewhere: give the item that outcome."""
     __tracebackhide__ = True
-    item.tp_status[STATUS] = failure.kind.value
+    item.tp_status[STATUS] = Status.of_kind(failure.kind).word
     if failure.kind is Kind.SKIPPED:
         pytest.skip(failure.detail)
     if failure.kind is Kind.XFAILED:
@@ -296,7 +303,7 @@ def describe_report(item: TaskItem, report: pytest.TestReport, properties: bool)
     if report.when != "call":
         status.pop(UPSTREAM, None)  # counted once, with the call
         if report.skipped:
-            status.setdefault(STATUS, "skipped")  # skipped by a mark at setup
+            status.setdefault(STATUS, Status.SKIPPED.word)  # skipped by a mark at setup
     setattr(report, REPORT_ATTR, status)
     longrepr = report.longrepr
     if report.skipped and isinstance(longrepr, tuple) and _is_ours(longrepr[0]):

@@ -1,0 +1,422 @@
+"""The walk from a task class through the user code it can reach, part by part.
+
+Each part is named ``module.qualname`` (a class, a function, a method of
+another task class) or ``module.NAME`` (a module-level name) and digested by
+what it is:
+
+- a class or function by its definition's source, found where the code in use
+  was defined (not the first definition of that name in the file), parsed so
+  that comments, docstrings and formatting do not count, without pytest marks
+  (``@pytest.mark.*``, ``@mark.*``, ``pytestmark``); the names it reads,
+  imports inside it included, are followed; its closure values are digested
+  as values;
+- a module-level name that is not a function or class by the top-level
+  statements of its module that mention it (``OPS = {"double": double}``,
+  ``STEPS.append(fit)``, ``MEMO = {}``), following the names they read: the
+  source says what the value is made of, and stays the same while a memo
+  dict fills up at run time;
+- what has no source (a notebook's globals, a closure cell, code compiled
+  from a string) by value (``valuedigest``), and code without source by its
+  code object.
+
+Installed packages and the standard library are not followed (their
+versions are recorded instead).  Other task classes are not followed either,
+as what a task reads from them is covered by their own records, except for
+their methods and attributes that the code calls directly.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import sys
+import types
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from .sourcefiles import (
+    SourceFile,
+    fingerprint,
+    is_user_module,
+    is_user_path,
+    module_file,
+    source_file,
+)
+from .spec import is_task_class
+from .valuedigest import Undigestable, ValueText, is_immutable, qualified, sha
+
+#: class attributes that are not the user's code (set by Python or by TaskBase)
+_NOT_CODE = frozenset(
+    {
+        "__module__",
+        "__qualname__",
+        "__doc__",
+        "__dict__",
+        "__weakref__",
+        "__annotations__",
+        "__firstlineno__",
+        "__static_attributes__",
+        "__orig_bases__",
+        "__parameters__",
+        "_tp_config",
+        "_task_config",
+        "task_name",
+        "pytestmark",
+    }
+)
+_NO_VALUE = object()
+
+
+class Walker:
+    """Collects the parts of one task class's code."""
+
+    def __init__(self, root: type) -> None:
+        self.root = root
+        self.parts: dict[str, str] = {}
+        #: (mapping, key, value) of every name looked up: all still the same = digest still valid
+        self.lookups: list[tuple[Any, str, Any]] = []
+        self.files: dict[int, SourceFile] = {}
+        #: values that could not be digested at all, as "name (why)"
+        self.undigestable: list[str] = []
+        #: files whose kept text is not the code in memory
+        self.stale_files: list[str] = []
+        self._seen: set[int] = set()
+        self._seen_names: set[tuple[int, str]] = set()
+        self._values = ValueText(self._follow_value)
+
+    def walk(self) -> None:
+        self._seen.add(id(self.root))
+        self._class(self.root)
+        for base in self.root.__mro__[1:]:
+            # Inherited methods are this task's code too, even from another task class.
+            if self._is_user(base) and id(base) not in self._seen:
+                self._seen.add(id(base))
+                self._class(base)
+
+    # -- what the walk meets -------------------------------------------------------------
+
+    def _is_user(self, obj: Any) -> bool:
+        module = getattr(obj, "__module__", None) or ""
+        return module.split(".")[0] != "pytest_taskproc" and is_user_module(module)
+
+    def _follow_value(self, obj: Any) -> bool:
+        """A function or class met inside a value: digest its code when it is the user's."""
+        if not self._is_user(obj) or is_task_class(obj):
+            return False
+        if isinstance(obj, type):
+            if id(obj) not in self._seen:
+                self._seen.add(id(obj))
+                self._class(obj)
+        elif isinstance(obj, types.FunctionType):
+            self._function(obj)
+        else:
+            return False
+        return True
+
+    def _function(self, func: types.FunctionType) -> None:
+        if id(func) in self._seen or not self._is_user(func):
+            return
+        self._seen.add(id(func))
+        name = qualified(func)
+        code = func.__code__
+        kept = self._file(code.co_filename, func.__globals__)
+        nodes = _function_nodes(kept, code) if kept is not None else []
+        if kept is None or not nodes:
+            self._code_object(name, func)
+        else:
+            if not kept.runs(code):
+                self.stale_files.append(kept.filename)
+            self._digest_source(name, kept, nodes, func.__globals__)
+        self._closures(func)
+
+    def _class(self, cls: type) -> None:
+        own = [f for f in _methods(cls) if _defined_in(f, cls)]
+        # a class pickled by value (made in a function) may come back with a short __qualname__
+        where = own[0].__qualname__.rsplit(".", 1)[0] if own else cls.__qualname__
+        name = f"{cls.__module__}.{where}"
+        scope = own[0].__globals__ if own else _module_dict(cls)
+        filename = own[0].__code__.co_filename if own else scope.get("__file__")
+        kept = self._file(filename, scope) if filename else None
+        nodes = _class_nodes(kept, cls, own) if kept is not None else []
+        if kept is None or not nodes:
+            self._class_without_source(name, cls)
+        else:
+            if any(not kept.runs(f.__code__) for f in own):
+                self.stale_files.append(kept.filename)
+            self._digest_source(name, kept, nodes, scope)
+        for base in cls.__bases__:
+            if not is_task_class(base):
+                self._follow_value(base)
+        for function in _methods(cls):
+            if _defined_in(function, cls):
+                self._closures(function)
+            else:  # a function assigned in the class body from elsewhere
+                self._follow_value(function)
+
+    def _class_without_source(self, name: str, cls: type) -> None:
+        """Built by ``exec`` or typed where no text is kept: its methods' code and attributes."""
+        shown = [f"bases:{[qualified(b) for b in cls.__bases__]}"]
+        for attr, value in vars(cls).items():
+            if attr in _NOT_CODE or type(value).__name__ == "Req":
+                continue
+            shown.append(f"{attr}={self._value_text(f'{name}.{attr}', value)}")
+        self.parts[name] = sha("\n".join(shown))
+
+    def _code_object(self, name: str, func: types.FunctionType) -> None:
+        """Code without source (compiled from a string): what it does, and what it reads."""
+        defaults = (func.__defaults__, func.__kwdefaults__)
+        shown = f"{fingerprint(func.__code__)!r}|{self._value_text(name, defaults)}"
+        self.parts[name] = sha(shown)
+        for global_name in sorted(_code_names(func.__code__)):
+            if global_name in func.__globals__:
+                self._resolve([global_name], func.__globals__, {})
+
+    def _closures(self, func: types.FunctionType) -> None:
+        cells = func.__closure__ or ()
+        for var, cell in zip(func.__code__.co_freevars, cells, strict=True):
+            if var == "__class__":  # what ``super()`` uses: the class itself
+                continue
+            try:
+                content = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if content is self.root:
+                continue
+            label = f"{qualified(func)}.<closure {var}>"
+            self.parts[label] = sha(self._value_text(label, content))
+
+    def _value_text(self, name: str, value: Any) -> str:
+        try:
+            return self._values.text(value)
+        except Undigestable as exc:
+            self.undigestable.append(f"{name}: {exc}")
+            return f"undigestable:{uuid.uuid4().hex}"
+
+    # -- names read by code --------------------------------------------------------------
+
+    def _digest_source(
+        self,
+        name: str,
+        kept: SourceFile,
+        nodes: Sequence[ast.AST],
+        scope: dict[str, Any],
+        value: Any = _NO_VALUE,
+    ) -> None:
+        """A part made of definitions or statements of a file, and the names they read."""
+        summaries = [kept.summary(n) for n in nodes]
+        shown = [s.text for s in summaries]
+        if value is not _NO_VALUE and is_immutable(value):
+            # also what it came out as: ``N = int(os.environ["N"])``, ``STARTED = time.time()``
+            shown.append(self._value_text(name, value))
+        self.parts[name] = sha("\n".join(shown))
+        for summary in summaries:
+            imports = dict(self._local_imports(summary.imports, scope))
+            for path in summary.references:
+                self._resolve(path, scope, imports)
+
+    def _resolve(
+        self, path: Sequence[str], scope: Any, imports: dict[str, tuple[Any, str, Any]]
+    ) -> None:
+        head = path[0]
+        if head in imports:
+            home, key, value = imports[head]
+        elif head in scope:
+            home, key, value = scope, head, scope[head]
+        else:
+            return  # a builtin, a local or an attribute of self
+        if home is not None:
+            self.lookups.append((home, key, value))
+        for attr in path[1:]:
+            if isinstance(value, types.ModuleType) and is_user_module(value.__name__):
+                members = vars(value)
+                if attr not in members:
+                    return
+                home, key, value = members, attr, members[attr]
+                self.lookups.append((home, key, value))
+            elif is_task_class(value) and self._is_user(value):
+                self._task_attribute(value, attr)
+                return
+            else:
+                break
+        self._name(home, key, value)
+
+    def _task_attribute(self, cls: type, attr: str) -> None:
+        """``Other.helper(x)``: that method of another task class, not the whole class."""
+        owner = next((k for k in cls.__mro__ if attr in vars(k)), None)
+        if owner is None or not self._is_user(owner) or (id(owner), attr) in self._seen_names:
+            return
+        self._seen_names.add((id(owner), attr))
+        raw = vars(owner)[attr]
+        self.lookups.append((vars(owner), attr, raw))
+        if type(raw).__name__ == "Req":
+            return
+        inner = _unwrap(raw)
+        if isinstance(inner, types.FunctionType):
+            self._function(inner)
+        else:
+            label = f"{qualified(owner)}.{attr}"
+            self.parts[label] = sha(self._value_text(label, raw))
+
+    def _name(self, home: Any, key: str, value: Any) -> None:
+        """A name of a module: a function or class by its code, anything else by its statements."""
+        if isinstance(value, types.ModuleType) or is_task_class(value):
+            return
+        if isinstance(value, (types.FunctionType, type)):
+            self._follow_value(value)
+            return
+        module_name = home.get("__name__") if isinstance(home, dict) else None
+        if module_name is None or not is_user_module(module_name):
+            return  # a value of an installed package: its version is recorded
+        if (id(home), key) in self._seen_names:
+            return
+        self._seen_names.add((id(home), key))
+        label = f"{module_name}.{key}"
+        kept = module_file(_home_module(home))
+        statements = kept.bindings(key) if kept is not None else []
+        if kept is not None:
+            self.files[id(kept)] = kept
+        if statements and all(isinstance(s, ast.ImportFrom) for s in statements):
+            imported = self._local_imports([statements[-1]], home)  # type: ignore[list-item]
+            for local, (src_home, src_key, src_value) in imported:
+                if local == key and src_home is not None:
+                    self._name(src_home, src_key, src_value)
+            return
+        if statements and not all(isinstance(s, ast.Import) for s in statements):
+            assert kept is not None
+            self._digest_source(label, kept, statements, home, value)
+            return
+        self.parts[label] = sha(self._value_text(label, value))
+
+    def _local_imports(
+        self, statements: Iterable[ast.Import | ast.ImportFrom], scope: dict[str, Any]
+    ) -> Iterator[tuple[str, tuple[Any, str, Any]]]:
+        """Names bound by ``import`` statements, resolved to user modules' names."""
+        package = scope.get("__package__") or ""
+        for node in statements:
+            if isinstance(node, ast.ImportFrom):
+                base = _absolute(node.module, node.level, package)
+                module = self._user_module(base) if base else None
+                if module is None:
+                    continue
+                for alias in node.names:
+                    members = vars(module)
+                    local = alias.asname or alias.name
+                    if alias.name in members:
+                        yield local, (members, alias.name, members[alias.name])
+                    elif (sub := self._user_module(f"{base}.{alias.name}")) is not None:
+                        yield local, (None, local, sub)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    module = self._user_module(alias.name)
+                    if module is not None and alias.asname:
+                        yield alias.asname, (None, alias.asname, module)
+                    elif module is not None:
+                        top = sys.modules.get(alias.name.split(".")[0])
+                        yield alias.name.split(".")[0], (None, alias.name, top)
+
+    def _user_module(self, name: str) -> types.ModuleType | None:
+        """A user module by name, imported now if the code imports it only when it runs."""
+        module = sys.modules.get(name)
+        if module is None:
+            try:
+                spec = importlib.util.find_spec(name)
+                if spec is None or not spec.origin or not is_user_path(spec.origin):
+                    return None
+                module = importlib.import_module(name)
+            except Exception:  # the code would fail the same way when it runs
+                return None
+        return module if is_user_module(module.__name__) else None
+
+    def _file(self, filename: str, scope: dict[str, Any]) -> SourceFile | None:
+        kept = source_file(filename, scope)
+        if kept is not None:
+            self.files[id(kept)] = kept
+            self.lookups.append((scope, "__spec__", scope.get("__spec__")))
+        return kept
+
+
+# -- finding the definition in use ---------------------------------------------------------
+
+
+def _function_nodes(kept: SourceFile, code: types.CodeType) -> list[ast.AST]:
+    found = kept.definitions_at(code.co_firstlineno)
+    if code.co_name == "<lambda>":  # several lambdas on one line all count
+        return [n for n in found if isinstance(n, ast.Lambda)]
+    return [
+        n
+        for n in found
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == code.co_name
+    ]
+
+
+def _class_nodes(kept: SourceFile, cls: type, own: list[types.FunctionType]) -> list[ast.ClassDef]:
+    named = kept.classes_named(cls.__name__)
+    first = getattr(cls, "__firstlineno__", None)  # Python 3.13+
+    found = list(named)  # no way to tell them apart: all of them count
+    if first is not None:
+        found = [n for n in named if first in (n.lineno, *(d.lineno for d in n.decorator_list))]
+    elif own:
+        line = min(f.__code__.co_firstlineno for f in own)
+        found = [n for n in named if n.lineno <= line <= (n.end_lineno or n.lineno)][-1:]
+    return found
+
+
+def _defined_in(function: types.FunctionType, cls: type) -> bool:
+    """Whether a function of the class's namespace was written in its body."""
+    owner = function.__qualname__.rsplit(".", 1)[0]
+    return owner == cls.__qualname__ or owner.endswith("." + cls.__qualname__)
+
+
+def _methods(cls: type) -> Iterator[types.FunctionType]:
+    for value in vars(cls).values():
+        inner = _unwrap(value)
+        if isinstance(inner, types.FunctionType):
+            yield inner
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, (staticmethod, classmethod)):
+        value = value.__func__
+    if isinstance(value, property):
+        value = value.fget
+    for _ in range(20):
+        wrapped = getattr(value, "__wrapped__", None)
+        if wrapped is None or isinstance(value, types.FunctionType):
+            break
+        value = wrapped
+    return value
+
+
+def _module_dict(cls: type) -> dict[str, Any]:
+    module = sys.modules.get(cls.__module__)
+    return vars(module) if module is not None else {}
+
+
+def _home_module(home: dict[str, Any]) -> types.ModuleType | None:
+    module = sys.modules.get(home.get("__name__", ""))
+    if module is not None and vars(module) is home:
+        return module
+    fake = types.ModuleType(home.get("__name__", "?"))  # a reloaded module's old globals
+    fake.__file__ = home.get("__file__")
+    fake.__spec__ = home.get("__spec__")
+    return fake
+
+
+def _absolute(module: str | None, level: int, package: str) -> str:
+    if level == 0:
+        return module or ""
+    parts = package.split(".") if package else []
+    if level - 1 > len(parts):
+        return ""
+    base = parts[: len(parts) - (level - 1)]
+    return ".".join([*base, module] if module else base)
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names

@@ -1,0 +1,253 @@
+"""The environment a record names: installed distributions a task imports, and the git commit.
+
+A reviewer asking "which code made this number?" needs more than the task's
+code digest: the versions of the libraries its code calls, and the commit of
+the project it lives in.  Both are found cheaply and cached for the life of
+the process: the distributions from ``sys.modules`` and
+``importlib.metadata.packages_distributions()`` (read once), the commit from
+one ``git status`` per repository and run.  Each process that computes a task names
+its own environment, so a Dask worker on another machine records the
+versions and the checkout that really ran the task.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import threading
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+#: Always recorded: what wrote the record and what pickled the value.
+ALWAYS = ("pytest-taskproc", "cloudpickle")
+#: A task module's imports are followed through at most this many user modules.
+MAX_USER_MODULES = 200
+GIT_TIMEOUT = 10.0
+
+_lock = threading.Lock()
+
+
+@functools.cache
+def _distributions_of_top_level() -> dict[str, tuple[str, ...]]:
+    """Top-level import name -> names of the installed distributions that provide it."""
+    from importlib import metadata  # 10 ms to import: only once something is computed
+
+    return {
+        top: tuple(dict.fromkeys(names)) for top, names in metadata.packages_distributions().items()
+    }
+
+
+@functools.cache
+def version_of(distribution: str) -> str | None:
+    """The installed version of a distribution, None when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _top(name: object) -> str | None:
+    return name.partition(".")[0] if isinstance(name, str) and name else None
+
+
+def _module_names_in_code(code: types.CodeType) -> Iterator[str]:
+    """Names a function's code uses, nested functions included (``import x`` inside it too)."""
+    yield from code.co_names
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _module_names_in_code(const)
+
+
+def _names_used_by(value: Any) -> Iterator[str]:
+    """Module names a module-level value or class attribute points into."""
+    if isinstance(value, types.ModuleType):
+        yield value.__name__
+        return
+    if isinstance(value, (classmethod, staticmethod)):
+        value = value.__func__
+    if isinstance(value, property):
+        value = value.fget
+    module = getattr(value, "__module__", None)
+    if not isinstance(module, str):
+        module = type(value).__module__
+    yield module
+    code = getattr(value, "__code__", None)
+    if isinstance(code, types.CodeType):
+        yield from _module_names_in_code(code)
+
+
+def _is_user_module(name: str) -> bool:
+    """A module of the project: not built in, not the standard library, not installed."""
+    top = name.partition(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return False
+    return top not in _distributions_of_top_level()
+
+
+def _imports_of_module(name: str) -> frozenset[str]:
+    """Top-level names of the installed packages a user module and the user modules it
+    uses import (followed transitively, at most ``MAX_USER_MODULES`` of them).
+
+    Cached while the module keeps its number of globals: a notebook cell that
+    imports something more in ``__main__`` is seen by the next record.
+    """
+    module = sys.modules.get(name)
+    size = len(vars(module)) if module is not None else 0
+    return _imports_of_module_cached(name, id(module), size)
+
+
+@functools.lru_cache(maxsize=1024)
+def _imports_of_module_cached(name: str, ident: int, size: int) -> frozenset[str]:
+    found: set[str] = set()
+    seen: set[str] = set()
+    todo = [name]
+    while todo and len(seen) < MAX_USER_MODULES:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        module = sys.modules.get(current)
+        if module is None:
+            continue
+        for value in list(vars(module).values()):
+            values = [value]
+            if isinstance(value, type) and getattr(value, "__module__", None) == current:
+                values += list(vars(value).values())  # a class's methods import too
+            for item in values:
+                for used in _names_used_by(item):
+                    top = _top(used)
+                    if top is None or top == "builtins":
+                        continue
+                    if _is_user_module(used):
+                        # A user module reached by name is followed as a whole.
+                        if used in sys.modules and used not in seen:
+                            todo.append(used)
+                    elif top in _distributions_of_top_level() and top in sys.modules:
+                        found.add(top)
+    return frozenset(found)
+
+
+def distributions_for(cls: type | None) -> dict[str, str | None]:
+    """Versions of the installed distributions a task class's modules import.
+
+    Found from the class's module and the user modules it reaches: modules
+    imported at module level, classes and functions imported from packages,
+    and modules imported inside functions and methods; numpy whenever it is
+    loaded, since pickled values depend on it.  Sorted by name.
+    """
+    packages: dict[str, str | None] = {name: version_of(name) for name in ALWAYS}
+    if "numpy" in sys.modules:
+        packages["numpy"] = version_of("numpy")
+    if cls is not None:
+        tops = set(_imports_of_module(cls.__module__))
+        for value in vars(cls).values():
+            for used in _names_used_by(value):
+                top = _top(used)
+                if top and not _is_user_module(used) and top in sys.modules:
+                    tops.add(top)
+        table = _distributions_of_top_level()
+        for top in tops:
+            for distribution in table.get(top, ()):
+                packages[distribution] = version_of(distribution)
+    return dict(sorted(packages.items(), key=lambda kv: kv[0].lower()))
+
+
+# -- git ---------------------------------------------------------------------------------------
+def _repository_of(directory: Path) -> Path | None:
+    """The top of the git working tree holding ``directory``, None outside one."""
+    for candidate in (directory, *directory.parents):
+        if (candidate / ".git").exists():  # a directory, or a file in a worktree
+            return candidate
+    return None
+
+
+_git_states: dict[tuple[Path, str | None], dict[str, Any] | None] = {}
+
+
+def git_state(directory: str | os.PathLike[str], run: str | None = None) -> dict[str, Any] | None:
+    """``{"commit": SHA, "dirty": bool}`` of the repository holding ``directory``.
+
+    One ``git status`` per repository, run and process (a notebook's next run
+    sees a new commit); None when the directory is in no repository, git is
+    missing or fails.  ``dirty`` means a tracked file differs from the commit
+    (untracked files do not count, as for ``git describe --dirty``: a data
+    folder beside the code must not make every record dirty).
+    """
+    repository = _repository_of(Path(directory).resolve())
+    if repository is None:
+        return None
+    key = (repository, run)
+    with _lock:
+        if key in _git_states:
+            return _git_states[key]
+    state = _ask_git(repository)
+    with _lock:
+        for old in [k for k in _git_states if k[1] != run]:
+            del _git_states[old]  # an earlier run's answer may be out of date
+        _git_states[key] = state
+    return state
+
+
+def _ask_git(repository: Path) -> dict[str, Any] | None:
+    # GIT_OPTIONAL_LOCKS=0: status must not take index.lock and fight the user's own git.
+    environment = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
+            cwd=repository,
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    commit = None
+    dirty = False
+    for line in done.stdout.splitlines():
+        if line.startswith("# branch.oid "):
+            oid = line.split()[2]
+            commit = None if oid == "(initial)" else oid
+        elif line and not line.startswith("#"):
+            dirty = True
+    return {"commit": commit, "dirty": dirty}
+
+
+def project_directory(cls: type | None) -> str:
+    """Where a task class's code lives: its module's folder, else the working directory."""
+    module = sys.modules.get(cls.__module__) if cls is not None else None
+    file = getattr(module, "__file__", None)
+    return os.path.dirname(os.path.abspath(file)) if isinstance(file, str) else os.getcwd()
+
+
+def run_environment(directory: str | os.PathLike[str], records: list[Any]) -> dict[str, Any]:
+    """The environment of a run, shown once at the top of its manifest.
+
+    The interpreter, the git state of the repository holding ``directory``,
+    and the versions installed now of every distribution any of ``records``
+    names (each record keeps the versions it was made with).
+    """
+    import platform
+
+    names: set[str] = set(ALWAYS)
+    for record in records:
+        made = record.get("made") if isinstance(record, dict) else None
+        packages = made.get("packages") if isinstance(made, dict) else None
+        if isinstance(packages, dict):
+            names.update(name for name in packages if isinstance(name, str))
+    return {
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "platform": sys.platform,
+        "git": git_state(directory),
+        "packages": {name: version_of(name) for name in sorted(names, key=str.lower)},
+    }

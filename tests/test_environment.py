@@ -1,0 +1,107 @@
+"""The environment in records: distributions a task's code imports, and the project's git state."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from conftest import TaskModules
+
+from pytest_taskproc.provenance import build_manifest
+
+HELPER = """
+from yaml import safe_dump
+
+
+def dump(value: object) -> str:
+    return safe_dump(value)
+"""
+
+TASKS = """
+import envhelper_{n}
+
+
+class Dumped(TaskBase):
+    def run_task(self) -> str:
+        import networkx  # imported inside run_task: counts too
+
+        log("run Dumped")
+        return envhelper_{n}.dump([networkx.__name__])
+"""
+
+
+def git(directory: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def load(modules: TaskModules, n: int) -> object:
+    modules.write(f"envhelper_{n}", HELPER)
+    return modules.load(f"envtasks_{n}", TASKS.format(n=n))
+
+
+def compute(module: object) -> dict[str, object]:
+    task = module.Dumped()  # type: ignore[attr-defined]
+    with ThreadPoolExecutor(1) as executor:
+        task.run_graph(executor=executor)
+    made: dict[str, object] = task.task_record["made"]
+    return made
+
+
+def test_a_record_names_the_distributions_the_task_code_imports(modules: TaskModules) -> None:
+    made = compute(load(modules, 1))
+    packages = made["packages"]
+    assert isinstance(packages, dict)
+    # Through a user module it calls (yaml), inside run_task (networkx), and always.
+    assert packages["PyYAML"] == metadata.version("PyYAML")
+    assert packages["networkx"] == metadata.version("networkx")
+    assert packages["pytest-taskproc"] and packages["cloudpickle"]
+    # Loaded in this process, but not by the task's code.
+    assert "pluggy" not in packages and "pytest" not in packages and "diskcache" not in packages
+    assert list(packages) == sorted(packages, key=str.lower)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_a_record_names_the_commit_and_whether_tracked_files_differ(
+    modules: TaskModules,
+) -> None:
+    repository = modules.directory
+    git(repository, "init", "-q")
+    module = load(modules, 2)
+    git(repository, "add", "envhelper_2.py", "envtasks_2.py")
+    git(repository, "commit", "-q", "-m", "tasks")
+    head = git(repository, "rev-parse", "HEAD")
+    (repository / "data.csv").write_text("untracked data does not make the tree dirty\n")
+    assert compute(module)["git"] == {"commit": head, "dirty": False}
+
+    # A tracked file edited (even a comment), then a new run: dirty.
+    helper = repository / "envhelper_2.py"
+    helper.write_text(helper.read_text() + "# edited\n")
+    module.Dumped().clear_task()  # type: ignore[attr-defined]
+    assert compute(module)["git"] == {"commit": head, "dirty": True}
+
+    manifest = build_manifest([module.Dumped()])  # type: ignore[attr-defined]
+    assert list(manifest) == ["cache", "environment", "tasks"]
+    environment = manifest["environment"]
+    assert environment["git"] == {"commit": head, "dirty": True}
+    assert environment["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert environment["packages"]["PyYAML"] == metadata.version("PyYAML")
+    json.dumps(manifest)
+
+
+def test_outside_a_repository_git_is_none(modules: TaskModules, tmp_path: Path) -> None:
+    if any((parent / ".git").exists() for parent in (tmp_path, *tmp_path.parents)):
+        pytest.skip("the temporary folder is inside a git repository")
+    assert compute(load(modules, 3))["git"] is None
