@@ -78,9 +78,10 @@ def _ls(root: Path, wanted: str | None, as_json: bool) -> int:
     entries = [e for name in names for e in scan_class(root, name)]
     entries.sort(key=lambda e: (e.name, e.key or "", e.task_id))
     if as_json:
-        document = {"cache": str(root), "results": [e.as_json() for e in entries]}
-        json.dump(document, sys.stdout, indent=1)
-        print()
+        # One result per line, each encoded compactly: indenting the whole
+        # document would run json's pure-Python encoder, slow on a big cache.
+        lines = ",\n ".join(json.dumps(e.as_json(), sort_keys=True) for e in entries)
+        sys.stdout.write(f'{{"cache": {json.dumps(str(root))}, "results": [\n {lines}\n]}}\n')
         return 0
     if not entries:
         print(f"no results in {root}" + (f" for {names[0]}" if wanted else ""))
@@ -191,7 +192,10 @@ def find_entry(root: Path, name: str, which: str) -> Entry:
 def format_args(args: Any) -> str:
     if not isinstance(args, dict):
         return "?"
-    return ", ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in args.items())
+    return ", ".join(f"{k}={_encode(v)}" for k, v in args.items())
+
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _short(text: str) -> str:

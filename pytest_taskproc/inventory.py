@@ -38,9 +38,12 @@ class Entry:
     state: str  # WHOLE, or what is wrong ("no record", "damaged record", ...)
     at: str | None = None  # when the result was made (UTC, ISO 8601)
     seconds: float | None = None  # how long run_task took
+    parsed: Any = None  # the arguments as read from the record, when it has them
 
     @property
     def args(self) -> Any:
+        if self.parsed is not None:
+            return self.parsed
         return None if self.key is None else json.loads(self.key)
 
     def as_json(self) -> dict[str, Any]:
@@ -114,8 +117,9 @@ def _entry(name: str, task_id: int, folder: str) -> Entry:
         return Entry(name, task_id, folder, key, size, "no record")
     state, at, seconds, args = _judge(name, texts["record.json"], key, sizes)
     if key is None and args is not None:
-        key = args
-    return Entry(name, task_id, folder, key, size, state, at, seconds)
+        key = encode_key(args)
+    parsed = args if state == WHOLE else None
+    return Entry(name, task_id, folder, key, size, state, at, seconds, parsed)
 
 
 _SMALL_FILES = frozenset(("args.json", "record.json"))
@@ -123,31 +127,30 @@ _SMALL_FILES = frozenset(("args.json", "record.json"))
 
 def _judge(
     name: str, text: bytes, key: str | None, sizes: dict[str, int]
-) -> tuple[str, str | None, float | None, str | None]:
-    """(state, made at, seconds, arguments) of a record, without reading the value."""
+) -> tuple[str, str | None, float | None, Any]:
+    """(state, made at, seconds, the record's arguments), without reading the value."""
     try:
-        record = json.loads(text)
+        record = _decode(text.decode())
         made = record.get("made") or {}
         at, seconds = made.get("at"), made.get("seconds")
         value = record["value"]
         args = record["args"]
         if record.get("format") != FORMAT:
             return "damaged record (unknown format)", at, seconds, None
+        same = key is None or encode_key(args) == key  # args.json is canonical
     except (ValueError, KeyError, TypeError, AttributeError):
         return "damaged record", None, None, None
-    # Comparing parsed arguments costs a fraction of encoding them again.
-    try:
-        same = key is None or json.loads(key) == args
-    except ValueError:
-        same = False
     if record.get("task") != name or not same:
-        return "record of another task", at, seconds, encode_key(args)
+        return "record of another task", at, seconds, args
     stored = sizes.get(str(value.get("file")))
     if stored is None:
-        return "value missing", at, seconds, None
+        return "value missing", at, seconds, args
     if stored != value.get("stored_size"):
-        return "value damaged (size)", at, seconds, None
-    return WHOLE, at, seconds, None
+        return "value damaged (size)", at, seconds, args
+    return WHOLE, at, seconds, args
+
+
+_decode = json.JSONDecoder().decode
 
 
 def _read_bytes(path: str) -> bytes:
@@ -160,12 +163,15 @@ def _read_bytes(path: str) -> bytes:
     try:
         chunks: list[bytes] = []
         while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(chunks)
+            chunk = os.read(fd, _CHUNK)
             chunks.append(chunk)
+            if len(chunk) < _CHUNK:  # a short read is the end of a file nobody writes
+                return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+_CHUNK = 1 << 16
 
 
 def folder_size(path: str | Path) -> int:
