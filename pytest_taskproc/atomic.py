@@ -20,7 +20,7 @@ TMP_MARK = ".tmp-"
 
 def temporary_sibling(path: str | Path) -> str:
     head, name = os.path.split(path)
-    return os.path.join(head, f".{name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return os.path.join(head, f".{name}{TMP_MARK}{os.getpid()}-{os.urandom(4).hex()}")
 
 
 def write_atomic(path: str | Path, chunks: Iterable[bytes | memoryview]) -> None:

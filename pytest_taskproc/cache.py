@@ -24,11 +24,12 @@ instead of calling it damage, since a writer may have committed meanwhile.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple
 
 from . import serialize
 from .atomic import TMP_MARK, remove_tree, write_atomic, write_text_atomic
@@ -47,6 +48,8 @@ __all__ = ["CacheCorruptionWarning", "ClassStore", "get_store"]
 
 RECORD_NAME = "record.json"
 ARGS_NAME = "args.json"
+STDOUT_NAME = "stdout.txt"
+STDERR_NAME = "stderr.txt"
 CACHE_README = """\
 # pytest-taskproc cache
 
@@ -59,6 +62,36 @@ to make its tasks recompute. Results are pickles: only load a cache you trust.
 
 #: How often a reader re-reads a result that changed under it before giving up.
 READ_ATTEMPTS = 5
+
+
+class StoredValue(NamedTuple):
+    """What ``write_value`` stored: the file name, the pickle's digest and size, the file's size."""
+
+    file: str
+    digest: str
+    size: int
+    stored_size: int
+    #: (mtime_ns, inode, ctime_ns) of the file as it was left
+    stat: tuple[int, int, int]
+
+
+#: Value files this process wrote, with the digest of their pickle and their
+#: stat then.  A file whose stat (ctime included, which no user can set) is
+#: unchanged still holds those bytes, so reading it back in this process need
+#: not hash it again.
+_written: dict[str, tuple[str, tuple[int, ...]]] = {}
+#: Only files this large are remembered: hashing a small one costs less than a look-up.
+TRUST_WRITTEN_FROM = 1 << 20
+
+
+def _stat_key(stat: os.stat_result) -> tuple[int, ...]:
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
+
+
+@functools.lru_cache(maxsize=64)
+def root_path(root: str) -> Path:
+    """The cache root of a job as a ``Path``, made once per process: pathlib costs per task."""
+    return Path(root)
 
 
 def ensure_directory(path: Path) -> None:
@@ -153,10 +186,10 @@ class ClassStore:
         return Path(self.folder(task_id))
 
     def stdout_path(self, task_id: int) -> Path:
-        return self.result_dir(task_id) / "stdout.txt"
+        return self.result_dir(task_id) / STDOUT_NAME
 
     def stderr_path(self, task_id: int) -> Path:
-        return self.result_dir(task_id) / "stderr.txt"
+        return self.result_dir(task_id) / STDERR_NAME
 
     def data_dir(self, task_id: int) -> Path:
         return self.result_dir(task_id) / "data"
@@ -248,15 +281,27 @@ class ClassStore:
             try:
                 with open(path, "rb") as handle:
                     blob = handle.read()
+                    written = _written.get(path)
+                    if written is not None and written != (
+                        record.digest,
+                        _stat_key(os.fstat(handle.fileno())),
+                    ):
+                        written = None
             except FileNotFoundError:
                 continue  # replaced just now: read the new record
             except OSError as exc:
                 raise access_error("read", path, exc) from None
             problem = None
             try:
-                value, intact = serialize.verified_load(
-                    serialize.unpack(record.file, blob), record.digest
-                )
+                if written is not None and self._record_text(task_id) == text:
+                    # This process wrote these very bytes, nothing touched the
+                    # file since, and its record did not change while it was
+                    # read (a writer removes the record before the value).
+                    value, intact = serialize.decode(record.file, blob), True
+                else:
+                    value, intact = serialize.verified_load(
+                        serialize.unpack(record.file, blob), record.digest
+                    )
             except ValueError as exc:
                 value, intact, problem = None, False, str(exc)
             if intact:
@@ -293,30 +338,38 @@ class ClassStore:
         return None
 
     # -- writing ----------------------------------------------------------
-    def begin_run(self, task_id: int, key: str) -> tuple[bool, Record | None]:
-        """Make way for a new result; returns (folder is new, the previous record).
-
-        The previous record is removed first: from then on the old value is
-        not trusted, so a failed or killed run leaves no result behind.
-        """
+    def create_folder(self, task_id: int, key: str) -> bool:
+        """Create the task's result folder with its ``args.json``; False if it existed."""
         folder = self.folder(task_id)
         try:
             os.mkdir(folder)
         except FileExistsError:
-            pass
+            return False
         except FileNotFoundError:
             ensure_directory(Path(folder))
         except OSError as exc:
             raise access_error("prepare", folder, exc) from None
-        else:
-            # A new folder holds no record, so args.json need not be written
-            # atomically: a torn one is rewritten by the next run.
-            try:
-                with open(f"{folder}{os.sep}{ARGS_NAME}", "x", encoding="utf-8") as handle:
-                    handle.write(key)
-            except OSError as exc:
-                remove_tree(Path(folder))  # nothing of it is a result yet
-                raise access_error("prepare", folder, exc) from None
+        # A new folder holds no record, so args.json need not be written
+        # atomically: a torn one is rewritten by the next run.
+        try:
+            with open(f"{folder}{os.sep}{ARGS_NAME}", "x", encoding="utf-8") as handle:
+                handle.write(key)
+        except OSError as exc:
+            remove_tree(Path(folder))  # nothing of it is a result yet
+            raise access_error("prepare", folder, exc) from None
+        return True
+
+    def begin_run(
+        self, task_id: int, key: str, created: bool = False
+    ) -> tuple[bool, Record | None]:
+        """Make way for a new result; returns (folder is new, the previous record).
+
+        The previous record is removed first: from then on the old value is
+        not trusted, so a failed or killed run leaves no result behind.
+        ``created``: the caller made the folder (``create_folder``) under the task's lock.
+        """
+        folder = self.folder(task_id)
+        if created or self.create_folder(task_id, key):
             return True, None
         if not os.path.isdir(folder):
             _warn(f"{folder} is not a folder; replacing it with the result of {self.name} {key}")
@@ -346,21 +399,43 @@ class ClassStore:
         remove_tree(Path(folder, "data"))
         return False, previous
 
-    def write_value(self, task_id: int, data: bytes, compress_level: int | None) -> tuple[str, int]:
-        """Store pickled ``data`` in the task's folder; returns the file name and its size.
+    def write_value(self, task_id: int, value: Any, compress_level: int | None) -> StoredValue:
+        """Pickle ``value`` into the task's folder in one pass; what was stored.
 
         Written in place: until the record is committed nobody trusts it.
+        Pickling errors propagate as they are (nothing is left behind); a
+        failing write is an ``access_error``.
         """
-        name, blob = serialize.encode(data, serialize.choose_encoding(data, compress_level))
-        path = f"{self.folder(task_id)}{os.sep}{name}"
-        try:
-            with open(path, "wb") as handle:
-                handle.write(blob)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(path)  # a partial value is no result, and a full disk needs the room
-            raise access_error("write the result", path, exc) from None
-        return name, len(blob)
+        folder = self.folder(task_id)
+        with contextlib.ExitStack() as files:
+
+            def open_file(name: str) -> BinaryIO:
+                return files.enter_context(open(f"{folder}{os.sep}{name}", "wb"))
+
+            writer = serialize.ValueWriter(open_file, compress_level)
+            try:
+                serialize.stream_result(value, writer)
+                digest = writer.finish()
+            except BaseException as exc:
+                files.close()
+                path = f"{folder}{os.sep}{writer.name}"
+                if writer.name is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)  # a partial value is no result; a full disk needs room
+                if isinstance(exc, OSError) and exc is writer.write_error:
+                    raise access_error("write the result", path, exc) from None
+                raise
+            stat = os.fstat(writer.fileno())
+        assert writer.name is not None
+        if writer.stored_size >= TRUST_WRITTEN_FROM:
+            _written[f"{folder}{os.sep}{writer.name}"] = (digest, _stat_key(stat))
+        return StoredValue(
+            writer.name,
+            digest,
+            writer.size,
+            writer.stored_size,
+            (stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns),
+        )
 
     def commit(self, task_id: int, record: Record) -> None:
         """Publish a result: its record replaces whatever record was there, atomically."""

@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from .atomic import temporary_sibling
 from .errors import CacheAccessError
 from .idtable import access_error
 
@@ -101,29 +100,34 @@ def _uninstall() -> None:
 
 
 class _LazyFile:
-    """A task's output file, created at the first write.
+    """A task's output file, created at the first write and written line by line.
 
     Most tasks print nothing; not creating two empty files for each of them
-    halves the file-system work of a trivial task.  While the task runs, its
-    output is in a hidden temporary sibling that replaces the final file
-    atomically when the task ends.
+    halves the file-system work of a trivial task.  The file is written in
+    place, not published at the end: when the task's process is killed (a
+    timeout, the out-of-memory killer, ``scancel``), what it printed until
+    then is what its failure report shows, and stays beside the absent
+    result until the task runs again.
     """
 
-    def __init__(self, path: Path, new_folder: bool = False) -> None:
+    def __init__(self, path: str | Path, new_folder: bool = False) -> None:
         self.path = path
         self.new_folder = new_folder
         self._handle: IO[str] | None = None
-        self._tmp: str | None = None
+
+    def start(self) -> None:
+        """Remove the previous run's output: it must not pass for this run's."""
+        if not self.new_folder:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
     def _open(self) -> IO[str]:
         if self._handle is None:
-            self._tmp = temporary_sibling(self.path)
             try:
                 self._handle = open(  # noqa: SIM115 - closed in finish()
-                    self._tmp, "x", encoding="utf-8", errors="backslashreplace", buffering=1
+                    self.path, "w", encoding="utf-8", errors="backslashreplace", buffering=1
                 )
             except OSError as exc:
-                self._tmp = None
                 raise access_error("write the output of the task to", self.path, exc) from None
         return self._handle
 
@@ -138,15 +142,13 @@ class _LazyFile:
             raise access_error("write the output of the task to", self.path, exc) from None
 
     def _drop(self) -> None:
-        """Give up the output (a full disk): no temporary file may stay to keep it full."""
-        handle, tmp = self._handle, self._tmp
-        self._handle = self._tmp = None
+        """Give up the output (a full disk): it must not keep the disk full for the next task."""
+        handle, self._handle = self._handle, None
         if handle is not None:
             with contextlib.suppress(OSError):
                 handle.close()  # flushing what is buffered fails again on a full disk
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
@@ -168,32 +170,31 @@ class _LazyFile:
         return "utf-8"
 
     def finish(self) -> None:
-        """Publish what was written; a silent run leaves no file behind."""
-        if self._handle is None:
-            if not self.new_folder:  # a previous run's output must not linger
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path)
-            return
-        assert self._tmp is not None
-        try:
-            self._handle.close()
-            os.replace(self._tmp, self.path)
-        except OSError as exc:
-            self._drop()
-            raise access_error("write the output of the task to", self.path, exc) from None
-        self._handle = self._tmp = None
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            try:
+                handle.close()
+            except OSError as exc:
+                self._handle = handle
+                self._drop()
+                raise access_error("write the output of the task to", self.path, exc) from None
 
 
 @contextmanager
 def captured_output(
-    stdout_path: Path, stderr_path: Path, echo: bool = False, new_folder: bool = False
+    stdout_path: str | Path,
+    stderr_path: str | Path,
+    echo: bool = False,
+    new_folder: bool = False,
 ) -> Iterator[None]:
-    """Send this thread's prints to the two files, replacing them atomically at the end.
+    """Send this thread's prints to the two files (see :class:`_LazyFile`).
 
     With ``echo`` the prints also reach the streams that were current before.
     """
-    _install()
     out, err = _LazyFile(stdout_path, new_folder), _LazyFile(stderr_path, new_folder)
+    out.start()
+    err.start()
+    _install()
     previous = (getattr(_local, "stdout", None), getattr(_local, "stderr", None))
     if echo:
         _local.stdout = _Tee(out, previous[0] or _saved["stdout"][0])
@@ -215,7 +216,7 @@ def captured_output(
 
 
 def _finish_both(out: _LazyFile, err: _LazyFile) -> CacheAccessError | None:
-    """Publish both files (or remove both temporaries); the first problem, if any."""
+    """Close both files (a full disk removes them); the first problem, if any."""
     problem = None
     for output in (out, err):
         try:

@@ -60,6 +60,8 @@ _NOT_CODE = frozenset(
         "__static_attributes__",
         "__orig_bases__",
         "__parameters__",
+        "__abstractmethods__",
+        "_abc_impl",
         "_tp_config",
         "_task_config",
         "task_name",

@@ -10,13 +10,15 @@ first used, which lets the pytest plugin and the app choose it first.
 from __future__ import annotations
 
 import contextvars
-import multiprocessing
 import os
 import sys
 import threading
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from multiprocessing.context import BaseContext
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
 
 
 def _env_flag(name: str, default: bool = False) -> bool:
@@ -59,6 +61,9 @@ class Context:
         if cls.executor_name == "thread":
             return ThreadPoolExecutor(max_workers=workers)
         if cls.executor_name == "process":
+            # multiprocessing costs tens of ms to import: only when a pool is made
+            from concurrent.futures import ProcessPoolExecutor
+
             return ProcessPoolExecutor(max_workers=workers, mp_context=_process_context())
         raise ValueError(
             f"unknown executor name {cls.executor_name!r} (CP_EXECUTOR); use 'process' or 'thread'"
@@ -122,6 +127,8 @@ def _process_context() -> BaseContext:
     (pytest-xdist, Dask, a thread pool), so then workers fork from a clean
     fork server instead; platforms without fork spawn.
     """
+    import multiprocessing  # tens of ms to import: only when a pool is made
+
     methods = multiprocessing.get_all_start_methods()
     if "fork" in methods and sys.platform.startswith("linux") and threading.active_count() == 1:
         return multiprocessing.get_context("fork")

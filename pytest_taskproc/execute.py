@@ -108,9 +108,8 @@ class Run:
         self.stale_count = len(stale)
         #: seconds spent in passes that had tasks to settle
         self.seconds = 0.0
-        self._pass = GraphRun(
-            graph, states, self._lazy_executor, settings, ChannelLimiter(rate_limits)
-        )
+        self._limiter = ChannelLimiter(rate_limits)
+        self._pass = GraphRun(graph, states, self._lazy_executor, settings, self._limiter)
 
     # -- reading ----------------------------------------------------------------------------
     def state(self, node: NodeKey) -> TaskState:
@@ -126,8 +125,9 @@ class Run:
         return self._pass.size
 
     def counts(self) -> dict[str, int]:
-        """Tasks computed by this run, per class."""
-        return dict(self._pass.ran)
+        """Tasks computed by this run, per class of the graph (0 for those it did not run)."""
+        classes = sorted({name for name, _ in self._pass.graph.tasks})
+        return {**dict.fromkeys(classes, 0), **self._pass.ran}
 
     def outcome(self, node: NodeKey) -> TaskOutcome:
         """What became of the task in this run so far."""
@@ -300,7 +300,7 @@ class Run:
                     discard_corrupt(self._root, error)
         graph = TaskGraph([self.task(n) for n in broken])
         states = plan(graph, self._root, self._settings.detect_source_change)
-        part = GraphRun(graph, states, self._lazy_executor, self._settings)
+        part = GraphRun(graph, states, self._lazy_executor, self._settings, self._limiter)
         self._timed(part, None, keep_going, withheld, None)
         sched.adopt(part)
         if listener is not None:
@@ -346,16 +346,13 @@ def run_graph(
     settings = RunSettings(
         str(cache_root()), detect_source_change=detect, show_progress=show_progress
     )
-    graph = TaskGraph([task])
-    run = Run(graph, settings, executor=start, rate_limits=rate_limits)
+    run = Run(TaskGraph([task]), settings, executor=start, rate_limits=rate_limits)
     try:
         result = run.value(node_key(task))
     finally:
         for pool in own:
             pool.shutdown(wait=True, cancel_futures=True)
-    counts = dict.fromkeys(sorted({k[0] for k in graph.tasks}), 0)
-    counts.update(run.counts())
-    return result, {"stats": counts, "seconds": run.seconds}
+    return result, {"stats": run.counts(), "seconds": run.seconds}
 
 
 def discard_corrupt(cache_root: Path, exc: CorruptResultError) -> None:

@@ -30,12 +30,13 @@ import sqlite3
 import threading
 import warnings
 from pathlib import Path
-
-import diskcache  # type: ignore[import-untyped]
-from filelock import FileLock
+from typing import TYPE_CHECKING
 
 from .atomic import remove_tree
 from .errors import CacheAccessError, CacheCorruptionWarning
+
+if TYPE_CHECKING:
+    import diskcache  # type: ignore[import-untyped]
 
 NEXT_ID = "next_id"  # canonical keys are JSON objects, so this never collides
 TABLE_FILE = "cache.db"
@@ -224,6 +225,8 @@ class IdTable:
             locks.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise access_error("create cache directory", locks, exc) from None
+        from filelock import FileLock  # a tenth of a second to import: only to write
+
         try:
             with FileLock(str(locks / "id_table.lock")):
                 return self._open_writer_locked()
@@ -417,6 +420,8 @@ def _probe(database: Path) -> str | None:
 
 
 def _open_diskcache(path: Path) -> diskcache.Cache:
+    import diskcache  # only to write: reading goes through sqlite3
+
     table = diskcache.Cache(
         str(path),
         eviction_policy="none",

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import ClassStore, get_store
+from .cache import STDERR_NAME, STDOUT_NAME, ClassStore, get_store, root_path
 from .capture import captured_output
 from .errors import (
+    CacheAccessError,
     CorruptResultError,
     PlanMismatchError,
     ResultMissingError,
@@ -36,7 +37,6 @@ from .errors import (
 )
 from .record import Record, UpstreamRead, made_now, new_lineage
 from .requires import bound_slots, resolve_slot_value
-from .serialize import dump_result, value_digest
 from .source import UNMATCHABLE, code_digest, pickled_by_value
 from .spec import NodeKey, TaskObject, node_key, spec_of
 
@@ -147,15 +147,15 @@ def check_plan(job: Job) -> None:
         )
 
 
-def compute(job: Job, store: ClassStore) -> Record:
+def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
     """Run ``run_task`` with upstream values in place; store the value and its record."""
     __tracebackhide__ = True
     task = job.task
     spec = spec_of(task)
     config = spec.config
-    root = Path(job.settings.cache_root)
+    root = root_path(job.settings.cache_root)
     check_plan(job)
-    new_folder, previous = store.begin_run(job.task_id, spec.key)
+    new_folder, previous = store.begin_run(job.task_id, spec.key, created)
     expected = {(r.name, r.key): r for r in job.reads}
     ids = dict(zip(((r.name, r.key) for r in job.reads), job.upstream_ids, strict=False))
 
@@ -165,10 +165,13 @@ def compute(job: Job, store: ClassStore) -> Record:
 
     output = None
     if config.detach_output:
-        output = (store.stdout_path(job.task_id), store.stderr_path(job.task_id))
+        folder = store.folder(job.task_id)
+        output = (f"{folder}{os.sep}{STDOUT_NAME}", f"{folder}{os.sep}{STDERR_NAME}")
     value, seconds = run_bound(task, load, output, echo=job.settings.echo, new_folder=new_folder)
     try:
-        data = dump_result(value)
+        stored = store.write_value(job.task_id, value, config.compress_level)
+    except CacheAccessError:
+        raise
     except Exception as exc:
         raise ResultNotPicklableError(
             f"{task!r}: run_task returned a {type(value).__qualname__} that cloudpickle cannot "
@@ -176,8 +179,7 @@ def compute(job: Job, store: ClassStore) -> Record:
             f"{describe(task, store, job.task_id)}"
         ) from None
     del value
-    digest = value_digest(data)
-    name, stored_size = store.write_value(job.task_id, data, config.compress_level)
+    digest = stored.digest
     # A value reproduced byte for byte from the same upstream values (say,
     # after a code edit) keeps its lineage, so what was computed from it stays
     # fresh.  Anything else is a new value, and so is anything computed from a
@@ -193,9 +195,9 @@ def compute(job: Job, store: ClassStore) -> Record:
         code_parts=code_digest(type(task)).parts,
         upstream=job.reads,
         digest=digest,
-        size=len(data),
-        file=name,
-        stored_size=stored_size,
+        size=stored.size,
+        file=stored.file,
+        stored_size=stored.stored_size,
         lineage=lineage or new_lineage(),
         made=made_now(seconds, job.settings.run_id, type(task)),
     )
@@ -206,7 +208,7 @@ def compute(job: Job, store: ClassStore) -> Record:
 def run_bound(
     task: TaskObject,
     load: Callable[[Any], Any],
-    output: tuple[Path, Path] | None,
+    output: tuple[str | Path, str | Path] | None,
     *,
     echo: bool = False,
     new_folder: bool = False,

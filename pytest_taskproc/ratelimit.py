@@ -16,8 +16,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from .cache import ensure_directory
 
 POLL_SECONDS = 0.02
@@ -85,6 +83,8 @@ class FileSlots:
 
     @contextmanager
     def _one_slot(self, channel: str) -> Iterator[None]:
+        from filelock import FileLock, Timeout  # slow to import: only when a limit applies
+
         stem = _slot_file_stem(channel)
         locks = [
             FileLock(str(self.directory / f"{stem}.{i}.lock"), thread_local=False)

@@ -30,8 +30,14 @@ from .errors import RecordError
 from .identity import encode_key
 
 FORMAT = "pytest-taskproc/record-1"
-#: Records naming at most this many upstream values are written indented.
-INDENT_UP_TO = 64
+_NL = "\n"
+#: json.dumps with default options reuses one C encoder
+_encode = json.dumps
+
+
+def _args(key: str) -> str:
+    """Canonical arguments as written in records: spaced like the rest of the record."""
+    return _encode(json.loads(key))
 
 
 @dataclass(frozen=True)
@@ -43,13 +49,11 @@ class UpstreamRead:
     digest: str
     lineage: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "task": self.name,
-            "args": json.loads(self.key),
-            "digest": self.digest,
-            "lineage": self.lineage,
-        }
+    def json_text(self) -> str:
+        return (
+            f'{{"task": {_encode(self.name)}, "args": {_args(self.key)}, '
+            f'"digest": {_encode(self.digest)}, "lineage": {_encode(self.lineage)}}}'
+        )
 
 
 @dataclass(frozen=True)
@@ -69,26 +73,25 @@ class Record:
     made: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        document = {
-            "format": FORMAT,
-            "task": self.name,
-            "args": json.loads(self.key),
-            "code": {"digest": self.code, "parts": self.code_parts},
-            "upstream": [u.to_json() for u in self.upstream],
-            "value": {
-                "digest": self.digest,
-                "size": self.size,
-                "file": self.file,
-                "stored_size": self.stored_size,
-                "lineage": self.lineage,
-            },
-            "made": self.made,
+        # One member per line for people, each encoded by json's C encoder
+        # (``indent`` forces the pure-Python one, several times slower).
+        value = {
+            "digest": self.digest,
+            "size": self.size,
+            "file": self.file,
+            "stored_size": self.stored_size,
+            "lineage": self.lineage,
         }
-        # Indented for people; a record naming many upstream values (a large
-        # fan-in) is written compactly, since indenting makes json encode it in
-        # pure Python, several times slower.
-        indent = 1 if len(self.upstream) <= INDENT_UP_TO else None
-        return json.dumps(document, indent=indent) + "\n"
+        upstream = ",\n  ".join(u.json_text() for u in self.upstream)
+        return (
+            f'{{\n "format": "{FORMAT}",\n'
+            f' "task": {_encode(self.name)},\n'
+            f' "args": {_args(self.key)},\n'
+            f' "code": {_encode({"digest": self.code, "parts": self.code_parts})},\n'
+            f' "upstream": [{f"{_NL}  {upstream}{_NL} " if upstream else ""}],\n'
+            f' "value": {_encode(value)},\n'
+            f' "made": {_encode(self.made)}\n}}\n'
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The record as plain JSON data (what ``task_record`` returns)."""

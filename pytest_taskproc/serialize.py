@@ -14,7 +14,8 @@ import io
 import pickle
 import threading
 import zlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import cloudpickle  # type: ignore[import-untyped]
 
@@ -25,7 +26,12 @@ GZIP_NAME = "result.pkl.gz"
 SMALL_RESULT = 64 * 1024
 #: A sample must shrink at least this much for the whole result to be compressed.
 WORTHWHILE_RATIO = 0.8
-SAMPLE_SIZE = 64 * 1024
+#: At most this many bytes are compressed to judge a result.
+SAMPLE_BUDGET = 192 * 1024
+#: Size of each piece a streamed result's compressibility is judged from.
+PIECE_SIZE = 16 * 1024
+#: A first piece shrinking less than this is taken as incompressible at once.
+HOPELESS_RATIO = 0.95
 AUTO_LEVEL = 6
 _GZIP_WBITS = 31
 
@@ -35,32 +41,152 @@ def dump_result(value: Any) -> bytes:
     return data
 
 
-def choose_encoding(data: bytes, compress_level: int | None) -> int:
-    """The gzip level to store ``data`` at; 0 means raw.
+def _pieces(chunks: list[memoryview]) -> list[memoryview]:
+    """Up to ``PIECE_SIZE`` bytes from the start, middle and end of each chunk, largest first."""
+    pieces: list[memoryview] = []
+    for chunk in sorted(chunks, key=len, reverse=True):
+        size = len(chunk)
+        if size <= 3 * PIECE_SIZE:
+            pieces.append(chunk)
+            continue
+        middle = (size - PIECE_SIZE) // 2
+        pieces.append(chunk[middle : middle + PIECE_SIZE])
+        pieces.append(chunk[:PIECE_SIZE])
+        pieces.append(chunk[-PIECE_SIZE:])
+    return pieces
 
-    ``None`` asks for the automatic choice: compress at level 6 only when
-    samples from the start, middle and end shrink by a fifth at level 1.
-    Random floats, images and already-compressed blobs do not, and then
-    skipping compression makes writing several times faster.
+
+def sampled_level(chunks: list[memoryview]) -> int:
+    """The gzip level for a result whose first bytes are ``chunks``: 6 if they compress, else 0.
+
+    Pieces of each chunk are compressed at level 1, from the largest chunk (a
+    big array's bytes) on, until ``SAMPLE_BUDGET`` bytes were tried.
+    A first piece that hardly shrinks (random floats, images, compressed
+    blobs) settles it at once, so incompressible data costs one small sample.
     """
-    if compress_level is not None:
-        return compress_level
-    if len(data) < SMALL_RESULT:
-        return 0
-    view = memoryview(data)
-    middle = len(data) // 2
-    samples = [view[:SAMPLE_SIZE], view[middle : middle + SAMPLE_SIZE], view[-SAMPLE_SIZE:]]
-    raw = sum(len(s) for s in samples)
-    packed = sum(len(zlib.compress(s, 1)) for s in samples)
+    raw = packed = 0
+    for piece in _pieces(chunks):
+        raw += len(piece)
+        packed += len(zlib.compress(piece, 1))
+        if packed > raw * HOPELESS_RATIO or raw >= SAMPLE_BUDGET:
+            break
     return AUTO_LEVEL if packed <= raw * WORTHWHILE_RATIO else 0
 
 
-def encode(data: bytes, level: int) -> tuple[str, bytes]:
-    """The file name and the bytes to store for a pickled result."""
-    if level == 0:
-        return RAW_NAME, data
-    packer = zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
-    return GZIP_NAME, packer.compress(data) + packer.flush()
+class ValueWriter:
+    """A file-like object a pickler streams a result into, in one pass over its bytes.
+
+    Every byte is hashed once (the digest of the pickle, as ``value_digest``
+    of ``dump_result``'s bytes gives) and written once, raw or through gzip:
+    the first ``SMALL_RESULT`` bytes are held back (as references, not
+    copies) until a sample of them decides which, and the file is opened
+    only then, since its name says how it was written.  A pickler at
+    protocol 5 hands a NumPy array's memory over as one buffer, which goes
+    to the hash and the file without a copy.
+    """
+
+    def __init__(self, open_file: Callable[[str], BinaryIO], compress_level: int | None) -> None:
+        self._open = open_file
+        self._level = compress_level
+        self._hasher = hashlib.sha256()
+        self._pending: list[memoryview] = []
+        self._pending_size = 0
+        self._out: BinaryIO | None = None
+        self._packer: Any = None
+        self.name: str | None = None
+        self.size = 0
+        self.stored_size = 0
+        #: the error writing the file raised, to tell it from a pickling error
+        self.write_error: OSError | None = None
+
+    def write(self, chunk: Any) -> int:
+        view = chunk.raw() if isinstance(chunk, pickle.PickleBuffer) else memoryview(chunk)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        self._hasher.update(view)
+        self.size += len(view)
+        if self.name is not None:
+            self._emit(view)
+        else:
+            self._pending.append(view)
+            self._pending_size += len(view)
+            if self._pending_size >= SMALL_RESULT:
+                self._start()
+        return len(view)
+
+    def _start(self) -> None:
+        level = self._level
+        if level is None:
+            level = sampled_level(self._pending) if self._pending_size >= SMALL_RESULT else 0
+        self.name = GZIP_NAME if level else RAW_NAME
+        if level:
+            self._packer = zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
+        try:
+            self._out = self._open(self.name)
+        except OSError as exc:
+            self.write_error = exc
+            raise
+        pending, self._pending = self._pending, []
+        for view in pending:
+            self._emit(view)
+
+    def _emit(self, data: Any) -> None:
+        if self._packer is not None:
+            data = self._packer.compress(data)
+            if not data:
+                return
+        assert self._out is not None
+        try:
+            self._out.write(data)
+        except OSError as exc:
+            self.write_error = exc
+            raise
+        self.stored_size += len(data)
+
+    def fileno(self) -> int:
+        assert self._out is not None
+        return self._out.fileno()
+
+    def finish(self) -> str:
+        """Write what is held back and the end of the gzip stream; returns the digest."""
+        if self.name is None:
+            self._start()
+        if self._packer is not None:
+            self._emit_tail(self._packer.flush())
+        assert self._out is not None
+        try:
+            self._out.flush()
+        except OSError as exc:
+            self.write_error = exc
+            raise
+        return self._hasher.hexdigest()
+
+    def _emit_tail(self, data: bytes) -> None:
+        self._packer = None
+        self._emit(data)
+
+
+def stream_result(value: Any, writer: ValueWriter | Any) -> None:
+    """Pickle ``value`` into ``writer`` exactly as ``dump_result`` would, without the copy."""
+    cloudpickle.CloudPickler(writer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+
+
+class _Hasher:
+    """A pickler's file that only hashes."""
+
+    def __init__(self) -> None:
+        self.hasher = hashlib.sha256()
+
+    def write(self, chunk: Any) -> None:
+        view = chunk.raw() if isinstance(chunk, pickle.PickleBuffer) else memoryview(chunk)
+        self.hasher.update(view if view.ndim == 1 and view.format == "B" else view.cast("B"))
+
+
+def result_digest(value: Any) -> str:
+    """``value_digest(dump_result(value))`` without holding the pickle in memory."""
+    sink = _Hasher()
+    stream_result(value, sink)
+    return sink.hasher.hexdigest()
 
 
 def value_digest(data: bytes) -> str:

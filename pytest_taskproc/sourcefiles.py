@@ -48,7 +48,7 @@ class SourceFile:
     #: whether functions compiled from the text may be compared with the live ones
     comparable: bool = False
     _tree: ast.Module | None = None
-    _codes: dict[tuple[str, int], tuple[Any, ...]] | None = None
+    _codes: dict[tuple[str, int], list[tuple[Any, ...]]] | None = None
     _bindings: dict[str, list[ast.stmt]] | None = None
     #: line -> definitions starting there (a decorator's line counts): found by code objects
     _defs: dict[int, list[ast.AST]] | None = None
@@ -119,8 +119,11 @@ class SourceFile:
                 self._codes = {}
             else:
                 codes = _nested(compiled)
-                self._codes = {(c.co_name, c.co_firstlineno): fingerprint(c) for c in codes}
-        return self._codes.get((code.co_name, code.co_firstlineno)) == fingerprint(code)
+                found: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+                for c in codes:  # several lambdas may share a line
+                    found.setdefault((c.co_name, c.co_firstlineno), []).append(fingerprint(c))
+                self._codes = found
+        return fingerprint(code) in self._codes.get((code.co_name, code.co_firstlineno), [])
 
 
 def _mentioned(statement: ast.AST) -> set[str]:
@@ -198,7 +201,9 @@ def _take(filename: str, spec: Any, loader: Any) -> SourceFile | None:
     stat = _stat(filename)
     text = _read(filename) if stat is not None else None
     if text is not None:
-        comparable = isinstance(loader, importlib.machinery.SourceFileLoader)
+        # only Python's own loader compiles the text as it is (pytest's assertion rewriting
+        # and instrumenting loaders change the code)
+        comparable = type(loader) is importlib.machinery.SourceFileLoader
         return SourceFile(filename, text, stat, spec, comparable)
     entry: Any = linecache.cache.get(filename)
     if entry is not None and len(entry) > 2 and entry[2]:

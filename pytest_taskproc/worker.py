@@ -13,12 +13,11 @@ import contextlib
 import contextvars
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
 
-from .cache import ClassStore, get_store
+from .cache import ClassStore, get_store, root_path
 from .context import job_cache_root
 from .errors import CorruptResultError, UpstreamChangedError
 from .freshness import judge
@@ -38,22 +37,24 @@ def run_job(job: Job) -> Outcome:
     __tracebackhide__ = True
     task = job.task
     spec = spec_of(task)
-    root = Path(job.settings.cache_root)
+    root = root_path(job.settings.cache_root)
     store = get_store(root, spec.name)
     store.remember_id(spec.key, job.task_id)
     token = job_cache_root.set(root)
     try:
         guard = task_lock(store, job.task_id) if job.settings.lock else contextlib.nullcontext()
         with guard:
-            done = _fresh_now(job, store)
+            # A result folder created just now holds no result another process made.
+            created = store.create_folder(job.task_id, spec.key)
+            done = None if created else _fresh_now(job, store)
             if done is not None:
                 return Outcome.of(done, 0.0, computed=False)
-            return _compute_under_lock(job, store)
+            return _compute_under_lock(job, store, created)
     finally:
         job_cache_root.reset(token)
 
 
-def _compute_under_lock(job: Job, store: ClassStore) -> Outcome:
+def _compute_under_lock(job: Job, store: ClassStore, created: bool = False) -> Outcome:
     """Compute the task, unless this run saw it fail; record a failure for the whole run."""
     __tracebackhide__ = True
     task = job.task
@@ -85,7 +86,7 @@ def _compute_under_lock(job: Job, store: ClassStore) -> Outcome:
             if spec.config.job_prefix is not None and not job.in_prefix_child:
                 record = run_through_prefix(job, store)
             else:
-                record = compute(job, store)
+                record = compute(job, store, created)
     except BaseException as exc:
         # Whatever ended run_task, pytest's outcomes and SystemExit included, is
         # the task's failure; KeyboardInterrupt stops the run without a verdict,

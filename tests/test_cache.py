@@ -53,7 +53,7 @@ class Zeros(TaskBase):
 class Noise(TaskBase):
     def run_task(self) -> bytes:
         log("run", "Noise")
-        return os.urandom(300_000)
+        return os.urandom(1_500_000)
 
 
 class Raw(TaskBase, compress_level=0):
@@ -206,6 +206,73 @@ def test_a_new_result_replaces_the_old_one_whatever_its_encoding(
     mod.Switch().clear_task()
     assert run(mod.Switch()) == bytes(10)
     assert result_files(folder) == ["result.pkl"]
+
+
+ARRAYS = """
+import numpy as np
+
+KINDS = {
+    "c-order": lambda: np.random.default_rng(0).random((300, 700)),
+    "f-order": lambda: np.asfortranarray(np.random.default_rng(1).random((300, 700))),
+    "strided": lambda: np.arange(400_000, dtype=np.int64)[::3],
+    "structured": lambda: np.zeros(50_000, dtype=[("a", "i4"), ("b", "f8")]),
+    "mixed": lambda: {
+        "text": "x" * 200_000,
+        "noise": np.random.default_rng(2).bytes(200_000),
+        "n": np.ones(9),
+    },
+}
+
+class Array(TaskBase):
+    def build_task(self, kind: str) -> None:
+        self.kind = kind
+
+    def run_task(self) -> object:
+        log("run", "Array", self.kind)
+        return KINDS[self.kind]()
+"""
+
+
+@pytest.mark.parametrize("kind", ["c-order", "f-order", "strided", "structured", "mixed"])
+def test_a_streamed_value_is_named_by_the_digest_of_its_pickle(
+    modules: TaskModules, cache_root: Path, kind: str
+) -> None:
+    import cloudpickle  # type: ignore[import-untyped]
+    import numpy as np
+
+    mod = modules.load("arrays", ARRAYS)
+    task = mod.Array(kind)
+    run(task)
+    expected = mod.KINDS[kind]()
+    record = task.task_record["value"]
+    pickled = cloudpickle.dumps(expected, protocol=pickle.HIGHEST_PROTOCOL)
+    assert record["digest"] == hashlib.sha256(pickled).hexdigest()
+    assert record["size"] == len(pickled)
+    folder = result_folder(cache_root, task)
+    assert result_files(folder) == [record["file"]]
+    assert (folder / record["file"]).stat().st_size == record["stored_size"]
+    forget_stores()
+    got = task.get_task_result()
+    if isinstance(expected, dict):
+        assert got.keys() == expected.keys()
+        assert all(np.array_equal(got[k], expected[k]) for k in expected)
+    else:
+        assert np.array_equal(got, expected) and got.dtype == expected.dtype
+
+
+def test_a_large_value_changed_in_place_after_this_process_wrote_it_is_an_error(
+    tasks: ModuleType, cache_root: Path
+) -> None:
+    from pytest_taskproc import CorruptResultError
+
+    run(tasks.Noise())
+    path = result_folder(cache_root, tasks.Noise()) / "result.pkl"
+    size = path.stat().st_size
+    with open(path, "r+b") as handle:  # same size, same inode: only its times say it changed
+        handle.seek(size // 2)
+        handle.write(b"\x00" * 16)
+    with pytest.raises(CorruptResultError, match=r"result\.pkl of tasks\.Noise .* is damaged"):
+        tasks.Noise().get_task_result()
 
 
 # -- damaged files -----------------------------------------------------------------------

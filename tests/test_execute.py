@@ -13,7 +13,10 @@ import pytest
 from conftest import TaskModules
 
 from pytest_taskproc import Context, ResultMissingError
-from pytest_taskproc.execute import InlineExecutor
+from pytest_taskproc.errors import CacheCorruptionWarning
+from pytest_taskproc.execute import InlineExecutor, Run, RunSettings, Settled
+from pytest_taskproc.graph import TaskGraph
+from pytest_taskproc.spec import node_key
 
 CHOOSE = """
 @infer_task_type
@@ -516,3 +519,92 @@ def test_a_chain_of_100000_tasks_builds_and_plans_without_recursion(
     assert all(state.stale for state in states.values())
     assert mod.Step(1500).run_graph(executor=InlineExecutor()) == 1501
     assert mod.Peek(2).label == "base/0/1/2"
+
+
+# -- Run: the public face of a run -----------------------------------------------------------
+UP_FAILS = """
+class Up(TaskBase):
+    def run_task(self) -> int:
+        log("run", "Up")
+        raise ValueError("no data")
+
+
+class Down(TaskBase):
+    up: Requires[int]
+
+    def build_task(self) -> None:
+        self.up = Up()
+
+    def run_task(self) -> int:
+        log("run", "Down")
+        return self.up + 1
+"""
+
+
+def test_a_run_settles_target_by_target_and_says_what_became_of_each(
+    choose: ModuleType, modules: TaskModules, cache_root: Path
+) -> None:
+    table = choose.Table(3)
+    leaf = node_key(choose.Choose(2, 1))
+    run = Run(TaskGraph([table]), RunSettings(str(cache_root)))
+    assert run.stale_count == len(TaskGraph([table]).tasks)
+    assert run.outcome(leaf).kind is Settled.PENDING
+    heard: list[tuple[str, str]] = []
+    run.settle([leaf], listener=heard.append)
+    assert run.outcome(leaf).kind is Settled.COMPUTED
+    assert run.outcome(node_key(table)).kind is Settled.PENDING
+    assert sorted(heard) == sorted(TaskGraph([choose.Choose(2, 1)]).tasks)
+    run.settle()
+    assert run.outcome(node_key(table)).kind is Settled.COMPUTED
+    assert len(modules.runs()) == len(TaskGraph([table]).tasks)
+    again = Run(TaskGraph([table]), RunSettings(str(cache_root)))
+    assert again.stale_count == 0
+    assert again.outcome(node_key(table)).kind is Settled.FRESH
+    assert again.value(node_key(table)) == [1, 3, 3, 1]
+
+
+def test_a_failure_is_recorded_and_blocks_what_is_downstream(
+    modules: TaskModules, cache_root: Path
+) -> None:
+    mod = modules.load("upfails", UP_FAILS)
+    up, down = node_key(mod.Up()), node_key(mod.Down())
+    run = Run(TaskGraph([mod.Down()]), RunSettings(str(cache_root)))
+    run.settle([down])  # failures are outcomes, not raised
+    failed = run.outcome(up)
+    assert failed.kind is Settled.FAILED and isinstance(failed.error, ValueError)
+    blocked = run.outcome(down)
+    assert (blocked.kind, blocked.culprit, blocked.cause) == (Settled.BLOCKED, up, failed.error)
+    run.settle([down])
+    assert modules.runs() == ["run Up"]  # a failed task is not retried within the run...
+    run.forget_failure(up)
+    run.settle([down])
+    assert modules.runs() == ["run Up", "run Up"]  # ...unless its failure is forgotten
+    with pytest.raises(ValueError, match="no data"):
+        run.value(down)
+
+
+def test_an_invalidated_result_is_made_again_and_so_is_what_was_made_from_it(
+    choose: ModuleType, modules: TaskModules, cache_root: Path
+) -> None:
+    table = choose.Table(2)
+    leaf = node_key(choose.Choose(1, 0))
+    Run(TaskGraph([table]), RunSettings(str(cache_root))).settle()
+    modules.clear_log()
+    run = Run(TaskGraph([table]), RunSettings(str(cache_root)))
+    state = run.state(leaf)
+    assert state.record is not None and state.task_id is not None
+    Path(state.store.folder(state.task_id), state.record.file).write_bytes(b"garbage")
+    problem = run.damage(leaf)
+    assert problem is not None and "does not have the digest its record names" in problem
+    with pytest.warns(CacheCorruptionWarning, match="recomputing Choose"):
+        run.invalidate(leaf, problem)
+    run.settle([node_key(table)])
+    assert run.outcome(leaf).kind is Settled.COMPUTED
+    # Its old record went with the damage, so the value made again has a new
+    # lineage: what was computed from it is computed again, and nothing else.
+    ran = [line.split()[1:4] for line in modules.runs()]
+    assert ran[:2] == [["Choose", "1", "0"], ["Choose", "2", "1"]]
+    assert [line[0] for line in ran[2:]] == ["Table"]
+    assert run.outcome(node_key(table)).kind is Settled.COMPUTED
+    assert run.outcome(node_key(choose.Choose(2, 0))).kind is Settled.FRESH
+    assert run.value(node_key(table)) == [1, 2, 1]

@@ -115,3 +115,57 @@ class Unshippable(TaskBase):
     assert result.parseoutcomes() == {"failed": 1}, result.stdout.str()
     result.stdout.fnmatch_lines(["*RuntimeError: this task refuses to be pickled outside*"])
     assert project.runs() == []
+
+
+KILLED = """
+import signal
+
+
+class Killed(TaskBase):
+    def run_task(self) -> int:
+        print("loaded 3 of 4 shards")
+        print("shard 4 is large", file=sys.stderr)
+        log("Killed", os.getpid())
+        os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
+        return 1
+
+
+class AfterKilled(TaskBase):
+    killed: Requires[int]
+
+    def build_task(self) -> None:
+        self.killed = Killed()
+
+    def run_task(self) -> int:
+        return self.killed
+"""
+
+
+def test_a_killed_task_s_output_is_in_its_report_and_kept_until_it_runs_again(
+    project: Project,
+) -> None:
+    """What a task printed before its process was killed is what its user needs most."""
+    project.task_file("task_killed.py", "import sys\n", KILLED)
+    result = project.run("--taskproc-executor=process:1", "-k", "Killed", "-rs")
+    result.assert_outcomes(failed=1, skipped=1, deselected=5)
+    result.stdout.fnmatch_lines(
+        [
+            "*- Captured stdout call -*",
+            "loaded 3 of 4 shards",
+            "*- Captured stderr call -*",
+            "shard 4 is large",
+        ]
+    )
+    (stdout,) = project.cache.glob("taskproc/task_killed.Killed/results/*/stdout.txt")
+    result.stdout.fnmatch_lines([f"  stdout:    {stdout}"])
+    assert "printed nothing" not in result.stdout.str()
+    assert stdout.read_text() == "loaded 3 of 4 shards\n"
+    assert not list(project.cache.glob("taskproc/task_killed.Killed/results/*/record.json"))
+
+    # Kept beside the absent result, until the task runs again.
+    task_file = project.path / "task_killed.py"
+    task_file.write_text(task_file.read_text().replace("os.kill(", "(lambda *a: None)("))
+    again = project.run("--taskproc-executor=process:1", "-k", "Killed")
+    again.assert_outcomes(passed=2, deselected=5)
+    assert stdout.read_text() == "loaded 3 of 4 shards\n"  # the new run's own output
+    assert not list(stdout.parent.glob(".*"))  # no hidden leftovers either

@@ -147,7 +147,7 @@ class Last(TaskBase):
     assert result.parseoutcomes() == {"passed": 1, "deselected": 5}
     result.stdout.fnmatch_lines(
         [
-            "[[]taskproc[]] Last: * upstream tasks done of 5; last done: Step(*)",
+            "[[]taskproc[]] Last: * upstream tasks done of 5; last done: Step(*); about * s left",
             "[[]taskproc[]] Last: 5 upstream tasks done in *",
             "taskproc: 1 computed (+5 upstream), *",
         ]

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -189,6 +190,49 @@ def test_pytest_html_report_lists_every_task(project: Project) -> None:
     for name in ("Loud", "Bad", "AfterBad", "Known", "Quiet"):
         assert f"task_mixed.py::{name}" in html
     assert "upstream task Bad() failed" in html
+
+
+def test_cached_items_are_cached_in_pytest_html_json_report_and_sugar(project: Project) -> None:
+    """Each reporting plugin shows a cached item as cached, not as a plain pass."""
+    pytest.importorskip("pytest_html")
+    pytest.importorskip("pytest_jsonreport")
+    pytest.importorskip("pytest_sugar")
+    project.task_file("task_mixed.py", MIXED)
+    project.run().assert_outcomes(passed=2, failed=1, skipped=1, xfailed=1)
+    (project.path / "task_mixed.py").write_text(
+        (project.path / "task_mixed.py").read_text().replace("return 2", "return 3")
+    )
+    result = project.run(
+        "--html=report.html",
+        "--self-contained-html",
+        "--json-report",
+        "--json-report-file=report.json",
+        "--junitxml=junit.xml",
+    )
+    assert result.parseoutcomes()["cached"] == 1
+    page = (project.path / "report.html").read_text(encoding="utf-8")
+    assert 'data-column-type="taskproc">Task</th>' in page
+    # The rows live in the page's data as escaped HTML.
+    assert "col-taskproc taskproc-cached\\&#34;&gt;cached&lt;" in page
+    assert "taskproc-computed\\&#34;&gt;computed (its code changed" in page
+
+    tests = {
+        t["nodeid"]: t for t in json.loads((project.path / "report.json").read_text())["tests"]
+    }
+    loud = tests["task_mixed.py::Loud"]["metadata"]["taskproc"]
+    assert loud == {"status": "cached", "reason": None, "task_id": 0}
+    quiet = tests["task_mixed.py::Quiet"]["metadata"]["taskproc"]
+    assert quiet["status"] == "computed" and "code changed" in quiet["reason"]
+    assert isinstance(quiet["task_id"], int)
+    ET.parse(project.path / "junit.xml")  # xunit2 has no properties: nothing was added there
+    assert "<properties>" not in (project.path / "junit.xml").read_text()
+
+    sugar = project.run("--force-sugar", "-p", "no:randomly")
+    # Sugar draws its own symbols (✓ for a pass); a cached item is a c, not a ✓.
+    lines = [line.split() for line in sugar.outlines if line.lstrip().startswith("task_mixed.py")]
+    assert lines[0][:2] == ["task_mixed.py", "c"]  # Loud
+    assert lines[-1][1].endswith("sxc")  # ..., AfterBad skipped, Known xfailed, Quiet cached
+    assert not any("✓" in part for line in lines for part in line)
 
 
 # -- short errors --------------------------------------------------------------------------

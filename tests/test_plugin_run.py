@@ -118,7 +118,7 @@ def expect(result: pytest.RunResult, **counts: int) -> None:
 def summary_line(computed: int, cached: int, failed: int, skipped: int, cache: Path) -> str:
     return (
         f"taskproc: {computed} computed, {cached} cached, {failed} failed, {skipped} skipped; "
-        f"* s computing; cache: {cache}"
+        f"* s of task time in a * s run; cache: {cache}"
     )
 
 

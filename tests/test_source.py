@@ -501,6 +501,38 @@ def test_a_file_edited_before_the_first_run_is_not_recorded_as_the_new_code(
     assert project.main() == (20, 0)
 
 
+def test_a_helper_edited_before_any_task_class_was_defined_is_not_trusted(
+    project: Project,
+) -> None:
+    project.write("helpers.py", "def scale(x: int) -> int:\n    return x * 2\n", header=False)
+    project.write(
+        "tasks.py",
+        """
+        import helpers
+
+
+        class Main(TaskBase):
+            def run_task(self) -> int:
+                log("run")
+                return helpers.scale(5)
+        """,
+    )
+    values, caught = project.python(
+        """
+        import helpers  # before any task class: its text is read only later
+        edit("helpers.py", "x * 2", "x * 3")
+        import tasks
+        report(run(tasks.Main()))
+        """
+    )
+    # the text on disk is not the code in memory: said, and recorded as matching nothing
+    assert values == [10] and len(caught) == 1, caught
+    assert "helpers.py was edited after it was imported" in caught[0]
+    assert len(project.runs()) == 1
+    assert project.main() == (15, 1)
+    assert project.main() == (15, 0)
+
+
 def test_a_reloaded_helper_module_is_digested_again(project: Project) -> None:
     project.write("helpers.py", "def scale(x: int) -> int:\n    return x * 2\n", header=False)
     project.write(

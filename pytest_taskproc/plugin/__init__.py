@@ -143,6 +143,9 @@ def pytest_configure(config: pytest.Config) -> None:
     reporter = TaskprocReporter(config, options)
     config.pluginmanager.register(reporter, "taskproc-reporter")
     config.pluginmanager.register(CachedInShortSummary(reporter), "taskproc-short-summary")
+    from .integrations import ReportingPlugins
+
+    config.pluginmanager.register(ReportingPlugins(config), "taskproc-reporting-plugins")
     if options.manifest is not None:
         from .manifest import Manifest
 

@@ -10,6 +10,7 @@ What collection found is kept in ``config.stash[COLLECTION]``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import sys
@@ -40,7 +41,13 @@ from .report import UNREACHED, is_task_file
 def defining_file(cls: type) -> Path | None:
     module = sys.modules.get(cls.__module__)
     filename = getattr(module, "__file__", None)
-    return Path(filename).resolve() if filename else None
+    return _resolved(filename) if filename else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolved(filename: str) -> Path:
+    """A module file's real path: resolving it per item cost a realpath per item."""
+    return Path(filename).resolve()
 
 
 def is_base_class(cls: type) -> bool:

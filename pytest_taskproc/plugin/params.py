@@ -79,6 +79,12 @@ def class_marks(cls: type) -> list[Any]:
 
     ``parametrize`` is left out: on a task class it makes roots, not a mark of items.
     """
+    return list(_class_marks(cls))
+
+
+@functools.lru_cache(maxsize=1024)
+def _class_marks(cls: type) -> tuple[Any, ...]:
+    # once per class, not per item; the classes' marks are set when they are defined
     found: list[Any] = []
     for klass in reversed(cls.__mro__):
         own = klass.__dict__.get("pytestmark", [])
@@ -86,7 +92,7 @@ def class_marks(cls: type) -> list[Any]:
             mark = getattr(mark, "mark", mark)  # a MarkDecorator stored by hand
             if getattr(mark, "name", "parametrize") != "parametrize" and mark not in found:
                 found.append(mark)
-    return found
+    return tuple(found)
 
 
 @functools.cache

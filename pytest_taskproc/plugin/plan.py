@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import traceback
 import warnings
 from concurrent.futures import Executor
 from pathlib import Path
@@ -42,6 +43,7 @@ from ..spec import spec_of
 from .collect import COLLECTION, Collection, TaskItem
 from .options import Options
 from .params import skip_by_marks
+from .progress import Estimate
 from .report import CLEARED_FILE, GRAPH_FILE, TaskprocReporter, outside_capture
 
 
@@ -92,6 +94,8 @@ class RunPlan:
         self.settled_count = 0
         self.stale_count = 0
         self.last_settled: NodeKey | None = None
+        #: done/total and time left of the background pass, for the status line
+        self.estimate: Estimate | None = None
         #: tasks computed only as upstream of the selection, not yet on a report
         self._upstream = [0, 0.0]
         self.session: pytest.Session | None = None
@@ -149,6 +153,18 @@ class RunPlan:
         count, seconds = self.take_upstream()
         if count and self.options.worker_id is None:
             self.reporter.tally.add_upstream(count, seconds)
+        error, self.background_error = self.background_error, None
+        if error is not None and exitstatus != pytest.ExitCode.INTERRUPTED:
+            # It broke down after the last item that could have raised it: still said.
+            self._report_late_error(session, error)
+
+    def _report_late_error(self, session: pytest.Session, error: BaseException) -> None:
+        writer: Any = self.config.pluginmanager.get_plugin("terminalreporter")
+        if writer is not None:
+            lines = traceback.format_exception(type(error), error, error.__traceback__)
+            writer.write_sep("!", "taskproc: the background scheduler thread failed")
+            writer.write_line("".join(lines).rstrip())
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         if self._close_executor is not None:
@@ -232,6 +248,7 @@ class RunPlan:
         self.stale_count = run.stale_count
         if not self.stale_count:
             return
+        self.estimate = Estimate(run, self.collection.graph.order)
         self.executor()  # a scheduler that cannot be reached is a usage error, here
         withheld = self.withheld
 
@@ -295,6 +312,8 @@ class RunPlan:
         with self.changed:
             self.settled_count += 1
             self.last_settled = node
+            if self.estimate is not None:
+                self.estimate.settled(node)
             if outcome is not None and outcome.computed and node not in self.selected:
                 self._upstream[0] += 1
                 self._upstream[1] += outcome.seconds

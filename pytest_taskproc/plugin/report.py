@@ -164,8 +164,12 @@ class Tally:
         self.upstream += count
         self.seconds += seconds
 
-    def summary_line(self, cache_root: Path, verify: bool = False) -> str:
+    def summary_line(self, cache_root: Path, verify: bool = False, wall: float = 0.0) -> str:
         """``taskproc: 3 computed (+2 upstream), 5 cached, 0 failed, 0 skipped; ...``.
+
+        Task time is summed over the tasks, so with an executor or xdist it
+        can exceed the run's own (wall) time: the line gives both, in words
+        that say which is which.
 
         A ``--taskproc-verify`` run leads with the verified tasks, says that
         the computed ones (stale, so not verified) were not, and how many of
@@ -184,9 +188,10 @@ class Tally:
             shown[1 if verify else 0] += f" ({'; '.join(notes)})"
         # pytest's words: "1 error", "2 errors"
         shown += [f"{c[k]} {k.singular if c[k] == 1 else k.word}" for k in EXTRA_COUNTS if c[k]]
-        timing = f"{self.seconds:.2f} s computing"
+        timing = f"{self.seconds:.2f} s of task time"
         if verify:
             timing += f", {self.verify_seconds:.2f} s verifying"
+        timing += f" in a {wall:.2f} s run"
         return f"taskproc: {', '.join(shown)}; {timing}; cache: {cache_root}"
 
 
@@ -240,6 +245,8 @@ class TaskprocReporter:
         self.is_worker = options.worker_id is not None
         self.verify = options.verify
         self.clear = options.clear
+        #: when the run started (the xdist controller's start, in its workers too)
+        self.started_ns = options.started_ns
         self.tally = Tally()
         #: what a --collect-only run would compute (set by the plan in this process)
         self.dry_run: dict[str, Any] | None = None
@@ -281,7 +288,8 @@ class TaskprocReporter:
             terminalreporter.write_line(cleared)
         if self.interrupted:
             self.tally.unreported = max(0, saved_in_run(self.run_dir) - self.reported_saves())
-        terminalreporter.write_line(self.tally.summary_line(self.cache_root, self.verify))
+        wall = (time.time_ns() - self.started_ns) / 1e9
+        terminalreporter.write_line(self.tally.summary_line(self.cache_root, self.verify, wall))
 
     def pytest_keyboard_interrupt(self) -> None:
         self.interrupted = True
@@ -364,51 +372,3 @@ def outside_capture(config: pytest.Config) -> contextlib.AbstractContextManager[
         return contextlib.nullcontext()
     suspended: contextlib.AbstractContextManager[Any] = capture.global_and_fixture_disabled()
     return suspended
-
-
-class ProgressLine:
-    """One line on the terminal saying how far the upstream work of an item is.
-
-    On a terminal the line is rewritten in place; elsewhere (CI logs, pipes)
-    a new line is written only every ``quiet_seconds``, so a long run says
-    what it does without one line per task.  Nothing is shown when the
-    terminal reporter is off (``-p no:terminal``, xdist workers).
-    """
-
-    def __init__(self, config: pytest.Config, quiet_seconds: float = 10.0) -> None:
-        self.config = config
-        self.writer: Any = config.pluginmanager.get_plugin("terminalreporter")
-        # A method on newer pytest, a plain bool attribute on pytest 7.
-        isatty = getattr(self.writer, "isatty", False)
-        self.live = bool(isatty() if callable(isatty) else isatty)
-        self.every = 0.2 if self.live else quiet_seconds
-        self.last = 0.0
-        self.shown = False
-
-    def update(self, text: str, force: bool = False) -> None:
-        if self.writer is None:
-            return
-        now = time.monotonic()
-        if not force and now - self.last < self.every:
-            return
-        self.last = now
-        with outside_capture(self.config):
-            if not self.shown:
-                self.writer.ensure_newline()  # below the item's dots; pytest resumes after
-            if self.live:
-                self.writer.rewrite(text, erase=True)
-            else:
-                self.writer.write_line(text)
-        self.shown = True
-
-    def finish(self, text: str) -> None:
-        """The last word, on a line of its own, if anything was shown."""
-        if self.writer is None or not self.shown:
-            return
-        with outside_capture(self.config):
-            if self.live:
-                self.writer.rewrite(text, erase=True)
-                self.writer.write_line("")
-            else:
-                self.writer.write_line(text)
-        self.shown = False

@@ -143,7 +143,9 @@ def report_verdict(item: TaskItem, verdict: Verdict, plan: RunPlan) -> None:
     error = verdict.error
     assert error is not None
     if isinstance(error, TaskFailedEarlierError):
-        # Recorded by another worker, or by an earlier attempt that a process died in.
+        # Recorded by another worker, or by an earlier attempt that a process died in:
+        # what it printed (until it died, too) is in the task's files.
+        _output_sections(item, state)
         _repeat_recorded(item, Failure.of(error))
     status[REASON] = state.describe()
     status[STATUS] = Status.of_kind(Failure.of(error).kind).word

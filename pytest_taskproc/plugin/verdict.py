@@ -18,7 +18,7 @@ from ..errors import TaskprocError
 from ..execute import NodeKey, Outcome, Run, Settled, TaskOutcome, TaskState
 from .collect import TaskItem
 from .plan import RunPlan
-from .report import ProgressLine
+from .progress import StatusLine, duration
 from .verify import VERIFIER, Checked
 
 #: Seconds an item waits for its task before the progress line appears.
@@ -135,7 +135,7 @@ def _wait(plan: RunPlan, item: TaskItem) -> Verdict:
     __tracebackhide__ = True
     run = plan.ensure_planned()
     key = item.key
-    progress = ProgressLine(plan.config)
+    status = StatusLine(plan.config)
     start = time.monotonic()
     with plan.changed:
         while run.outcome(key).kind is Settled.PENDING:
@@ -145,8 +145,8 @@ def _wait(plan: RunPlan, item: TaskItem) -> Verdict:
             plan.changed.wait(timeout=0.2)
             waited = time.monotonic() - start
             if waited > PROGRESS_AFTER_SECONDS:
-                progress.update(_progress_text(plan, run, item, waited))
-    progress.finish(_progress_text(plan, run, item, time.monotonic() - start, done=True))
+                status.update(_progress_text(plan, run, item, waited, status.live))
+    status.finish(_progress_text(plan, run, item, time.monotonic() - start, False, done=True))
     plan.raise_background_error()
     if run.outcome(key).kind is Settled.PENDING:
         return _compute(plan, item)  # the pass ended without it (it was stopped)
@@ -154,14 +154,21 @@ def _wait(plan: RunPlan, item: TaskItem) -> Verdict:
 
 
 def _progress_text(
-    plan: RunPlan, run: Run, item: TaskItem, waited: float, done: bool = False
+    plan: RunPlan, run: Run, item: TaskItem, waited: float, live: bool, done: bool = False
 ) -> str:
+    """Short on a terminal (it shares the line with pytest's); whole in a log."""
+    estimate = plan.estimate
+    if estimate is not None:
+        counted, left = estimate.counted(), estimate.left()
+    else:
+        counted, left = f"{plan.settled_count}/{plan.stale_count} stale tasks done", ""
+    if live:
+        return f"[taskproc: {counted}{', ' + left if left else ''}]"
     last = plan.last_settled
     named = "" if last is None else f"; last done: {run.task(last)!r}"
     what = "has its result" if done else "waits for its task"
-    return (
-        f"[taskproc] {plan.settled_count}/{plan.stale_count} stale tasks done; "
-        f"{item.name} {what} ({waited:.1f} s){named}"
+    return f"[taskproc] {counted}; {item.name} {what} ({waited:.1f} s){named}" + (
+        f"; {left}" if left else ""
     )
 
 
@@ -172,7 +179,7 @@ def _compute(plan: RunPlan, item: TaskItem) -> Verdict:
     key = item.key
     if run.outcome(key).value is not None:  # done earlier, as another item's upstream
         return _judged(plan, read_verdict(run, item, earlier=True))
-    progress = ProgressLine(plan.config)
+    status = StatusLine(plan.config)
     start = time.monotonic()
     upstream_done = 0
 
@@ -181,18 +188,21 @@ def _compute(plan: RunPlan, item: TaskItem) -> Verdict:
         plan.on_settled(node)
         if node != key and node not in plan.selected:
             upstream_done += 1
-            if time.monotonic() - start < PROGRESS_AFTER_SECONDS:
+            elapsed = time.monotonic() - start
+            if elapsed < PROGRESS_AFTER_SECONDS:
                 return  # quick work needs no word
-            progress.update(
-                f"[taskproc] {item.name}: {upstream_done} upstream tasks done of "
-                f"{run.todo - 1}; last done: {run.task(node)!r}"
+            todo = run.todo - 1
+            left = f"about {duration(elapsed * (todo - upstream_done) / upstream_done)} left"
+            status.update(
+                f"[taskproc: {upstream_done}/{todo} upstream tasks done, {left}]"
+                if status.live
+                else f"[taskproc] {item.name}: {upstream_done} upstream tasks done of {todo}; "
+                f"last done: {run.task(node)!r}; {left}"
             )
 
     run.settle([key], withheld=plan.withheld, listener=settled)
     elapsed = time.monotonic() - start
-    progress.finish(
-        f"[taskproc] {item.name}: {upstream_done} upstream tasks done in {elapsed:.1f} s"
-    )
+    status.finish(f"[taskproc] {item.name}: {upstream_done} upstream tasks done in {elapsed:.1f} s")
     return _judged(plan, read_verdict(run, item, earlier=False))
 
 
