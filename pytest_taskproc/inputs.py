@@ -51,7 +51,11 @@ def const_digest(const: Const[Any]) -> str:
     cached: str | None = const.__dict__.get("_tp_digest")
     if cached is None:
         try:
-            cached = "json:" + _sha(encode_key({"v": _canonical(const.value, "Const", "value")}))
+            canonical = _canonical(const.value, "Const", "value")
+            # The canonical form sorts dict keys; a run_task iterating the dict sees its
+            # order, so the order of every dict counts too.
+            order = json.dumps(_key_orders(const.value), separators=(",", ":"))
+            cached = "json:" + _sha(encode_key({"v": canonical}) + "\0" + order)
         except (TaskArgumentError, RecursionError, ValueError):
             try:
                 cached = "pickle:" + hashlib.sha256(dump_result(const.value)).hexdigest()
@@ -61,6 +65,21 @@ def const_digest(const: Const[Any]) -> str:
                 cached = "unpicklable:" + uuid.uuid4().hex
         object.__setattr__(const, "_tp_digest", cached)
     return cached
+
+
+def _key_orders(value: Any) -> list[Any]:
+    """The keys of every dict inside ``value`` in insertion order, depth first."""
+    orders: list[Any] = []
+    if isinstance(value, dict):
+        orders.append([repr(k) for k in value])
+        items: Iterable[Any] = value.values()
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        return orders
+    for item in items:
+        orders.extend(_key_orders(item))
+    return orders
 
 
 def _sha(text: str) -> str:

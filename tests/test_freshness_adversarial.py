@@ -1,0 +1,94 @@
+"""Freshness against research code that tries to fool it: edits between fresh processes.
+
+Each scenario writes user modules into a project directory, runs a root task in a
+fresh interpreter (as a user's script would), edits a module or an input, runs
+again, and counts ``run_task`` calls through the run log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import MODULE_HEADER
+
+RUNNER = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from pytest_taskproc import Context
+Context.cache_dir = sys.argv[2]
+import tasks
+print(json.dumps(getattr(tasks, sys.argv[3])().run_graph(max_workers=1)))
+"""
+
+
+class Project:
+    """User modules in a directory, a cache elsewhere, and the run log."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.dir = tmp_path / "project"
+        self.dir.mkdir()
+        self.cache = tmp_path / "cache"
+        self.log = tmp_path / "run.log"
+
+    def module(self, name: str, body: str, header: bool = False) -> None:
+        text = textwrap.dedent(body)
+        if header:
+            text = MODULE_HEADER.format(log=str(self.log)) + text
+        (self.dir / f"{name}.py").write_text(text, encoding="utf-8")
+
+    def edit(self, name: str, old: str, new: str) -> None:
+        path = self.dir / f"{name}.py"
+        text = path.read_text(encoding="utf-8")
+        assert old in text
+        path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+    def run(self, root: str, **env: str) -> tuple[Any, list[str]]:
+        """The root's value and the ``run_task`` calls, from a fresh interpreter."""
+        self.log.write_text("")
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("CP_")}
+        done = subprocess.run(
+            [sys.executable, "-c", RUNNER, str(self.dir), str(self.cache), root],
+            capture_output=True,
+            text=True,
+            env={**environ, **env},
+            cwd=self.dir,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.splitlines()[-1]), self.log.read_text().split()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path)
+
+
+def test_a_const_dict_in_another_key_order_is_a_new_input(project: Project) -> None:
+    # Iterating a config dict (layers, stages) gives a result that depends on its order:
+    # equal content in another order must not serve the value made from the old order.
+    project.module(
+        "tasks",
+        """
+        class Layers(TaskBase):
+            spec: Requires[dict]
+
+            def build_task(self) -> None:
+                self.spec = Const({k: 1 for k in os.environ["ORDER"]})
+
+            def run_task(self) -> list:
+                log("Layers")
+                return list(self.spec)
+        """,
+        header=True,
+    )
+    assert project.run("Layers", ORDER="ab") == (["a", "b"], ["Layers"])
+    assert project.run("Layers", ORDER="ab") == (["a", "b"], [])
+    assert project.run("Layers", ORDER="ba") == (["b", "a"], ["Layers"])
+    assert project.run("Layers", ORDER="ba") == (["b", "a"], [])
