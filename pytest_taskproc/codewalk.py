@@ -235,7 +235,8 @@ class Walker:
         for attr in path[1:]:
             if isinstance(value, types.ModuleType) and is_user_module(value.__name__):
                 members = vars(value)
-                if attr not in members:
+                if attr not in members:  # set at run time, or a module __getattr__
+                    self._whole_module(value)
                     return
                 home, key, value = members, attr, members[attr]
                 self.lookups.append((home, key, value))
@@ -265,7 +266,11 @@ class Walker:
 
     def _name(self, home: Any, key: str, value: Any) -> None:
         """A name of a module: a function or class by its code, anything else by its statements."""
-        if isinstance(value, types.ModuleType) or is_task_class(value):
+        if isinstance(value, types.ModuleType):
+            if is_user_module(value.__name__):
+                self._whole_module(value)  # used as a value: any of its names may be read
+            return
+        if is_task_class(value):
             return
         if isinstance(value, (types.FunctionType, type)):
             self._follow_value(value)
@@ -295,6 +300,17 @@ class Walker:
         # not by where the project lies
         filename = kept.filename if kept is not None else str(home.get("__file__") or "")
         self.parts[label] = sha(without_location(self._value_text(label, value), filename))
+
+    def _whole_module(self, module: types.ModuleType) -> None:
+        """Every name a user module defines: code reads them by names it computes."""
+        if id(module) in self._seen:
+            return
+        self._seen.add(id(module))
+        members = vars(module)
+        for key in sorted(members):
+            if not key.startswith("__"):
+                self.lookups.append((members, key, members[key]))
+                self._name(members, key, members[key])
 
     def _local_imports(
         self, statements: Iterable[ast.Import | ast.ImportFrom], scope: dict[str, Any]

@@ -92,3 +92,47 @@ def test_a_const_dict_in_another_key_order_is_a_new_input(project: Project) -> N
     assert project.run("Layers", ORDER="ab") == (["a", "b"], [])
     assert project.run("Layers", ORDER="ba") == (["b", "a"], ["Layers"])
     assert project.run("Layers", ORDER="ba") == (["b", "a"], [])
+
+
+def test_a_user_module_used_as_a_value_counts_whole(project: Project) -> None:
+    # ``getattr(helpers, name)`` (a registry of models by name) reaches any function of
+    # the module: the attribute read cannot be seen, so all of the module counts.
+    project.module("helpers", "def scale(x):\n    return x * 2\n")
+    project.module(
+        "tasks",
+        """
+        import helpers
+
+        class Pick(TaskBase):
+            def run_task(self) -> int:
+                log("Pick")
+                return getattr(helpers, "sc" + "ale")(4)
+        """,
+        header=True,
+    )
+    assert project.run("Pick") == (8, ["Pick"])
+    assert project.run("Pick") == (8, [])
+    project.edit("helpers", "x * 2", "x * 3")
+    assert project.run("Pick") == (12, ["Pick"])
+    assert project.run("Pick") == (12, [])
+
+
+def test_a_user_module_read_only_by_attribute_counts_only_what_is_read(project: Project) -> None:
+    project.module("helpers", "def scale(x):\n    return x * 2\n\ndef other():\n    return 1\n")
+    project.module(
+        "tasks",
+        """
+        import helpers
+
+        class Scale(TaskBase):
+            def run_task(self) -> int:
+                log("Scale")
+                return helpers.scale(4)
+        """,
+        header=True,
+    )
+    assert project.run("Scale") == (8, ["Scale"])
+    project.edit("helpers", "return 1", "return 2")
+    assert project.run("Scale") == (8, [])
+    project.edit("helpers", "x * 2", "x * 3")
+    assert project.run("Scale") == (12, ["Scale"])
