@@ -150,6 +150,18 @@ class Walker:
             if any(not kept.runs(f.__code__) for f in own):
                 self.stale_files.append(kept.filename)
             self._digest_source(name, kept, nodes, scope)
+            # what the attributes hold now: ``Task.FACTOR = int(os.environ["F"])`` below the
+            # class changes no text of it
+            values = [
+                f"{attr}={self._value_text(f'{name}.{attr}', value)}"
+                for attr, value in sorted(vars(cls).items())
+                if attr not in _NOT_CODE
+                and not attr.startswith(("__", "_tp"))
+                and is_immutable(value)
+            ]
+            if values:
+                label = f"{name}.<attribute values>"
+                self.parts[label] = sha(without_location("\n".join(values), kept.filename))
         for base in cls.__bases__:
             if not is_task_class(base):
                 self._follow_value(base)
@@ -211,8 +223,11 @@ class Walker:
         """A part made of definitions or statements of a file, and the names they read."""
         summaries = [kept.summary(n) for n in nodes]
         shown = [s.text for s in summaries]
-        if value is not _NO_VALUE and is_immutable(value):
-            # also what it came out as: ``N = int(os.environ["N"])``, ``STARTED = time.time()``
+        if value is not _NO_VALUE and (
+            is_immutable(value) or (_is_plain_data(value) and _computed(nodes))
+        ):
+            # also what it came out as: ``N = int(os.environ["N"])``, ``STARTED = time.time()``,
+            # ``PARAMS = json.load(...)`` (a memo dict, made empty, is filled later: not that)
             shown.append(without_location(self._value_text(name, value), kept.filename))
         self.parts[name] = sha("\n".join(shown))
         for summary in summaries:
@@ -361,6 +376,41 @@ class Walker:
 
 
 # -- finding the definition in use ---------------------------------------------------------
+
+
+#: what makes a memo or a registry, empty, to be filled while the program runs
+_EMPTY_MAKERS = frozenset({"dict", "list", "set", "defaultdict", "OrderedDict", "Counter", "deque"})
+
+
+def _computed(nodes: Sequence[ast.AST]) -> bool:
+    """Whether statements call something that may read data from outside (a file, the
+    environment), not only make an empty container."""
+    for node in nodes:
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.Call):
+                callee = inner.func
+                tail = callee.attr if isinstance(callee, ast.Attribute) else None
+                if isinstance(callee, ast.Name):
+                    tail = callee.id
+                if tail not in _EMPTY_MAKERS:
+                    return True
+    return False
+
+
+def _is_plain_data(value: Any, depth: int = 0) -> bool:
+    """Lists, tuples and dicts of plain scalars: a loaded config, stable in every process."""
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return True
+    if depth > 20:
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain_data(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(
+            isinstance(k, (str, int, float, bool, type(None))) and _is_plain_data(v, depth + 1)
+            for k, v in value.items()
+        )
+    return False
 
 
 def _function_nodes(kept: SourceFile, code: types.CodeType) -> list[ast.AST]:

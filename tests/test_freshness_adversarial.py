@@ -136,3 +136,73 @@ def test_a_user_module_read_only_by_attribute_counts_only_what_is_read(project: 
     assert project.run("Scale") == (8, [])
     project.edit("helpers", "x * 2", "x * 3")
     assert project.run("Scale") == (12, ["Scale"])
+
+
+CONFIG_AT_IMPORT = """
+import json
+from collections import defaultdict
+from pathlib import Path
+
+PARAMS = json.loads((Path(__file__).parent / "params.json").read_text())
+LAYERS = PARAMS["layers"]
+SEEN = defaultdict(list)  # a memo filled while the graph is built: not an input
+
+
+class Scale(TaskBase):
+    def build_task(self, i: int) -> None:
+        SEEN[i].append(i)
+        self.i = i
+
+    def run_task(self) -> list:
+        log("Scale")
+        return [PARAMS["scale"] * self.i, *LAYERS]
+
+
+class Main(TaskBase):
+    parts: RequiresList[list]
+
+    def build_task(self) -> None:
+        self.parts = [Scale(i) for i in range(int(os.environ.get("N", "2")))]
+
+    def run_task(self) -> list:
+        log("Main")
+        return self.parts
+"""
+
+
+def test_a_config_loaded_at_import_counts_by_its_value(project: Project) -> None:
+    # ``CONFIG = json.load(...)`` / ``yaml.safe_load(...)`` at module level: the statement
+    # does not change when the file does, the value does.
+    (project.dir / "params.json").write_text(json.dumps({"scale": 2, "layers": [1]}))
+    project.module("tasks", CONFIG_AT_IMPORT, header=True)
+    assert project.run("Main") == ([[0, 1], [2, 1]], ["Scale", "Scale", "Main"])
+    # a memo filled differently (a bigger graph) changes nothing
+    assert project.run("Main", N="3")[1] == ["Scale", "Main"]
+    assert project.run("Main", N="1") == ([[0, 1]], ["Main"])
+    assert project.run("Main") == ([[0, 1], [2, 1]], ["Main"])
+    (project.dir / "params.json").write_text(json.dumps({"scale": 3, "layers": [1]}))
+    assert project.run("Main") == ([[0, 1], [3, 1]], ["Scale", "Scale", "Main"])
+    (project.dir / "params.json").write_text(json.dumps({"scale": 3, "layers": [1, 5]}))
+    assert project.run("Main") == ([[0, 1, 5], [3, 1, 5]], ["Scale", "Scale", "Main"])
+    assert project.run("Main")[1] == []
+
+
+def test_a_class_attribute_set_after_the_class_body_counts(project: Project) -> None:
+    project.module(
+        "tasks",
+        """
+        class Factor(TaskBase):
+            FACTOR = 1
+
+            def run_task(self) -> int:
+                log("Factor")
+                return self.FACTOR
+
+
+        Factor.FACTOR = int(os.environ.get("F", "1"))
+        """,
+        header=True,
+    )
+    assert project.run("Factor") == (1, ["Factor"])
+    assert project.run("Factor", F="5") == (5, ["Factor"])
+    assert project.run("Factor", F="5") == (5, [])
