@@ -398,11 +398,19 @@ def _computed(nodes: Sequence[ast.AST]) -> bool:
 
 
 def _is_plain_data(value: Any, depth: int = 0) -> bool:
-    """Lists, tuples and dicts of plain scalars: a loaded config, stable in every process."""
+    """Lists, tuples and dicts of plain scalars, NumPy arrays, and the user's objects holding
+    those: a loaded config or weights, stable in every process (unlike a random generator's
+    state or a logger)."""
     if isinstance(value, (str, int, float, bool, type(None))):
         return True
     if depth > 20:
         return False
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, numpy.ndarray):
+        return bool(value.dtype != object)
+    kind = type(value)
+    if is_user_module(getattr(kind, "__module__", "") or "") and hasattr(value, "__dict__"):
+        return not isinstance(value, type) and _is_plain_data(vars(value), depth + 1)
     if isinstance(value, (list, tuple)):
         return all(_is_plain_data(v, depth + 1) for v in value)
     if isinstance(value, dict):

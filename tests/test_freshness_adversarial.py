@@ -206,3 +206,45 @@ def test_a_class_attribute_set_after_the_class_body_counts(project: Project) -> 
     assert project.run("Factor") == (1, ["Factor"])
     assert project.run("Factor", F="5") == (5, ["Factor"])
     assert project.run("Factor", F="5") == (5, [])
+
+
+def test_weights_and_a_config_object_loaded_at_import_count_by_their_value(
+    project: Project,
+) -> None:
+    np = pytest.importorskip("numpy")
+    np.save(project.dir / "w.npy", np.arange(3))
+    (project.dir / "params.json").write_text(json.dumps({"s": 2}))
+    project.module(
+        "tasks",
+        """
+        import json
+        from pathlib import Path
+
+        import numpy as np
+
+        HERE = Path(__file__).parent
+
+
+        class Config:
+            def __init__(self, data: dict) -> None:
+                self.s = data["s"]
+
+
+        CONFIG = Config(json.loads((HERE / "params.json").read_text()))
+        WEIGHTS = np.load(HERE / "w.npy")
+
+
+        class Score(TaskBase):
+            def run_task(self) -> int:
+                log("Score")
+                return CONFIG.s * int(WEIGHTS.sum())
+        """,
+        header=True,
+    )
+    assert project.run("Score") == (6, ["Score"])
+    assert project.run("Score") == (6, [])
+    (project.dir / "params.json").write_text(json.dumps({"s": 3}))
+    assert project.run("Score") == (9, ["Score"])
+    np.save(project.dir / "w.npy", np.arange(4))
+    assert project.run("Score") == (18, ["Score"])
+    assert project.run("Score") == (18, [])
