@@ -214,12 +214,25 @@ def written_digest(directory: Path) -> str | None:
     return tree_digest(top, None)
 
 
+def _empty_folders(top: str) -> list[str]:
+    """The folders under ``top`` holding nothing, by relative path (``/`` separated)."""
+    found = []
+    for here, dirs, files in os.walk(top):
+        if here != top and not dirs and not files:
+            found.append(os.path.relpath(here, top).replace(os.sep, "/"))
+    return sorted(found)
+
+
 def path_digest(path: Path, table: StatCache | None) -> str | None:
     """The digest of a file or directory; None when there is none."""
     text = str(path)
     try:
         if os.path.isdir(text):
-            return tree_digest(text, table)
+            digest = tree_digest(text, table)
+            empty = _empty_folders(text)
+            # a task listing the directory sees an empty folder too; a tree without one
+            # keeps the digest it always had
+            return "dir:" + _sha(f"{digest}\0{json.dumps(empty)}") if empty else digest
         return file_digest(text, table)
     except (FileNotFoundError, NotADirectoryError):
         return None

@@ -248,3 +248,33 @@ def test_weights_and_a_config_object_loaded_at_import_count_by_their_value(
     np.save(project.dir / "w.npy", np.arange(4))
     assert project.run("Score") == (18, ["Score"])
     assert project.run("Score") == (18, [])
+
+
+def test_an_empty_folder_added_to_an_input_directory_is_new_content(project: Project) -> None:
+    # a task listing a directory (one folder per run, per subject) sees an empty folder too
+    (project.dir / "runs" / "a").mkdir(parents=True)
+    (project.dir / "runs" / "a" / "x.txt").write_text("x")
+    project.module(
+        "tasks",
+        """
+        from pathlib import Path
+
+        from pytest_taskproc import InputFile
+
+
+        class Runs(TaskBase):
+            runs: Requires[Path]
+
+            def build_task(self) -> None:
+                self.runs = InputFile("runs")
+
+            def run_task(self) -> list:
+                log("Runs")
+                return sorted(p.name for p in self.runs.iterdir())
+        """,
+        header=True,
+    )
+    assert project.run("Runs") == (["a"], ["Runs"])
+    (project.dir / "runs" / "b").mkdir()
+    assert project.run("Runs") == (["a", "b"], ["Runs"])
+    assert project.run("Runs") == (["a", "b"], [])
