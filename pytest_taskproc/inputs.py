@@ -172,18 +172,29 @@ def file_digest(path: str, table: StatCache | None) -> str:
     return digest
 
 
-def walk_files(top: str) -> Iterator[str]:
-    """Every file under ``top`` by relative path (``/`` separated)."""
-    for here, dirs, files in os.walk(top):
-        dirs.sort()
+def walk_files(top: str, follow_links: bool = False) -> Iterator[str]:
+    """Every file under ``top`` by relative path (``/`` separated); with ``follow_links``
+    also those in linked folders (``data/current -> runs/v2``), each link followed
+    unless it leads back to a folder the walk is inside."""
+    chains = {top: (os.path.realpath(top),)}
+    for here, dirs, files in os.walk(top, followlinks=follow_links):
+        chain = chains.pop(here, ())
+        kept = []
+        for name in sorted(dirs):
+            real = os.path.realpath(os.path.join(here, name))
+            if real not in chain:
+                kept.append(name)
+                chains[os.path.join(here, name)] = (*chain, real)
+        dirs[:] = kept
         rel = os.path.relpath(here, top)
         for name in sorted(files):
             yield name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
 
 
-def tree_digest(top: str, table: StatCache | None) -> str:
+def tree_digest(top: str, table: StatCache | None, follow_links: bool = False) -> str:
     """The digest of a directory: every file's relative path and SHA-256."""
-    names = sorted(walk_files(top))  # one order for every walk, whatever the file system's
+    # one order for every walk, whatever the file system's
+    names = sorted(walk_files(top, follow_links))
     return _combine((rel, file_digest(os.path.join(top, rel), table)) for rel in names)
 
 
@@ -228,7 +239,8 @@ def path_digest(path: Path, table: StatCache | None) -> str | None:
     text = str(path)
     try:
         if os.path.isdir(text):
-            digest = tree_digest(text, table)
+            # a task reads through a linked folder as through any other
+            digest = tree_digest(text, table, follow_links=True)
             empty = _empty_folders(text)
             # a task listing the directory sees an empty folder too; a tree without one
             # keeps the digest it always had

@@ -278,3 +278,42 @@ def test_an_empty_folder_added_to_an_input_directory_is_new_content(project: Pro
     (project.dir / "runs" / "b").mkdir()
     assert project.run("Runs") == (["a", "b"], ["Runs"])
     assert project.run("Runs") == (["a", "b"], [])
+
+
+def test_a_linked_folder_inside_an_input_directory_counts_by_its_files(
+    project: Project, tmp_path: Path
+) -> None:
+    # ``data/current -> /shared/runs/v1``: the task reads through the link
+    for version in ("v1", "v2"):
+        (tmp_path / "runs" / version).mkdir(parents=True)
+        (tmp_path / "runs" / version / "f.txt").write_text(version)
+    (project.dir / "data").mkdir()
+    (project.dir / "data" / "current").symlink_to(tmp_path / "runs" / "v1")
+    (project.dir / "data" / "loop").symlink_to(project.dir / "data")  # a cycle ends the walk
+    project.module(
+        "tasks",
+        """
+        from pathlib import Path
+
+        from pytest_taskproc import InputFile
+
+
+        class Current(TaskBase):
+            data: Requires[Path]
+
+            def build_task(self) -> None:
+                self.data = InputFile("data")
+
+            def run_task(self) -> str:
+                log("Current")
+                return (self.data / "current" / "f.txt").read_text()
+        """,
+        header=True,
+    )
+    assert project.run("Current") == ("v1", ["Current"])
+    (tmp_path / "runs" / "v1" / "f.txt").write_text("v1 edited")
+    assert project.run("Current") == ("v1 edited", ["Current"])
+    (project.dir / "data" / "current").unlink()
+    (project.dir / "data" / "current").symlink_to(tmp_path / "runs" / "v2")
+    assert project.run("Current") == ("v2", ["Current"])
+    assert project.run("Current") == ("v2", [])
