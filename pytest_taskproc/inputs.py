@@ -28,7 +28,8 @@ from .errors import TaskArgumentError
 from .identity import _canonical, encode_key
 from .record import InputRead
 from .requires import Const, InputFile
-from .serialize import dump_result
+from .sourcefiles import is_user_module
+from .valuedigest import ValueText
 
 STAT_CACHE_NAME = "stat-cache.json"
 #: A file changed less than this long before it was hashed may change again
@@ -58,13 +59,22 @@ def const_digest(const: Const[Any]) -> str:
             cached = "json:" + _sha(encode_key({"v": canonical}) + "\0" + order)
         except (TaskArgumentError, RecursionError, ValueError):
             try:
-                cached = "pickle:" + hashlib.sha256(dump_result(const.value)).hexdigest()
+                # the code digest's description: sets in one order and objects by their
+                # state in every process, where pickled bytes follow the hash seed
+                text = ValueText(_is_user_class).text(const.value)
+                cached = "value:" + _sha(text)
             except Exception:
                 # Nothing says whether it is the value of last time: count it as
                 # new in every process rather than trust it.
                 cached = "unpicklable:" + uuid.uuid4().hex
         object.__setattr__(const, "_tp_digest", cached)
     return cached
+
+
+def _is_user_class(value: Any) -> bool:
+    """Objects of the user's classes are described by their state; others by their
+    pickled bytes, functions by their name."""
+    return isinstance(value, type) and is_user_module(value.__module__ or "")
 
 
 def _key_orders(value: Any) -> list[Any]:

@@ -317,3 +317,34 @@ def test_a_linked_folder_inside_an_input_directory_counts_by_its_files(
     (project.dir / "data" / "current").symlink_to(tmp_path / "runs" / "v2")
     assert project.run("Current") == ("v2", ["Current"])
     assert project.run("Current") == ("v2", [])
+
+
+def test_a_const_set_and_an_object_holding_one_have_one_digest_in_every_process(
+    project: Project,
+) -> None:
+    project.module(
+        "tasks",
+        """
+        class Vocabulary:
+            def __init__(self, words: set) -> None:
+                self.words = words
+
+
+        class Count(TaskBase):
+            words: Requires[set]
+            vocabulary: Requires[Vocabulary]
+
+            def build_task(self) -> None:
+                self.words = Const({"alpha", "beta", "gamma", "delta", "epsilon"})
+                self.vocabulary = Const(Vocabulary(set(os.environ["WORDS"].split())))
+
+            def run_task(self) -> int:
+                log("Count")
+                return len(self.words) + len(self.vocabulary.words)
+        """,
+        header=True,
+    )
+    words = "a b c d e f g"
+    assert project.run("Count", PYTHONHASHSEED="1", WORDS=words) == (12, ["Count"])
+    assert project.run("Count", PYTHONHASHSEED="2", WORDS=words) == (12, [])
+    assert project.run("Count", PYTHONHASHSEED="3", WORDS=words + " h") == (13, ["Count"])
