@@ -81,7 +81,7 @@ def signature(func: Callable[..., Any], skip_first: bool = False) -> str:
             star_done = True
         if param.kind is param.VAR_POSITIONAL:
             star_done = True
-        prefix = {param.VAR_POSITIONAL: "*", param.VAR_KEYWORD: "**"}.get(param.kind, "")
+        prefix = {"VAR_POSITIONAL": "*", "VAR_KEYWORD": "**"}.get(param.kind.name, "")
         text = prefix + param.name
         if param.annotation is not inspect.Parameter.empty:
             text += f": {annotation(param.annotation)}"

@@ -398,3 +398,15 @@ def test_anchors_are_githubs() -> None:
     assert slug(" Step 2: a task, and a sweep") == "step-2-a-task-and-a-sweep"
     assert slug(" `python -m pytest_taskproc.app`") == "python--m-pytest_taskprocapp"
     assert slug(" The pytest plugin's options") == "the-pytest-plugins-options"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_headings_stand_apart_from_the_text_before_them(page: Path) -> None:
+    """A heading right after a list item's last line is easy to miss when editing."""
+    lines, fenced, crowded = page.read_text(encoding="utf-8").splitlines(), False, []
+    for number, line in enumerate(lines, 1):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and line.startswith("#") and number > 1 and lines[number - 2].strip():
+            crowded.append(f"{page_id(page)}:{number}: {line}")
+    assert not crowded, "no blank line before these headings:\n" + "\n".join(crowded)
