@@ -129,6 +129,14 @@ def choose_module(package: str) -> str:
     """)
 
 
+def choose_without_read_audit(package: str) -> str:
+    """W1 with ``Context.audit_reads = False`` (set on import, so in pool workers too)."""
+    return (
+        choose_module(package)
+        + "\nfrom pytest_taskproc import Context\n\nContext.audit_reads = False\n"
+    )
+
+
 def fan_in_module(package: str) -> str:
     """W2: N independent trivial leaves and one wide reduce (per-task overhead, fan-in)."""
     return textwrap.dedent(f"""
@@ -278,6 +286,49 @@ def raw_pickle_module(_package: str) -> str:
     """)
 
 
+def input_file_module(package: str) -> str:
+    """W5: a task with a 1 GiB ``InputFile``; a warm run must not read the file again."""
+    return textwrap.dedent(f"""
+        import os
+        import time
+        from pathlib import Path
+
+        from {package} import InputFile, Requires, TaskBase
+
+        DATA = Path(__file__).parent / "big.bin"
+
+
+        def make_data(size: int) -> None:
+            # Real blocks (not a sparse file, which reads faster than a disk), written
+            # quickly; dated a minute back, so the file is not "racily" new when hashed.
+            if DATA.exists() and DATA.stat().st_size == size:
+                return
+            block = bytearray(os.urandom(1 << 20))
+            with open(DATA, "wb") as handle:
+                for i in range(size >> 20):
+                    block[:8] = i.to_bytes(8, "little")
+                    handle.write(block)
+            old = time.time() - 60
+            os.utime(DATA, (old, old))
+
+
+        class Scan(TaskBase):
+            data: Requires[Path]
+
+            def build_task(self, size: int) -> None:
+                self.data = InputFile("big.bin")
+                self.size = size
+
+            def run_task(self) -> int:
+                return self.data.stat().st_size
+
+
+        def make_root(size: int) -> Scan:
+            make_data(size)
+            return Scan(size)
+    """)
+
+
 def w4_expected(n: int, size: int) -> float:
     """Reference value for W4, computed with the very same generator in the parent."""
     import numpy as np
@@ -312,6 +363,19 @@ def build_plan(workloads: set[str], quick: bool, spin_iterations: int | None) ->
     if "W1" in workloads:
         for n in [20] if quick else [20, 40, 60]:
             plan.append(Case("W1", f"n={n}", choose_module, {"n": n}, _const(math.comb(n, n // 2))))
+        if not quick:
+            # The same run with the audit of undeclared reads off: what the audit hook costs.
+            plan.append(
+                Case(
+                    "W1",
+                    "n=60 read audit off",
+                    choose_without_read_audit,
+                    {"n": 60},
+                    _const(math.comb(60, 30)),
+                    modes=("cold",),
+                    libs=("ours",),
+                )
+            )
     if "W2" in workloads:
         for n in [100] if quick else [100, 1000, 5000]:
             plan.append(Case("W2", f"N={n}", fan_in_module, {"n": n}, _const(n * (n - 1) // 2)))
@@ -364,6 +428,18 @@ def build_plan(workloads: set[str], quick: bool, spin_iterations: int | None) ->
                 params,
                 mean_sum,
                 modes=("cold",),
+            )
+        )
+    if "W5" in workloads:
+        size = 2**30
+        plan.append(
+            Case(
+                "W5",
+                "InputFile 1 GiB",
+                input_file_module,
+                {"size": size},
+                _const(size),
+                libs=("ours",),
             )
         )
     return plan
@@ -1021,7 +1097,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="smoke test: W1 n=20 and W2 N=100 only (no W3/W4)"
     )
     parser.add_argument(
-        "--only", default="W1,W2,W3,W4", help="comma-separated workloads to run (default: all)"
+        "--only", default="W1,W2,W3,W4,W5", help="comma-separated workloads to run (default: all)"
     )
     parser.add_argument(
         "--skip-original",
@@ -1063,7 +1139,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.workloads = {w.strip().upper() for w in args.only.split(",") if w.strip()}
-    unknown = args.workloads - {"W1", "W2", "W3", "W4"}
+    unknown = args.workloads - {"W1", "W2", "W3", "W4", "W5"}
     if unknown:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     if args.repeat < 1:

@@ -29,8 +29,8 @@ OUTPUT = ROOT / "docs" / "reference.md"
 #: generic aliases carry no docstring of their own
 ALIASES = {
     "Requires": "`Requires[T]`: a requirement slot holding one task, `task['key']`, "
-    "`Const(value)` or input of result type `T`; inside `run_task` the attribute is the "
-    "upstream result (a `T`).",
+    "`Const(value)` or input of result type `T` (`InputFile(path)` for a `Requires[Path]`); "
+    "inside `run_task` the attribute is the upstream result (a `T`).",
     "RequiresList": "`RequiresList[T]`: a slot holding a list of those; inside `run_task`, "
     "a `list[T]` of the upstream results.",
     "RequiresDict": "`RequiresDict[K, T]`: a slot holding a dict of those; inside "
@@ -46,6 +46,7 @@ ORDER = [
     "RequiresDict",
     "Req",
     "Const",
+    "InputFile",
     "Task",
     "TaskType",
     "infer_task_type",

@@ -33,8 +33,16 @@ from typing import Any, BinaryIO, NamedTuple
 
 from . import serialize
 from .atomic import TMP_MARK, remove_tree, write_atomic, write_text_atomic
-from .errors import CacheCorruptionWarning, CorruptResultError, RecordError, ResultMissingError
+from .errors import (
+    CacheAccessError,
+    CacheCorruptionWarning,
+    CorruptResultError,
+    RecordError,
+    ResultMissingError,
+    UpstreamChangedError,
+)
 from .idtable import IdTable, access_error
+from .inputs import stat_cache, stat_key
 from .record import Record, parse_record
 
 __all__ = ["CacheCorruptionWarning", "ClassStore", "get_store"]
@@ -85,6 +93,28 @@ def _stat_key(stat: os.stat_result) -> tuple[int, ...]:
 def root_path(root: str) -> Path:
     """The cache root of a job as a ``Path``, made once per process: pathlib costs per task."""
     return Path(root)
+
+
+#: Records parsed lately, by their exact bytes: a computed task's record is read
+#: again by each of its downstream tasks.  Parsing is a function of the bytes
+#: alone, so the same bytes always give an equal record.
+_records: dict[bytes, Record] = {}
+_records_lock = threading.Lock()
+PARSED_RECORDS = 4096
+PARSED_RECORD_SIZE = 16 * 1024
+
+
+def _parsed(text: bytes) -> Record:
+    record = _records.get(text)
+    if record is None:
+        record = parse_record(text)
+        if len(text) > PARSED_RECORD_SIZE:
+            return record  # a large fan-in's record: kept out, to bound the memory held
+        with _records_lock:
+            if len(_records) >= PARSED_RECORDS:
+                del _records[next(iter(_records))]
+            _records[text] = record
+    return record
 
 
 def ensure_directory(path: Path) -> None:
@@ -162,6 +192,14 @@ class ClassStore:
     def remember_id(self, key: str, task_id: int) -> None:
         self.ids.remember(key, task_id)
 
+    def missing_message(self, key: str) -> str:
+        """Why there is no result, naming the cache looked in (the usual surprise: another one)."""
+        return (
+            f"no cached result for {self.name} with arguments {key} in the cache {self.root} "
+            "(computed in another cache? the root is Context.cache_dir, else $CP_CACHE_DIR, "
+            "else .cache in the working directory)"
+        )
+
     # -- paths ------------------------------------------------------------
     def folder(self, task_id: int) -> str:
         """The task's result folder as a string: pathlib costs too much per task."""
@@ -212,19 +250,32 @@ class ClassStore:
             return None
         return self._checked_record(task_id, key, text, warn)
 
+    def inspect_record(self, task_id: int, key: str) -> Record | str | None:
+        """Like :meth:`read_record`, but says what is wrong instead of warning (None: no result)."""
+        text = self._record_text(task_id)
+        return None if text is None else self._check_record(task_id, key, text, rehash=True)
+
     def _checked_record(self, task_id: int, key: str, text: bytes, warn: bool) -> Record | None:
-        found = self._check_record(task_id, key, text)
+        found = self._check_record(task_id, key, text, rehash=True)
         if isinstance(found, str):
             if warn:
                 _warn(found + "; recomputing it")
             return None
         return found
 
-    def _check_record(self, task_id: int, key: str, text: bytes) -> Record | str | None:
-        """The record if it is trustworthy, None if there is no result, else what is wrong."""
+    def _check_record(
+        self, task_id: int, key: str, text: bytes, rehash: bool = False
+    ) -> Record | str | None:
+        """The record if it is trustworthy, None if there is no result, else what is wrong.
+
+        With ``rehash`` (planning), a value file whose stat is not the one its
+        writer recorded is hashed again before it is trusted, as git's index
+        does: damage or another file copied over it is found before the value
+        is served as fresh, and only such files are read.
+        """
         path = self.record_path(task_id)
         try:
-            record = parse_record(text)
+            record = _parsed(text)
         except RecordError as exc:
             return f"{path} of {self.name} {key} is damaged ({exc})"
         if record.name != self.name or record.key != key:
@@ -236,17 +287,55 @@ class ClassStore:
             return f"{path} of {self.name} {key} names no result file"
         value_path = f"{self.folder(task_id)}{os.sep}{record.file}"
         try:
-            size = os.stat(value_path).st_size
+            st = os.stat(value_path)
         except (FileNotFoundError, NotADirectoryError):
             return None  # the record of a result being replaced, or a deleted value file
         except OSError as exc:
             raise access_error("read", value_path, exc) from None
-        if size != record.stored_size:
+        if st.st_size != record.stored_size:
             return (
-                f"cached result {value_path} of {self.name} {key} is damaged: it has {size} "
-                f"bytes where its record says {record.stored_size}"
+                f"cached result {value_path} of {self.name} {key} is damaged: it has "
+                f"{st.st_size} bytes where its record says {record.stored_size}"
             )
+        if rehash and (st.st_mtime_ns, st.st_ino, st.st_ctime_ns) != record.stat:
+            return self._rehashed(task_id, record, text, value_path, st)
         return record
+
+    def _rehashed(
+        self, task_id: int, record: Record, text: bytes, path: str, st: os.stat_result
+    ) -> Record | str | None:
+        """A value file touched since its writer left it: trusted only if its bytes are the
+        recorded ones (remembered by stat, so a copied cache is read once, not every run)."""
+        table = stat_cache(self.root)
+        now = stat_key(st)
+        if table.lookup(path, now) == record.digest:
+            return record
+        try:
+            with open(path, "rb") as handle:
+                digest = serialize.value_digest(serialize.unpack(record.file, handle.read()))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            digest = None
+        except OSError as exc:
+            raise access_error("read", path, exc) from None
+        if digest == record.digest:
+            table.remember(path, now, digest)
+            return record
+        if self._record_text(task_id) != text:
+            return None  # replaced by a writer meanwhile: judged again next time
+        return (
+            f"cached result {path} of {self.name} {record.key} is damaged: it does not have the "
+            "digest its record names (changed or replaced after it was written)"
+        )
+
+    def value_stat(self, task_id: int, name: str) -> tuple[int, int, int] | None:
+        """(mtime_ns, inode, ctime_ns) of a value file as its writer leaves it, for the record."""
+        try:
+            st = os.stat(f"{self.folder(task_id)}{os.sep}{name}")
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
     def load_value(self, task_id: int, key: str) -> tuple[Any, Record]:
         """The stored value and its record, checked against the recorded digest.
@@ -261,7 +350,7 @@ class ClassStore:
             if isinstance(record, str):
                 raise CorruptResultError(record, self.name, key)
             if record is None or text is None:
-                raise ResultMissingError(f"no cached result for {self.name} with arguments {key}")
+                raise ResultMissingError(self.missing_message(key))
             path = f"{self.folder(task_id)}{os.sep}{record.file}"
             try:
                 with open(path, "rb") as handle:
@@ -293,15 +382,35 @@ class ClassStore:
                 return value, record
             if self._record_text(task_id) != text:
                 continue  # a writer committed in the meantime; the bytes were the new ones
+            dropped = self._drop_damaged(task_id, text)
             raise CorruptResultError(
                 f"cached result {path} of {self.name} with arguments {key} is damaged: "
-                + (problem or "its bytes do not have the digest its record names"),
+                + (problem or "its bytes do not have the digest its record names")
+                + (
+                    "; it is no longer trusted, so the next run recomputes it (run the task "
+                    "again, e.g. task.run_graph(), to get a good value now)"
+                    if dropped
+                    else "; delete its result folder (task.clear_task()) and run the task "
+                    "again to recompute it"
+                ),
                 self.name,
                 key,
             )
         raise ResultMissingError(
             f"the result of {self.name} with arguments {key} kept changing while it was read"
         )
+
+    def _drop_damaged(self, task_id: int, text: bytes) -> bool:
+        """Withdraw the record of a value found damaged, so planning never trusts it again
+        (its stat may well be the writer's: bit rot changes no date).  Best effort: a cache
+        that cannot be written keeps it, and the error says how to clear it."""
+        if self._record_text(task_id) != text:
+            return False
+        try:
+            os.unlink(self.record_path(task_id))
+        except OSError:
+            return False
+        return True
 
     def verify_value(self, task_id: int, record: Record) -> str | None:
         """Whether the stored bytes still have the recorded digest; what is wrong, or None."""
@@ -340,6 +449,7 @@ class ClassStore:
             with open(f"{folder}{os.sep}{ARGS_NAME}", "x", encoding="utf-8") as handle:
                 handle.write(key)
         except OSError as exc:
+            remove_tree(Path(folder))  # nothing of it is a result yet
             raise access_error("prepare", folder, exc) from None
         return True
 
@@ -359,15 +469,22 @@ class ClassStore:
             _warn(f"{folder} is not a folder; replacing it with the result of {self.name} {key}")
             _unlink(folder)
             return self.begin_run(task_id, key)
-        previous = self.read_record(task_id, key, warn=False)
-        _unlink(self.record_path(task_id))
-        self.discard_value(task_id)
-        _remove_leftovers(folder)
         try:
             with open(f"{folder}{os.sep}{ARGS_NAME}", encoding="utf-8") as handle:
                 owned = handle.read() == key
         except (OSError, UnicodeDecodeError):
             owned = False
+        if not owned and not self.ids.confirms(key, task_id):
+            # The id came from a table that is gone (a class folder deleted by
+            # hand): the folder is another task's now, and stays untouched.
+            raise UpstreamChangedError(
+                f"{folder} belongs to another task of {self.name} now (was the class folder "
+                f"deleted?); planning {key} again"
+            )
+        previous = self.read_record(task_id, key, warn=False)
+        _unlink(self.record_path(task_id))
+        self.discard_value(task_id)
+        _remove_leftovers(folder)
         if not owned:
             try:
                 write_text_atomic(Path(folder, ARGS_NAME), key)
@@ -420,6 +537,10 @@ class ClassStore:
         try:
             write_atomic(path, [record.to_json().encode()])
         except OSError as exc:
+            # A value without a record is no result, and on a full disk it
+            # holds the room the next task needs.
+            with contextlib.suppress(CacheAccessError):
+                self.discard_value(task_id)
             raise access_error("write", path, exc) from None
 
     def discard_value(self, task_id: int) -> None:
@@ -478,3 +599,11 @@ def get_store(root: Path, name: str) -> ClassStore:
         with _stores_lock:
             store = _stores.setdefault(marker, ClassStore(root, name))
     return store
+
+
+if __name__ == "__main__":
+    # `python -m pytest_taskproc.cache` runs this file as __main__, a second copy
+    # of this module: hand over at once to the tool, which imports the real one.
+    from pytest_taskproc.cachetool import main
+
+    raise SystemExit(main())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import sys
 import types
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -70,7 +71,14 @@ def _first(found: Iterable[str | None]) -> str | None:
 
 
 def _dict_difference(a: dict[Any, Any], b: dict[Any, Any], where: str, seen: Any) -> str | None:
-    # Equal dicts built in another order pickle differently; the order is not compared.
+    # Equal dicts built in another order pickle differently; the order of a plain
+    # dict is not compared, that of an ordered mapping (OrderedDict) is part of it.
+    if isinstance(a, OrderedDict) and a.keys() == b.keys() and list(a) != list(b):
+        at = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+        return (
+            f"{where}: key order differs from position {at} on: cached {_show(list(a)[at])}, "
+            f"recomputed {_show(list(b)[at])}"
+        )
     only_cached = [k for k in a if k not in b]
     if only_cached:
         return f"{where}: key {_show(only_cached[0])} only in the cached value" + _more(only_cached)
@@ -166,7 +174,13 @@ def _array_difference(numpy: Any, a: Any, b: Any, where: str, seen: Any) -> str 
             for i in numpy.ndindex(a.shape)
         )
     same = numpy.asarray(a == b)
-    if a.dtype.kind in "fc":
+    if a.dtype.kind == "f":
+        same &= numpy.signbit(a) == numpy.signbit(b)  # -0.0 is not 0.0
+        same |= numpy.isnan(a) & numpy.isnan(b)
+    elif a.dtype.kind == "c":
+        same &= (numpy.signbit(a.real) == numpy.signbit(b.real)) & (
+            numpy.signbit(a.imag) == numpy.signbit(b.imag)
+        )
         same |= numpy.isnan(a) & numpy.isnan(b)
     elif a.dtype.kind in "mM":
         same |= numpy.isnat(a) & numpy.isnat(b)
@@ -186,14 +200,15 @@ def _array_difference(numpy: Any, a: Any, b: Any, where: str, seen: Any) -> str 
 
 
 def _same_number(a: Any, b: Any) -> bool:
-    if a == b:
-        return True
+    """Bit for bit, as far as a reader can tell: a NaN matches a NaN, -0.0 is not 0.0."""
     try:
-        if isinstance(a, complex):
+        if isinstance(a, complex) or getattr(getattr(a, "dtype", None), "kind", "") == "c":
             return _same_number(a.real, b.real) and _same_number(a.imag, b.imag)
+        if a == b:
+            return bool(a) or math.copysign(1.0, a) == math.copysign(1.0, b)
         return math.isnan(a) and math.isnan(b)
     except (TypeError, ValueError):
-        return False
+        return bool(a == b)
 
 
 def _same_pickle(a: Any, b: Any) -> bool:

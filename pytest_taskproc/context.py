@@ -36,6 +36,8 @@ class Context:
     max_workers: int = int(os.environ.get("CP_MAX_WORKERS", "-1"))
     #: on unless ``CP_DETECT_SOURCE_CHANGE=0``: a wrong value is worse than a recompute
     detect_source_change: bool = _env_flag("CP_DETECT_SOURCE_CHANGE", default=True)
+    #: warn when a running task reads a file it does not declare (also ``CP_AUDIT_READS=0``)
+    audit_reads: bool = True
 
     @classmethod
     def get_cache_root(cls) -> Path:

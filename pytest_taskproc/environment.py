@@ -141,6 +141,17 @@ def distributions_for(cls: type | None) -> dict[str, str | None]:
     and modules imported inside functions and methods; numpy whenever it is
     loaded, since pickled values depend on it.  Sorted by name.
     """
+    # Asked for every record: worked out once per class while its module keeps
+    # its number of globals (as _imports_of_module is) and numpy stays as loaded.
+    module = sys.modules.get(cls.__module__) if cls is not None else None
+    size = len(vars(module)) if module is not None else 0
+    return dict(_distributions_for(cls, id(module), size, "numpy" in sys.modules))
+
+
+@functools.lru_cache(maxsize=1024)
+def _distributions_for(
+    cls: type | None, _module: int, _size: int, _numpy: bool
+) -> tuple[tuple[str, str | None], ...]:
     packages: dict[str, str | None] = {name: version_of(name) for name in ALWAYS}
     if "numpy" in sys.modules:
         packages["numpy"] = version_of("numpy")
@@ -155,7 +166,7 @@ def distributions_for(cls: type | None) -> dict[str, str | None]:
         for top in tops:
             for distribution in table.get(top, ()):
                 packages[distribution] = version_of(distribution)
-    return dict(sorted(packages.items(), key=lambda kv: kv[0].lower()))
+    return tuple(sorted(packages.items(), key=lambda kv: kv[0].lower()))
 
 
 # -- git ---------------------------------------------------------------------------------------
@@ -168,6 +179,7 @@ def _repository_of(directory: Path) -> Path | None:
 
 
 _git_states: dict[tuple[Path, str | None], dict[str, Any] | None] = {}
+_directory_states: dict[tuple[str, str | None], dict[str, Any] | None] = {}
 
 
 def git_state(directory: str | os.PathLike[str], run: str | None = None) -> dict[str, Any] | None:
@@ -179,9 +191,21 @@ def git_state(directory: str | os.PathLike[str], run: str | None = None) -> dict
     (untracked files do not count, as for ``git describe --dirty``: a data
     folder beside the code must not make every record dirty).
     """
+    # Asked for every record: the folder's repository is looked up once per run.
+    asked = (os.fspath(directory), run)
+    with _lock:
+        if asked in _directory_states:
+            return _directory_states[asked]
     repository = _repository_of(Path(directory).resolve())
-    if repository is None:
-        return None
+    state = None if repository is None else _repository_state(repository, run)
+    with _lock:
+        for old in [k for k in _directory_states if k[1] != run]:
+            del _directory_states[old]
+        _directory_states[asked] = state
+    return state
+
+
+def _repository_state(repository: Path, run: str | None) -> dict[str, Any] | None:
     key = (repository, run)
     with _lock:
         if key in _git_states:

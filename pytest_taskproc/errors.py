@@ -86,6 +86,10 @@ class ResultMissingError(TaskprocError, FileNotFoundError):
     """A task's result was asked for but is not in the cache."""
 
 
+class InputMissingError(TaskprocError, FileNotFoundError):
+    """A file or directory declared as a task's ``InputFile`` does not exist."""
+
+
 class UpstreamChangedError(TaskprocError, RuntimeError):
     """An upstream value changed (or vanished) between planning and reading it.
 
@@ -146,3 +150,7 @@ class CodeDigestWarning(UserWarning):
 
 class SourceEditedWarning(CodeDigestWarning):
     """A file of a task's code was edited after it was imported; the process runs the old code."""
+
+
+class UndeclaredInputWarning(UserWarning):
+    """A running task read a file that is not declared as its ``InputFile``."""

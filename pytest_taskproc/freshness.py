@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from .cache import ClassStore, get_store
+from .context import cache_root
 from .graph import TaskGraph
-from .record import Record, UpstreamRead
+from .inputs import input_reads
+from .record import InputRead, Record, UpstreamRead
 from .source import CodeDigest, code_digest, warn_if_edited
 from .spec import NodeKey, TaskObject, TaskSpec, spec_of
 
@@ -43,6 +45,9 @@ class Reason(enum.Enum):
     #: out byte-identical; a value of its own keeps the enum member apart)
     UPSTREAM_STALE = "an upstream result is being recomputed"
     DAMAGED = "its result is damaged"
+    INPUT_CHANGED = "an input file changed"
+    INPUT_MISSING = "an input file is missing"
+    CONST_CHANGED = "an input value changed"
 
     @property
     def sentence(self) -> str:
@@ -103,6 +108,10 @@ def judge(
         return Reason.UPSTREAM_SET, _set_detail(recorded.keys(), upstream.keys(), names)
     if code is not None and code.digest is not None and record.code != code.digest:
         return Reason.SOURCE_CHANGED, _code_detail(spec, code, record)
+    if spec.inputs or record.inputs:
+        changed = _changed_input(record.inputs, input_reads(spec, cache_root()))
+        if changed is not None:
+            return changed
     waiting = None
     for node, now in upstream.items():
         if now is None:
@@ -114,6 +123,27 @@ def judge(
     if waiting is not None:
         return Reason.UPSTREAM_STALE, _name(waiting, names)
     return None, ""
+
+
+def _changed_input(
+    recorded: tuple[InputRead, ...], now: tuple[InputRead, ...]
+) -> tuple[Reason, str] | None:
+    """The first declared input whose content (or place) is not what the record names."""
+    before = {r.ident: r.digest for r in recorded}
+    for read in now:
+        if read.path is not None and read.digest is None:
+            return Reason.INPUT_MISSING, read.path
+        if before.get(read.ident, "") != read.digest:
+            if read.path is not None:
+                return Reason.INPUT_CHANGED, read.path
+            return Reason.CONST_CHANGED, f"Const in slot {read.slot!r}"
+    gone = before.keys() - {r.ident for r in now}
+    if gone:
+        slot, path = min(gone, key=str)
+        if path is not None:
+            return Reason.INPUT_CHANGED, path
+        return Reason.CONST_CHANGED, f"Const in slot {slot!r}"
+    return None
 
 
 def _name(node: NodeKey, tasks: Mapping[NodeKey, Any] | None) -> str:

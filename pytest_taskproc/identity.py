@@ -62,26 +62,27 @@ def canonical_arguments(owner: str, bound: inspect.BoundArguments) -> dict[str, 
 
 
 def plain_value(value: Any) -> Any:
-    """``value`` with NumPy scalars replaced by the Python values they equal.
+    """A private copy of ``value``, with NumPy scalars replaced by the Python values they equal.
 
-    ``np.float64(0.5)`` and ``0.5`` must be one task (sweeps over
-    ``np.linspace`` are common), and ``task_args`` should show what the
-    identity means.  Without NumPy imported there is nothing to replace.
+    Lists, tuples and dicts are copied at every depth, so a caller that
+    changes its ``params`` dict after ``Train(params)`` (a sweep in a loop)
+    changes neither the task nor what its ``build_task`` sees; tasks and
+    other objects stay themselves.  ``np.float64(0.5)`` and ``0.5`` must be
+    one task (sweeps over ``np.linspace`` are common), and ``task_args``
+    should show what the identity means.
     """
     numpy = sys.modules.get("numpy")
-    if numpy is None:
-        return value
     try:
-        return _plain(value, numpy.generic)
+        return _plain(value, numpy.generic if numpy is not None else None)
     except RecursionError:
         return value  # canonical_arguments rejects it, naming the argument
 
 
-def _plain(value: Any, generic: type) -> Any:
+def _plain(value: Any, generic: type | None) -> Any:
     kind = type(value)
     if kind in _SCALARS or kind is float:
         return value
-    if isinstance(value, generic):
+    if generic is not None and isinstance(value, generic):
         return value.item()  # type: ignore[attr-defined]
     if kind is list:
         return [_plain(v, generic) for v in value]

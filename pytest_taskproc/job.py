@@ -29,13 +29,16 @@ from .capture import captured_output
 from .errors import (
     CacheAccessError,
     CorruptResultError,
+    InputMissingError,
     PlanMismatchError,
     ResultMissingError,
     ResultNotPicklableError,
     TaskFailedError,
     UpstreamChangedError,
 )
-from .record import Record, UpstreamRead, made_now, new_lineage
+from .inputs import input_reads, missing_inputs, persist_stat_cache, written_digest
+from .readaudit import watching_reads
+from .record import InputRead, Record, UpstreamRead, made_now, new_lineage
 from .requires import bound_slots, resolve_slot_value
 from .source import UNMATCHABLE, code_digest, pickled_by_value
 from .spec import NodeKey, TaskObject, node_key, spec_of
@@ -109,8 +112,10 @@ class Outcome:
         return UpstreamRead(self.node[0], self.node[1], self.digest, self.lineage)
 
 
-def describe(task: TaskObject, store: ClassStore, task_id: int) -> str:
+def describe(task: TaskObject, store: ClassStore, task_id: int | None) -> str:
     """One line naming a task for error messages: class, arguments, id and output files."""
+    if task_id is None:
+        return f"{task.task_name} {spec_of(task).key} (no task id yet)"
     return (
         f"{task.task_name} {spec_of(task).key} (task id {task_id}; "
         f"stdout {store.stdout_path(task_id)}, stderr {store.stderr_path(task_id)})"
@@ -153,6 +158,7 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
     config = spec.config
     root = root_path(job.settings.cache_root)
     check_plan(job)
+    inputs = read_inputs(task, root)
     new_folder, previous = store.begin_run(job.task_id, spec.key, created)
     expected = {(r.name, r.key): r for r in job.reads}
     ids = dict(zip(((r.name, r.key) for r in job.reads), job.upstream_ids, strict=False))
@@ -177,13 +183,19 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
             f"{describe(task, store, job.task_id)}"
         ) from None
     del value
+    files = written_digest(store.data_dir(job.task_id))
     digest = stored.digest
     # A value reproduced byte for byte from the same upstream values (say,
     # after a code edit) keeps its lineage, so what was computed from it stays
     # fresh.  Anything else is a new value, and so is anything computed from a
     # new value: clearing a task recomputes everything downstream of it.
     lineage = None
-    if previous is not None and previous.digest == digest and previous.upstream == job.reads:
+    if (
+        previous is not None
+        and previous.digest == digest
+        and previous.files == files  # the files it wrote count as part of its value
+        and previous.upstream == job.reads
+    ):
         lineage = previous.lineage
     record = Record(
         name=spec.name,
@@ -198,8 +210,12 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
         stored_size=stored.stored_size,
         lineage=lineage or new_lineage(),
         made=made_now(seconds, job.settings.run_id, type(task)),
+        inputs=inputs,
+        files=files,
+        stat=stored.stat,
     )
     store.commit(job.task_id, record)
+    persist_stat_cache(root)
     return record
 
 
@@ -229,19 +245,36 @@ def run_bound(
         return loaded[node]
 
     resolved = {
-        slot.public_name: resolve_slot_value(slot.raw_value(task), load_once)
+        slot.public_name: resolve_slot_value(slot.raw_value(task), load_once, task)
         for slot in spec_of(task).config.slots
     }
     loaded.clear()
     start = time.perf_counter()
     with bound_slots(task, resolved):
         del resolved
-        if output is not None:
-            with captured_output(output[0], output[1], echo, new_folder=new_folder):
+        with watching_reads(task):
+            if output is not None:
+                with captured_output(output[0], output[1], echo, new_folder=new_folder):
+                    value = task.run_task()
+            else:
                 value = task.run_task()
-        else:
-            value = task.run_task()
     return value, time.perf_counter() - start
+
+
+def read_inputs(task: Any, root: Path) -> tuple[InputRead, ...]:
+    """The digests of the task's declared inputs, taken before it runs (what the record names);
+    a missing input file is the task's one error."""
+    spec = spec_of(task)
+    inputs = input_reads(spec, root)
+    missing = missing_inputs(spec, inputs)
+    if missing:
+        shown = ", ".join(str(p) for p in missing)
+        raise InputMissingError(
+            f"{task!r}: its input file {shown} does not exist; create it, or fix the path given "
+            "to InputFile in build_task (a relative path is taken from the directory of the "
+            "file defining the task class)"
+        )
+    return inputs
 
 
 def _read_upstream(root: Path, upstream: Any, expected: UpstreamRead, task_id: int | None) -> Any:

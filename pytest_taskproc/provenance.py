@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from .atomic import write_text_atomic
@@ -29,6 +29,7 @@ from .context import cache_root as current_cache_root
 from .context import job_cache_root, verify_scratch
 from .errors import CorruptResultError, ResultMissingError
 from .freshness import Reason, judge, reads_of
+from .inputs import file_digests, written_digest_of
 from .job import run_bound
 from .ledger import summarize
 from .record import Record, UpstreamRead
@@ -174,6 +175,52 @@ class _NotVerifiable(Exception):
     """An upstream value the record names can no longer be read."""
 
 
+class _DamagedUpstream(Exception):
+    """An upstream value the record names is damaged: reported, never passed as cached."""
+
+
+def _moved_paths(value: Any, scratch: str, real: str) -> Any:
+    """``value`` with strings and paths under ``scratch`` moved under ``real``."""
+    if isinstance(value, str):
+        if value == scratch or value.startswith(scratch + os.sep):
+            return real + value[len(scratch) :]
+        return value
+    if isinstance(value, PurePath):
+        text = str(value)
+        moved = _moved_paths(text, scratch, real)
+        return value if moved is text else type(value)(moved)
+    if type(value) in (list, tuple):
+        items = [_moved_paths(v, scratch, real) for v in value]
+        if all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return type(value)(items)
+    if type(value) is dict:
+        pairs = [
+            (_moved_paths(k, scratch, real), _moved_paths(v, scratch, real))
+            for k, v in value.items()
+        ]
+        if all(k is a and v is b for (k, v), (a, b) in zip(pairs, value.items(), strict=True)):
+            return value
+        return dict(pairs)
+    return value
+
+
+def _files_difference(record: Record, written: dict[str, str], real_dir: Path) -> str | None:
+    """What differs between the files the recomputation wrote and those of the cached result."""
+    if written_digest_of(written) == record.files:
+        return None
+    cached = file_digests(real_dir)
+    if written_digest_of(cached) != record.files:
+        return (
+            f"the files in its task_directory {real_dir} are not the ones its result was "
+            "recorded with (changed since): clear the task to compute it again"
+        )
+    names = sorted(set(cached) | set(written))
+    changed = [n for n in names if cached.get(n) != written.get(n)]
+    shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+    return f"the files it wrote into its task_directory differ: {shown}"
+
+
 def verify_task(
     task: Any,
     *,
@@ -194,10 +241,15 @@ def verify_task(
     root = Path(os.path.abspath(cache_root)) if cache_root is not None else current_cache_root()
     store = get_store(root, spec.name)
     task_id = store.known_id(spec.key)
-    record = None if task_id is None else store.read_record(task_id, spec.key, warn=False)
+    record = None if task_id is None else store.inspect_record(task_id, spec.key)
+    if isinstance(record, str):
+        return Verification(task, Status.NOT_CACHED, record)
     if task_id is None or record is None:
         return Verification(task, Status.NOT_CACHED)
-    reads = _check_upstream(root, task, record)
+    try:
+        reads = _check_upstream(root, task, record)
+    except _DamagedUpstream as exc:
+        return Verification(task, Status.NOT_REPRODUCIBLE, str(exc))
     if isinstance(reads, str):
         return Verification(task, Status.STALE, reads)
 
@@ -213,15 +265,26 @@ def verify_task(
         try:
             with _using_cache_root(root):
                 value, _ = run_bound(task, load, output, new_folder=True)
+        except _DamagedUpstream as exc:
+            return Verification(task, Status.NOT_REPRODUCIBLE, str(exc))
         except _NotVerifiable as exc:
             return Verification(task, Status.STALE, str(exc))
         except Exception as exc:
             return Verification(task, Status.NOT_REPRODUCIBLE, f"run_task raised {summarize(exc)}")
         finally:
             verify_scratch.reset(token)
+        # A path into the scratch task_directory stands for the same path in the real one.
+        real_dir = store.data_dir(task_id)
+        value = _moved_paths(value, str(stand_in.data_dir(task_id)), str(real_dir))
+        written = file_digests(stand_in.data_dir(task_id))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return _compare(task, store, task_id, record, value)
+    found = _compare(task, store, task_id, record, value)
+    if found.status is Status.VERIFIED:
+        difference = _files_difference(record, written, real_dir)
+        if difference is not None:
+            return Verification(task, Status.NOT_REPRODUCIBLE, difference)
+    return found
 
 
 def verify_task_timed(
@@ -262,7 +325,12 @@ def _check_upstream(root: Path, task: Any, record: Record) -> dict[NodeKey, Upst
         names[node] = upstream
         store = get_store(root, node[0])
         up_id = store.known_id(node[1])
-        found = None if up_id is None else store.read_record(up_id, node[1], warn=False)
+        found = None if up_id is None else store.inspect_record(up_id, node[1])
+        if isinstance(found, str):
+            raise _DamagedUpstream(
+                f"cannot be recomputed: the cached value of upstream task {upstream!r} is "
+                f"damaged ({found})"
+            )
         now[node] = None if found is None else reads_of(found)
     reason, detail = judge(spec, record, code_digest(type(task)), now, names)
     if reason is None:
@@ -285,7 +353,10 @@ def _load_upstream(root: Path, upstream: Any, read: UpstreamRead) -> Any:
     except ResultMissingError:
         raise _NotVerifiable(f"upstream task {upstream!r} has no cached result") from None
     except CorruptResultError as exc:
-        raise _NotVerifiable(f"upstream task {upstream!r}: {exc}") from None
+        raise _DamagedUpstream(
+            f"cannot be recomputed: the cached value of upstream task {upstream!r} is damaged "
+            f"({exc})"
+        ) from None
     if reads_of(found) != read:
         raise _NotVerifiable(f"{Reason.UPSTREAM_CHANGED.value} ({upstream!r})")
     return value

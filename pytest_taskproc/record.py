@@ -57,6 +57,35 @@ class UpstreamRead:
 
 
 @dataclass(frozen=True)
+class InputRead:
+    """One declared input a result was computed from: a ``Const`` value or an ``InputFile``.
+
+    ``slot`` names where it stood (``data``, ``files[2]``, ``grid['a']``);
+    ``path`` is the file's path as written in ``build_task`` (None for a
+    ``Const``), so a project moved elsewhere names the same inputs.
+    """
+
+    slot: str
+    path: str | None
+    digest: str | None
+
+    @property
+    def ident(self) -> tuple[str, str | None]:
+        return (self.slot, self.path)
+
+    def to_json(self) -> dict[str, Any]:
+        if self.path is None:
+            return {"slot": self.slot, "const": self.digest}
+        return {"slot": self.slot, "file": self.path, "digest": self.digest}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InputRead:
+        if "file" in data:
+            return cls(str(data["slot"]), str(data["file"]), data["digest"])
+        return cls(str(data["slot"]), None, data["const"])
+
+
+@dataclass(frozen=True)
 class Record:
     """Everything a result was made from, and where it came from."""
 
@@ -71,6 +100,12 @@ class Record:
     stored_size: int
     lineage: str
     made: dict[str, Any] = field(default_factory=dict)
+    #: the ``Const`` values and input files it was computed from
+    inputs: tuple[InputRead, ...] = ()
+    #: digest of what the task wrote into its task_directory (None: nothing)
+    files: str | None = None
+    #: (mtime_ns, inode, ctime_ns) of the value file as its writer left it
+    stat: tuple[int, int, int] | None = None
 
     def to_json(self) -> str:
         # One member per line for people, each encoded by json's C encoder
@@ -81,6 +116,8 @@ class Record:
             "file": self.file,
             "stored_size": self.stored_size,
             "lineage": self.lineage,
+            "files": self.files,
+            "stat": None if self.stat is None else list(self.stat),
         }
         upstream = ",\n  ".join(u.json_text() for u in self.upstream)
         return (
@@ -89,6 +126,7 @@ class Record:
             f' "args": {_args(self.key)},\n'
             f' "code": {_encode({"digest": self.code, "parts": self.code_parts})},\n'
             f' "upstream": [{f"{_NL}  {upstream}{_NL} " if upstream else ""}],\n'
+            f' "inputs": {_encode([i.to_json() for i in self.inputs])},\n'
             f' "value": {_encode(value)},\n'
             f' "made": {_encode(self.made)}\n}}\n'
         )
@@ -123,11 +161,23 @@ def parse_record(text: str | bytes) -> Record:
             stored_size=int(value["stored_size"]),
             lineage=value["lineage"],
             made=dict(data.get("made") or {}),
+            # Records written before inputs and files were recorded read as
+            # naming none: a task with inputs is then stale once, as it should.
+            inputs=tuple(InputRead.from_json(i) for i in data.get("inputs") or ()),
+            files=value.get("files"),
+            stat=_stat(value.get("stat")),
         )
     except RecordError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RecordError(f"not a valid record ({type(exc).__name__}: {exc})") from None
+
+
+def _stat(data: Any) -> tuple[int, int, int] | None:
+    if data is None:
+        return None
+    mtime, inode, ctime = data
+    return (int(mtime), int(inode), int(ctime))
 
 
 def new_lineage() -> str:

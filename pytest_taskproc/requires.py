@@ -9,9 +9,11 @@ values alive.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from .errors import (
@@ -76,10 +78,9 @@ class Req(Generic[T, R]):
             raise SlotReadInBuildError(
                 f"{type(obj).__qualname__}: requirement slot {self.public_name!r} was read inside "
                 f"build_task of {obj!r}; a slot gives the upstream result only inside run_task. "
-                "To use the upstream task itself in build_task, keep it in a local variable or "
-                "a plain attribute too"
+                "To use the upstream task itself in build_task, keep it in a local variable too"
             )
-        return resolve_slot_value(self.raw_value(obj), load_task_result)
+        return resolve_slot_value(self.raw_value(obj), load_task_result, obj)
 
     def raw_value(self, obj: Any) -> Any:
         """What ``build_task`` stored, or a clear error naming class and slot."""
@@ -88,7 +89,8 @@ class Req(Generic[T, R]):
         except KeyError:
             raise UnsetRequirementError(
                 f"{type(obj).__qualname__}: requirement slot {self.public_name!r} was not set "
-                f"by build_task of {obj!r}; assign a task, task['key'] or Const(value) to it"
+                f"by build_task of {obj!r}; assign a task, task['key'], Const(value) or "
+                "InputFile(path) to it"
             ) from None
 
 
@@ -101,6 +103,54 @@ class Const(Generic[R]):
     def get_task_result(self) -> R:
         """The value itself, as a task's cached result would be read."""
         return self.value
+
+
+class InputFile:
+    """A file or directory a task reads, declared in a ``Requires[Path]`` slot.
+
+    Its content is an input of the task like an upstream value: the record
+    holds the path as written and the SHA-256 of the content, and new content
+    makes the task stale.  A relative path is taken relative to the directory
+    of the file that defines the task class; inside ``run_task`` the slot
+    holds the absolute ``Path``.
+    """
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"InputFile takes a path (str or Path), not {path!r:.100}")
+        self.path = os.fspath(path)
+
+    def __repr__(self) -> str:
+        return f"InputFile({self.path!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, InputFile) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(("InputFile", self.path))
+
+    def resolve(self, owner: Any) -> Path:
+        """The absolute path, a relative one taken from the directory of ``owner``'s class file."""
+        path = Path(self.path).expanduser()
+        if path.is_absolute():
+            return path
+        return Path(os.path.abspath(class_directory(type(owner)) / path))
+
+
+def class_directory(cls: type) -> Path:
+    """The directory of the file defining ``cls``; the working directory when there is none
+    (a class typed into a REPL)."""
+    import sys
+
+    module = sys.modules.get(cls.__module__)
+    file = getattr(module, "__file__", None)
+    return Path(os.path.abspath(file)).parent if file else Path.cwd()
+
+
+#: what may stand in a requirement slot besides tasks: values, not computations
+INPUTS = (Const, InputFile)
 
 
 class MappedTask(Generic[R]):
@@ -118,6 +168,9 @@ class MappedTask(Generic[R]):
 
     def __getitem__(self, key: Any) -> MappedTask[Any]:
         return MappedTask(self.origin, (*self.path, key))
+
+    def __iter__(self) -> Any:
+        raise TypeError(f"{self!r} is an item of a task's result, so it cannot be iterated")
 
     def __repr__(self) -> str:
         return repr(self.origin) + "".join(f"[{k!r}]" for k in self.path)
@@ -175,7 +228,7 @@ class MappedTask(Generic[R]):
 
 def iter_slot_tasks(owner: Any, slot: str, value: Any) -> Iterator[Any]:
     """The upstream tasks a slot value refers to; rejects anything else by name."""
-    if isinstance(value, Const):
+    if isinstance(value, INPUTS):
         return
     if isinstance(value, MappedTask):
         _name_slot(value, owner, slot)
@@ -199,7 +252,7 @@ def _name_slot(value: MappedTask[Any], owner: Any, slot: str) -> None:
 
 
 def _single(owner: Any, slot: str, value: Any) -> Iterator[Any]:
-    if isinstance(value, Const):
+    if isinstance(value, INPUTS):
         return
     if isinstance(value, MappedTask):
         _name_slot(value, owner, slot)
@@ -214,22 +267,25 @@ def _bad_slot(owner: Any, slot: str, value: Any) -> None:
     raise RequirementTypeError(
         f"{type(owner).__qualname__}: requirement slot {slot!r} of {owner!r} holds "
         f"{type(value).__qualname__} {value!r:.100}; expected a task, task['key'], Const(value), "
-        "or a list or dict of those"
+        "InputFile(path), or a list or dict of those"
     )
 
 
-def resolve_slot_value(value: Any, load: Any) -> Any:
-    """Replace every task in a slot value by its result, via ``load(task)``."""
+def resolve_slot_value(value: Any, load: Any, owner: Any = None) -> Any:
+    """Replace every task in a slot value by its result, via ``load(task)``;
+    an ``InputFile`` by its absolute path (relative to ``owner``'s class file)."""
     if isinstance(value, Const):
         return value.value
+    if isinstance(value, InputFile):
+        return value.resolve(owner)
     if isinstance(value, MappedTask):
         return value.select(load(value.origin))
     if is_task(value):
         return load(value)
     if isinstance(value, (list, tuple)):
-        return [resolve_slot_value(v, load) for v in value]
+        return [resolve_slot_value(v, load, owner) for v in value]
     if isinstance(value, Mapping):
-        return {k: resolve_slot_value(v, load) for k, v in value.items()}
+        return {k: resolve_slot_value(v, load, owner) for k, v in value.items()}
     raise RequirementTypeError(f"unsupported requirement value {value!r:.100}")
 
 
@@ -237,4 +293,4 @@ def load_task_result(task: Any) -> Any:
     return task.get_task_result()
 
 
-__all__ = ["Const", "MappedTask", "Req"]
+__all__ = ["Const", "InputFile", "MappedTask", "Req"]

@@ -68,6 +68,8 @@ class TaskSpec:
     #: the tasks its requirement slots name, each once, in slot order
     upstream: tuple[Any, ...]
     config: TaskClassConfig
+    #: the declared inputs its slots hold: (slot label, Const or InputFile, absolute path)
+    inputs: tuple[tuple[str, Any, Any], ...] = ()
     #: build_task has run (and ``upstream`` is final)
     built: bool = False
     #: build_task is running now

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar, cast
 
 from .cache import ClassStore, ensure_directory, get_store
+from .clearing import clear_all, clear_one
 from .context import cache_root, verify_scratch
 from .definition import check_run_task
 from .errors import (
@@ -26,6 +27,7 @@ from .errors import (
     RequirementTypeError,
     ResultMissingError,
     TaskCycleError,
+    TaskDefinitionError,
 )
 from .execute import run_graph as _run_graph
 from .identity import (
@@ -37,10 +39,10 @@ from .identity import (
     encode_key,
     plain_value,
 )
-from .locks import task_lock
-from .requires import Const, MappedTask, Req, iter_slot_tasks
+from .inputs import collect_inputs
+from .requires import INPUTS, Const, InputFile, MappedTask, Req, iter_slot_tasks
 from .source import code_digest, note_class_defined
-from .spec import SPEC_ATTR, TaskClassConfig, TaskObject, TaskSpec, spec_of
+from .spec import SPEC_ATTR, TaskClassConfig, TaskObject, TaskSpec, is_task, spec_of
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -198,7 +200,8 @@ class TaskType(Generic[P, R]):
     @property
     def task_args(self) -> dict[str, Any]:
         """The bound arguments as given (defaults applied; tuples and int keys kept)."""
-        return dict(spec_of(self).arguments)
+        copied: dict[str, Any] = plain_value(spec_of(self).arguments)
+        return copied
 
     @property
     def task_record(self) -> dict[str, Any] | None:
@@ -237,7 +240,7 @@ class TaskType(Generic[P, R]):
         key = spec_of(me).key
         task_id = store.known_id(key)
         if task_id is None:
-            raise ResultMissingError(f"no cached result for {store.name} with arguments {key}")
+            raise ResultMissingError(store.missing_message(key))
         result: T = store.load_value(task_id, key)[0]
         return result
 
@@ -249,13 +252,12 @@ class TaskType(Generic[P, R]):
             return
         # Under the task's lock: a process computing this task finishes first,
         # so the clear is not undone by a result committed just after it.
-        with task_lock(store, task_id):
-            store.clear_task(task_id)
+        clear_one(store, task_id)
 
     @classmethod
     def clear_all_tasks(cls) -> None:
-        """Forget every result of this class (under the same locks as a run)."""
-        get_store(cache_root(), cls.task_name).clear_all()
+        """Forget every result of the class, each under its task's lock (see clearing.py)."""
+        clear_all(get_store(cache_root(), cls.task_name))
 
     # -- running ------------------------------------------------------------
     def run_graph(
@@ -300,6 +302,15 @@ class TaskType(Generic[P, R]):
 
     def __getitem__(self: _Runs[Mapping[K, T]], key: K) -> MappedTask[T]:
         return MappedTask(cast("TaskType[..., Any]", self), (key,))
+
+    def __iter__(self) -> Any:
+        # Without this, ``__getitem__`` would make ``list(task)`` build items
+        # 0, 1, 2, ... forever.
+        raise TypeError(
+            f"{self!r} is a task, not its result, so it cannot be iterated; declare the "
+            "attribute holding it as a requirement slot (`name: Requires[...]`) and iterate "
+            "the slot inside run_task, where it holds the upstream result"
+        )
 
 
 class _OriginalConfigView:
@@ -361,11 +372,36 @@ def _build(task: Any) -> None:
         return
     spec.building = True
     try:
-        task.build_task(*spec.args, **spec.kwargs)
+        # A private copy: build_task may change what it is given without
+        # changing the task's identity (or what a pool process rebuilds).
+        task.build_task(*plain_value(spec.args), **plain_value(spec.kwargs))
     finally:
         spec.building = False
+    _refuse_undeclared(task)
     spec.upstream = _collect_upstream(task, spec.config)
+    spec.inputs = collect_inputs(task, spec.config.slots)
     spec.built = True
+
+
+def _requirement_like(value: Any) -> bool:
+    return isinstance(value, (MappedTask, *INPUTS)) or is_task(value)
+
+
+def _refuse_undeclared(task: Any) -> None:
+    """A task (or ``Const``, ``InputFile``, item) kept in a plain attribute is never computed
+    before ``run_task`` reads it, and its value is not in the record: refuse it by name."""
+    for name, value in task.__dict__.items():
+        if name.startswith("_tp_"):
+            continue
+        # Only a direct value: a list holding tasks may be plain data (an
+        # argument kept for later), and iterating it cannot hang.
+        if _requirement_like(value):
+            cls = type(task).__qualname__
+            raise TaskDefinitionError(
+                f"{cls}: build_task of {task!r} assigned {_short_repr(value)} to the attribute "
+                f"{name!r}, which is not a requirement slot, so it would never be computed or "
+                f"recorded; declare it in the class body as `{name}: Requires[...]`"
+            )
 
 
 def _refuse_cycles(batch: list[Any]) -> None:
@@ -558,7 +594,7 @@ def infer_task_type(cls: type[TaskClassProtocol[P, R]]) -> type[TaskType[P, R]]:
 
 
 Task = TaskType[..., R] | MappedTask[R]
-TaskLike = Task[R] | Const[R]
+TaskLike = Task[R] | Const[R] | InputFile
 Requires = Req[TaskLike[R], R]
 RequiresList = Req[Sequence[TaskLike[R]], list[R]]
 RequiresDict = Req[Mapping[K, TaskLike[R]], dict[K, R]]
@@ -566,6 +602,7 @@ RequiresDict = Req[Mapping[K, TaskLike[R]], dict[K, R]]
 
 __all__ = [
     "Const",
+    "InputFile",
     "Req",
     "RequirementTypeError",
     "Requires",

@@ -56,7 +56,9 @@ class Project:
         return ["--taskproc", *options] if taskproc else options
 
     def run(self, *args: str, taskproc: bool = True) -> pytest.RunResult:
-        return self.pytester.runpytest_subprocess(*self.options(taskproc), *args, timeout=120)
+        return self.pytester.runpytest_subprocess(
+            *self.options(taskproc), *unused_plugins(args, self.path), *args, timeout=120
+        )
 
     def runs(self) -> list[str]:
         """Log lines since the last call: what ``run_task`` computed in between."""
@@ -70,6 +72,41 @@ class Project:
         """Node ids listed by ``--collect-only -q``, in order."""
         result = self.run("--collect-only", "-q", *args)
         return [line for line in result.outlines if "::" in line and not line.startswith(" ")]
+
+
+#: plugins installed for the test suite that an inner run loads only when it uses them:
+#: name -> the option prefixes, or ini keys, that use it
+OPTIONAL_PLUGINS = {
+    "randomly": ("--randomly", "randomly"),
+    "rerunfailures": ("--reruns", "--only-rerun", "--rerun-except", "reruns"),
+    "timeout": ("--timeout", "timeout"),
+    "html": ("--html", "--self-contained-html", "--css", "html"),
+    "metadata": ("--html", "--metadata", "html", "metadata"),
+}
+INI_FILES = ("pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml")
+
+
+def unused_plugins(args: tuple[str, ...], folder: Path) -> list[str]:
+    """``-p no:NAME`` for each optional plugin neither the arguments nor the ini files use.
+
+    Each costs every pytest process its start-up (pytest-randomly imports
+    numpy to reseed it and shuffles plain tests; pytest-html, its templates),
+    about a third of a trivial run's CPU time, paid by every inner run and
+    every xdist worker of the suite.
+    """
+    ini = " ".join(
+        (folder / name).read_text(encoding="utf-8")
+        for name in INI_FILES
+        if (folder / name).is_file()
+    )
+    off = []
+    for name, uses in OPTIONAL_PLUGINS.items():
+        if any(a.startswith(u) for a in args for u in uses if u.startswith("-")):
+            continue
+        if any(u in ini for u in uses if not u.startswith("-")):
+            continue
+        off += ["-p", f"no:{name}"]
+    return off
 
 
 #: pytest's word for each count of the ``taskproc:`` line

@@ -268,10 +268,12 @@ def test_an_upstream_value_replaced_since_the_record_is_reported_not_compared(
     pickle_file.write_bytes(bytes(data))
     modules.clear_log()
     damaged = verify_task(tasks.Total(2))
-    assert damaged.status is Status.STALE
+    assert damaged.status is Status.NOT_REPRODUCIBLE  # reported, not passed over as stale
     assert damaged.difference is not None
-    assert damaged.difference.startswith("upstream task Load(1): cached result ")
-    assert "do not have the digest its record names" in damaged.difference
+    assert damaged.difference.startswith(
+        "cannot be recomputed: the cached value of upstream task Load(1) is damaged"
+    )
+    assert "does not have the digest its record names" in damaged.difference
     assert modules.runs() == []
 
     load.clear_task()

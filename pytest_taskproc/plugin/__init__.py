@@ -13,6 +13,7 @@ line); with their options, ``verify`` (``--taskproc-verify``) and
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="do not recompute tasks whose class source code changed.",
     )
     group.addoption(
+        "--taskproc-no-read-audit",
+        action="store_true",
+        default=False,
+        help="do not warn when a task reads a file it does not declare as an InputFile.",
+    )
+    group.addoption(
         "--taskproc-executor",
         metavar="SPEC",
         default=None,
@@ -84,6 +91,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="recompute each selected cached task in a scratch folder and compare it with "
         "its cached value; a differing one fails as not reproducible. The cache is not written. "
         "Implies --taskproc.",
+    )
+    group.addoption(
+        "--taskproc-prune",
+        nargs="?",
+        const="list",
+        default=None,
+        metavar="delete",
+        help="list the cached results of the collected task classes that no collected item "
+        "reaches (the whole collection, whatever -k selects), with sizes, and run nothing; "
+        "=delete removes them. Implies --taskproc.",
     )
     parser.addini(
         "taskproc_files",
@@ -119,6 +136,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     options = read_options(config)
     config.stash[OPTIONS] = options
+    if config.getoption("taskproc_no_read_audit"):
+        # Before any pool starts: its processes, and job_prefix children, inherit it.
+        os.environ["CP_AUDIT_READS"] = "0"
     if options.executor and not (options.worker_id or options.controller or options.collect_only):
         from ..executors import start_pool_server
 
@@ -126,6 +146,10 @@ def pytest_configure(config: pytest.Config) -> None:
     default_junit_output(config)
     from .report import CachedInShortSummary, TaskprocReporter
 
+    if options.worker_id is None:  # the controller (or the only process) tells
+        from .cachenote import NewCacheNote
+
+        config.pluginmanager.register(NewCacheNote(config, options.cache_root), "taskproc-new")
     reporter = TaskprocReporter(config, options)
     config.pluginmanager.register(reporter, "taskproc-reporter")
     config.pluginmanager.register(CachedInShortSummary(reporter), "taskproc-short-summary")
@@ -137,6 +161,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
         config.pluginmanager.register(Manifest(config, options), "taskproc-manifest")
     if options.controller:
+        if config.getoption("taskproc_prune") is not None:
+            raise pytest.UsageError("--taskproc-prune runs without xdist: drop -n")
+        from .interrupt import InterruptedWorkers
+
+        config.pluginmanager.register(InterruptedWorkers(config), "taskproc-interrupt")
         return
     from .collect import Collector
     from .plan import RunPlan
@@ -150,6 +179,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
         config.pluginmanager.register(Verifier(config, options), "taskproc-verify")
     config.pluginmanager.register(ItemRunner(config, options), "taskproc-runtest")
+    prune = config.getoption("taskproc_prune")
+    if prune is not None:
+        from .prune import Pruner, parse_prune
+
+        if options.worker_id is not None:
+            raise pytest.UsageError("--taskproc-prune runs without xdist: drop -n")
+        config.pluginmanager.register(Pruner(config, options, parse_prune(prune)), "taskproc-prune")
 
 
 @pytest.hookimpl(optionalhook=True)

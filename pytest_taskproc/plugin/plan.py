@@ -38,6 +38,7 @@ from ..context import Context
 from ..execute import InlineExecutor, NodeKey, Run, RunSettings, TaskState
 from ..freshness import plan
 from ..graph import TaskGraph
+from ..inputs import persist_stat_cache
 from ..ratelimit import FileSlots
 from ..spec import spec_of
 from .collect import COLLECTION, Collection, TaskItem
@@ -168,6 +169,10 @@ class RunPlan:
         if error is not None and exitstatus != pytest.ExitCode.INTERRUPTED:
             # It broke down after the last item that could have raised it: still said.
             self._report_late_error(session, error)
+        if not self.options.collect_only and self.collection.selected:
+            # Digests of input files (and of copied values) learned by this run
+            # are kept, so the next run need not read those files again.
+            persist_stat_cache(self.options.cache_root)
 
     def _report_late_error(self, session: pytest.Session, error: BaseException) -> None:
         writer: Any = self.config.pluginmanager.get_plugin("terminalreporter")

@@ -1,0 +1,250 @@
+"""Declared inputs of a task (``Const`` values, ``InputFile`` paths) and their digests.
+
+A ``Const`` is digested by its canonical JSON when it is plain data (stable
+across processes), else by its pickled bytes.  A file is digested by its
+SHA-256, a directory by the SHA-256 of every file in it by relative path.
+Hashing a large file on every run would cost more than the run, so, as git's
+index does, the digest is kept with the file's (size, mtime, inode, ctime)
+when it was hashed, and the file is read again only when one of those
+differs; a size that differs always means new content.  The table lives in
+the cache root and is written only by runs that write (deciding freshness
+writes nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_text_atomic
+from .errors import TaskArgumentError
+from .identity import _canonical, encode_key
+from .record import InputRead
+from .requires import Const, InputFile
+from .serialize import dump_result
+
+STAT_CACHE_NAME = "stat-cache.json"
+#: A file changed less than this long before it was hashed may change again
+#: within the same timestamp (coarse file systems count whole seconds), so
+#: its stat is not trusted later ("racily clean" in git's words).
+RACY_SECONDS = 2.0
+#: Entries kept at most; the oldest go first (a digest missing is only a re-read).
+MAX_ENTRIES = 200_000
+CHUNK = 1 << 20
+
+Stat = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
+
+
+def stat_key(st: os.stat_result) -> Stat:
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def const_digest(const: Const[Any]) -> str:
+    """The digest of a ``Const`` value, computed once per ``Const`` object."""
+    cached: str | None = const.__dict__.get("_tp_digest")
+    if cached is None:
+        try:
+            cached = "json:" + _sha(encode_key({"v": _canonical(const.value, "Const", "value")}))
+        except (TaskArgumentError, RecursionError, ValueError):
+            try:
+                cached = "pickle:" + hashlib.sha256(dump_result(const.value)).hexdigest()
+            except Exception:
+                # Nothing says whether it is the value of last time: count it as
+                # new in every process rather than trust it.
+                cached = "unpicklable:" + uuid.uuid4().hex
+        object.__setattr__(const, "_tp_digest", cached)
+    return cached
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class StatCache:
+    """Digests of files by the stat they had when hashed, for one cache root."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[str, tuple[Stat, str]] = {}
+        self.dirty = False
+        self.lock = threading.Lock()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            for name, (size, mtime, inode, ctime, digest) in data.items():
+                self.entries[name] = ((size, mtime, inode, ctime), digest)
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass  # no table yet, or a damaged one: files are hashed again
+
+    def lookup(self, path: str, st: Stat) -> str | None:
+        found = self.entries.get(path)
+        return found[1] if found is not None and found[0] == st else None
+
+    def remember(self, path: str, st: Stat, digest: str) -> None:
+        if time.time() - st[1] / 1e9 < RACY_SECONDS:
+            return
+        with self.lock:
+            if self.entries.get(path) != (st, digest):
+                self.entries.pop(path, None)  # re-inserted last: the newest stay longest
+                self.entries[path] = (st, digest)
+                self.dirty = True
+
+    def persist(self) -> None:
+        """Write the table if it learned something; only runs allowed to write call this."""
+        with self.lock:
+            if not self.dirty:
+                return
+            entries = list(self.entries.items())[-MAX_ENTRIES:]
+            self.dirty = False
+        document = {name: [*st, digest] for name, (st, digest) in entries}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.path, json.dumps(document, separators=(",", ":")))
+        except OSError:
+            pass  # a read-only or full cache: the files are only hashed again next time
+
+
+_tables: dict[tuple[int, str], StatCache] = {}
+_tables_lock = threading.Lock()
+
+
+def stat_cache(root: Path) -> StatCache:
+    """The table of one cache root, loaded once per process."""
+    marker = (os.getpid(), str(root))
+    table = _tables.get(marker)
+    if table is None:
+        with _tables_lock:
+            table = _tables.get(marker)
+            if table is None:
+                table = _tables[marker] = StatCache(root / "taskproc" / STAT_CACHE_NAME)
+    return table
+
+
+def persist_stat_cache(root: Path) -> None:
+    table = _tables.get((os.getpid(), str(root)))
+    if table is not None:
+        table.persist()
+
+
+def hash_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_digest(path: str, table: StatCache | None) -> str:
+    """The SHA-256 of a file's bytes, read only when its stat is not the one last hashed."""
+    st = stat_key(os.stat(path))
+    if table is not None:
+        known = table.lookup(path, st)
+        if known is not None:
+            return known
+    digest = hash_file(path)
+    if table is not None and stat_key(os.stat(path)) == st:  # unchanged while it was read
+        table.remember(path, st, digest)
+    return digest
+
+
+def walk_files(top: str) -> Iterator[str]:
+    """Every file under ``top`` by relative path (``/`` separated)."""
+    for here, dirs, files in os.walk(top):
+        dirs.sort()
+        rel = os.path.relpath(here, top)
+        for name in sorted(files):
+            yield name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+
+
+def tree_digest(top: str, table: StatCache | None) -> str:
+    """The digest of a directory: every file's relative path and SHA-256."""
+    names = sorted(walk_files(top))  # one order for every walk, whatever the file system's
+    return _combine((rel, file_digest(os.path.join(top, rel), table)) for rel in names)
+
+
+def _combine(files: Iterable[tuple[str, str]]) -> str:
+    digest = hashlib.sha256(b"dir\n")
+    for rel, file in files:
+        digest.update(f"{rel}\0{file}\n".encode())
+    return "dir:" + digest.hexdigest()
+
+
+def written_digest_of(files: dict[str, str]) -> str | None:
+    """:func:`written_digest` of files already hashed (by relative path)."""
+    return _combine(sorted(files.items())) if files else None
+
+
+def file_digests(top: Path) -> dict[str, str]:
+    """Each file under ``top`` by relative path, with its SHA-256 (empty when there is none)."""
+    if not os.path.isdir(top):
+        return {}
+    return {rel: hash_file(os.path.join(top, rel)) for rel in walk_files(str(top))}
+
+
+def written_digest(directory: Path) -> str | None:
+    """The digest of the files a task wrote into its task_directory; None when it wrote none."""
+    top = str(directory)
+    if not os.path.isdir(top) or next(walk_files(top), None) is None:
+        return None
+    return tree_digest(top, None)
+
+
+def path_digest(path: Path, table: StatCache | None) -> str | None:
+    """The digest of a file or directory; None when there is none."""
+    text = str(path)
+    try:
+        if os.path.isdir(text):
+            return tree_digest(text, table)
+        return file_digest(text, table)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def collect_inputs(owner: Any, slots: Any) -> tuple[tuple[str, Any, Any], ...]:
+    """The ``Const`` values and input files a task's slots hold, with where they stand."""
+    found: list[tuple[str, Any, Any]] = []
+    for slot in slots:
+        _walk(owner, slot.public_name, slot.raw_value(owner), found)
+    return tuple(found)
+
+
+def _walk(owner: Any, label: str, value: Any, found: list[tuple[str, Any, Any]]) -> None:
+    if isinstance(value, Const):
+        found.append((label, value, None))
+    elif isinstance(value, InputFile):
+        found.append((label, value, value.resolve(owner)))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _walk(owner, f"{label}[{index}]", item, found)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _walk(owner, f"{label}[{key!r}]", item, found)
+
+
+def input_reads(spec: Any, root: Path | None) -> tuple[InputRead, ...]:
+    """What a task's declared inputs hold now (a missing file has digest None)."""
+    if not spec.inputs:
+        return ()
+    table = None if root is None else stat_cache(root)
+    reads = []
+    for label, value, path in spec.inputs:
+        if path is None:
+            reads.append(InputRead(label, None, const_digest(value)))
+        else:
+            reads.append(InputRead(label, value.path, path_digest(path, table)))
+    return tuple(reads)
+
+
+def missing_inputs(spec: Any, reads: tuple[InputRead, ...]) -> list[Path]:
+    """The absolute paths of declared input files that do not exist."""
+    return [
+        path
+        for (_, _, path), read in zip(spec.inputs, reads, strict=True)
+        if path is not None and read.digest is None
+    ]

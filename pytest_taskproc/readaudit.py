@@ -1,0 +1,187 @@
+"""Files a running task reads without declaring them: noticed, and named once.
+
+A task that reads ``data/raw.csv`` without an ``InputFile`` is not made stale
+by edits of that file, and nothing else would ever tell its author.  While
+``run_task`` runs, an audit hook (``sys.addaudithook``, which sees every
+``open``) collects the files its thread, and threads it starts, open for
+reading; when it returns, each one that is not declared and not somewhere a
+task may read freely (its own and upstream task directories in the cache,
+the interpreter, installed packages, Python source files, ``/dev``, ``/proc``,
+files it wrote itself) is named in one :class:`UndeclaredInputWarning` per
+task and file.  ``CP_AUDIT_READS=0``, ``Context.audit_reads = False`` or the
+plugin's ``--taskproc-no-read-audit`` turn it off.
+
+The hook is installed once per process, at the first task run with the audit
+on, and costs one string comparison per audit event outside tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import site
+import sys
+import sysconfig
+import threading
+import warnings
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .context import Context, cache_root
+from .errors import UndeclaredInputWarning
+from .requires import class_directory
+from .spec import spec_of
+
+#: Suffixes of files read as code (imports, tracebacks), never as data.
+CODE_SUFFIXES = (".py", ".pyc", ".pyi", ".pyd", ".so", ".pth")
+
+_local = threading.local()
+#: threads started by a watched thread, watched with it
+_children: weakref.WeakKeyDictionary[threading.Thread, _Watch] = weakref.WeakKeyDictionary()
+_install_lock = threading.Lock()
+_installed = False
+_warned: set[tuple[str, str, str]] = set()
+
+
+class _Watch:
+    """What one running task opened."""
+
+    def __init__(self, allowed: tuple[str, ...], declared: frozenset[str]) -> None:
+        self.allowed = allowed
+        self.declared = declared
+        self.reads: dict[str, None] = {}
+        self.written: set[str] = set()
+
+    def opened(self, args: tuple[Any, ...]) -> None:
+        path, _, flags = args
+        if isinstance(path, int) or path is None:
+            return
+        name = os.path.abspath(os.fsdecode(path))
+        access = flags & os.O_ACCMODE if isinstance(flags, int) else os.O_RDONLY
+        if access == os.O_WRONLY or (flags & (os.O_CREAT | os.O_TRUNC) and access == os.O_RDWR):
+            self.written.add(name)
+            return
+        if name in self.reads or name in self.written or name.endswith(CODE_SUFFIXES):
+            return
+        if name in self.declared or name.startswith(self.allowed):
+            return
+        self.reads[name] = None
+
+
+def enabled() -> bool:
+    flag = os.environ.get("CP_AUDIT_READS", "1").strip().lower()
+    return Context.audit_reads and flag not in ("0", "false", "no", "off")
+
+
+def _hook(event: str, args: tuple[Any, ...]) -> None:
+    if event != "open":
+        return
+    watch: _Watch | None = getattr(_local, "watch", None)
+    if watch is None:
+        if not _children:
+            return
+        watch = _children.get(threading.current_thread())
+        if watch is None:
+            return
+    with contextlib.suppress(Exception):  # a hook must never break the open it watches
+        watch.opened(args)
+
+
+_thread_start = threading.Thread.start
+
+
+def _start(self: threading.Thread) -> None:
+    # Threads carry no parent, and no audit event announces a new thread before
+    # Python 3.13: a thread started by a watched one inherits its watch here.
+    watch = getattr(_local, "watch", None)
+    if watch is not None:
+        _children[self] = watch
+    _thread_start(self)
+
+
+def _install() -> None:
+    global _installed
+    with _install_lock:
+        if not _installed:
+            sys.addaudithook(_hook)
+            threading.Thread.start = _start  # type: ignore[method-assign]
+            _installed = True
+
+
+def _freely_read() -> tuple[str, ...]:
+    """Directories whose files are code or system state, not a task's data."""
+    places = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    places.update(p for p in sysconfig.get_paths().values() if p)
+    with contextlib.suppress(AttributeError):
+        places.update(site.getsitepackages())
+    with contextlib.suppress(AttributeError):
+        places.add(site.getusersitepackages())
+    places.update(("/dev", "/proc", "/sys", "/etc/localtime", "/usr/share/zoneinfo"))
+    return tuple(os.path.join(os.path.abspath(p), "") for p in places)
+
+
+_FREELY_READ: tuple[str, ...] | None = None
+
+
+@contextlib.contextmanager
+def watching_reads(task: Any) -> Iterator[None]:
+    """Notice the undeclared files ``task`` reads while the block runs; warn afterwards."""
+    global _FREELY_READ
+    if not enabled() or getattr(_local, "watch", None) is not None:
+        yield
+        return
+    _install()
+    if _FREELY_READ is None:
+        _FREELY_READ = _freely_read()
+    spec = spec_of(task)
+    declared = [str(path) for _, _, path in spec.inputs if path is not None]
+    allowed = (
+        *_FREELY_READ,
+        os.path.join(str(cache_root()), ""),
+        *(os.path.join(p, "") for p in declared),
+    )
+    watch = _Watch(allowed, frozenset(declared))
+    _local.watch = watch
+    try:
+        yield
+    finally:
+        _local.watch = None
+        for thread in [t for t, w in _children.items() if w is watch]:
+            _children.pop(thread, None)
+    _warn(task, list(watch.reads))
+
+
+def _warn(task: Any, reads: list[str]) -> None:
+    if not reads:
+        return
+    node = spec_of(task).node
+    home = class_directory(type(task))
+    for path in reads:
+        if (*node, path) in _warned:
+            continue
+        _warned.add((*node, path))
+        shown = _shown(path, home)
+        message = (
+            f"`{task!r}` read `{shown}`, which is not declared as an `InputFile`: edits of it "
+            "will not make the task stale"
+        )
+        code = type(task).run_task.__code__
+        # Shown at the task's run_task, where the read happened and the fix goes.
+        # Turned into an error (-W error), it is dropped: it must not fail a task
+        # that succeeded, nor write into output a caller may be reading.
+        with contextlib.suppress(Warning):
+            warnings.warn_explicit(
+                UndeclaredInputWarning(message), None, code.co_filename, code.co_firstlineno
+            )
+
+
+def _shown(path: str, home: Path) -> str:
+    """A path as its author would write it: relative to the task file's directory if inside."""
+    for base in (str(home), os.getcwd()):
+        with contextlib.suppress(ValueError):
+            relative = os.path.relpath(path, base)
+            if not relative.startswith(".."):
+                return relative.replace(os.sep, "/")
+    return path
