@@ -24,5 +24,6 @@ from .task import Task as Task
 from .task import TaskBase as TaskBase
 from .task import TaskType as TaskType
 from .task import infer_task_type as infer_task_type
+from .taskgraph import task_graph as task_graph
 
 __version__: str

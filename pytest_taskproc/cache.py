@@ -33,7 +33,14 @@ from typing import Any, BinaryIO, NamedTuple
 
 from . import serialize
 from .atomic import TMP_MARK, remove_tree, write_atomic, write_text_atomic
-from .errors import CacheCorruptionWarning, CorruptResultError, RecordError, ResultMissingError
+from .errors import (
+    CacheAccessError,
+    CacheCorruptionWarning,
+    CorruptResultError,
+    RecordError,
+    ResultMissingError,
+    UpstreamChangedError,
+)
 from .idtable import IdTable, access_error
 from .inputs import stat_cache, stat_key
 from .record import Record, parse_record
@@ -185,6 +192,14 @@ class ClassStore:
     def remember_id(self, key: str, task_id: int) -> None:
         self.ids.remember(key, task_id)
 
+    def missing_message(self, key: str) -> str:
+        """Why there is no result, naming the cache looked in (the usual surprise: another one)."""
+        return (
+            f"no cached result for {self.name} with arguments {key} in the cache {self.root} "
+            "(computed in another cache? the root is Context.cache_dir, else $CP_CACHE_DIR, "
+            "else .cache in the working directory)"
+        )
+
     # -- paths ------------------------------------------------------------
     def folder(self, task_id: int) -> str:
         """The task's result folder as a string: pathlib costs too much per task."""
@@ -335,7 +350,7 @@ class ClassStore:
             if isinstance(record, str):
                 raise CorruptResultError(record, self.name, key)
             if record is None or text is None:
-                raise ResultMissingError(f"no cached result for {self.name} with arguments {key}")
+                raise ResultMissingError(self.missing_message(key))
             path = f"{self.folder(task_id)}{os.sep}{record.file}"
             try:
                 with open(path, "rb") as handle:
@@ -458,6 +473,7 @@ class ClassStore:
             with open(f"{folder}{os.sep}{ARGS_NAME}", "x", encoding="utf-8") as handle:
                 handle.write(key)
         except OSError as exc:
+            remove_tree(Path(folder))  # nothing of it is a result yet
             raise access_error("prepare", folder, exc) from None
         return True
 
@@ -477,15 +493,22 @@ class ClassStore:
             _warn(f"{folder} is not a folder; replacing it with the result of {self.name} {key}")
             _unlink(folder)
             return self.begin_run(task_id, key)
-        previous = self.read_record(task_id, key, warn=False)
-        _unlink(self.record_path(task_id))
-        self.discard_value(task_id)
-        _remove_leftovers(folder)
         try:
             with open(f"{folder}{os.sep}{ARGS_NAME}", encoding="utf-8") as handle:
                 owned = handle.read() == key
         except (OSError, UnicodeDecodeError):
             owned = False
+        if not owned and not self.ids.confirms(key, task_id):
+            # The id came from a table that is gone (a class folder deleted by
+            # hand): the folder is another task's now, and stays untouched.
+            raise UpstreamChangedError(
+                f"{folder} belongs to another task of {self.name} now (was the class folder "
+                f"deleted?); planning {key} again"
+            )
+        previous = self.read_record(task_id, key, warn=False)
+        _unlink(self.record_path(task_id))
+        self.discard_value(task_id)
+        _remove_leftovers(folder)
         if not owned:
             try:
                 write_text_atomic(Path(folder, ARGS_NAME), key)
@@ -538,6 +561,10 @@ class ClassStore:
         try:
             write_atomic(path, [record.to_json().encode()])
         except OSError as exc:
+            # A value without a record is no result, and on a full disk it
+            # holds the room the next task needs.
+            with contextlib.suppress(CacheAccessError):
+                self.discard_value(task_id)
             raise access_error("write", path, exc) from None
 
     def discard_value(self, task_id: int) -> None:
@@ -596,3 +623,11 @@ def get_store(root: Path, name: str) -> ClassStore:
         with _stores_lock:
             store = _stores.setdefault(marker, ClassStore(root, name))
     return store
+
+
+if __name__ == "__main__":
+    # `python -m pytest_taskproc.cache` runs this file as __main__, a second copy
+    # of this module: hand over at once to the tool, which imports the real one.
+    from pytest_taskproc.cachetool import main
+
+    raise SystemExit(main())

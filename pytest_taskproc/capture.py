@@ -19,6 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from .errors import CacheAccessError
+from .idtable import access_error
+
 _local = threading.local()
 _install_lock = threading.Lock()
 _installed = 0
@@ -120,15 +123,32 @@ class _LazyFile:
 
     def _open(self) -> IO[str]:
         if self._handle is None:
-            self._handle = open(  # noqa: SIM115 - closed in finish()
-                self.path, "w", encoding="utf-8", errors="backslashreplace", buffering=1
-            )
+            try:
+                self._handle = open(  # noqa: SIM115 - closed in finish()
+                    self.path, "w", encoding="utf-8", errors="backslashreplace", buffering=1
+                )
+            except OSError as exc:
+                raise access_error("write the output of the task to", self.path, exc) from None
         return self._handle
 
     def write(self, text: str) -> int:
         if not text:
             return 0
-        return self._open().write(text)
+        handle = self._open()
+        try:
+            return handle.write(text)
+        except OSError as exc:
+            self._drop()
+            raise access_error("write the output of the task to", self.path, exc) from None
+
+    def _drop(self) -> None:
+        """Give up the output (a full disk): it must not keep the disk full for the next task."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                handle.close()  # flushing what is buffered fails again on a full disk
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
@@ -136,7 +156,11 @@ class _LazyFile:
 
     def flush(self) -> None:
         if self._handle is not None:
-            self._handle.flush()
+            try:
+                self._handle.flush()
+            except OSError as exc:
+                self._drop()
+                raise access_error("write the output of the task to", self.path, exc) from None
 
     def isatty(self) -> bool:
         return False
@@ -146,8 +170,14 @@ class _LazyFile:
         return "utf-8"
 
     def finish(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            try:
+                handle.close()
+            except OSError as exc:
+                self._handle = handle
+                self._drop()
+                raise access_error("write the output of the task to", self.path, exc) from None
 
 
 @contextmanager
@@ -173,8 +203,24 @@ def captured_output(
         _local.stdout, _local.stderr = out, err
     try:
         yield
-    finally:
+    except BaseException:
         _local.stdout, _local.stderr = previous
         _uninstall()
-        out.finish()
-        err.finish()
+        _finish_both(out, err)  # the task's own error is the one to report
+        raise
+    _local.stdout, _local.stderr = previous
+    _uninstall()
+    problem = _finish_both(out, err)
+    if problem is not None:
+        raise problem
+
+
+def _finish_both(out: _LazyFile, err: _LazyFile) -> CacheAccessError | None:
+    """Close both files (a full disk removes them); the first problem, if any."""
+    problem = None
+    for output in (out, err):
+        try:
+            output.finish()
+        except CacheAccessError as exc:
+            problem = problem or exc
+    return problem

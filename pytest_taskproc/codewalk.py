@@ -28,8 +28,10 @@ their methods and attributes that the code calls directly.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import importlib.util
+import os
 import sys
 import types
 import uuid
@@ -211,7 +213,7 @@ class Walker:
         shown = [s.text for s in summaries]
         if value is not _NO_VALUE and is_immutable(value):
             # also what it came out as: ``N = int(os.environ["N"])``, ``STARTED = time.time()``
-            shown.append(self._value_text(name, value))
+            shown.append(without_location(self._value_text(name, value), kept.filename))
         self.parts[name] = sha("\n".join(shown))
         for summary in summaries:
             imports = dict(self._local_imports(summary.imports, scope))
@@ -289,7 +291,10 @@ class Walker:
             assert kept is not None
             self._digest_source(label, kept, statements, home, value)
             return
-        self.parts[label] = sha(self._value_text(label, value))
+        # ``__file__`` and values set without a statement of their own: by value, but
+        # not by where the project lies
+        filename = kept.filename if kept is not None else str(home.get("__file__") or "")
+        self.parts[label] = sha(without_location(self._value_text(label, value), filename))
 
     def _local_imports(
         self, statements: Iterable[ast.Import | ast.ImportFrom], scope: dict[str, Any]
@@ -422,3 +427,43 @@ def _code_names(code: types.CodeType) -> set[str]:
         if isinstance(const, types.CodeType):
             names |= _code_names(const)
     return names
+
+
+#: Files that mark a project's top folder, looked for above a task module's folder.
+_PROJECT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", "pytest.ini", "tox.ini", ".git")
+
+
+@functools.lru_cache(maxsize=256)
+def _locations(filename: str) -> tuple[tuple[str, str], ...]:
+    """The module's folder and its project's top folder, each with the word that replaces it."""
+    if not os.path.isabs(filename):
+        return ()
+    here = os.path.dirname(filename)
+    found = [(here, "<module folder>")]
+    folder = here
+    while True:
+        if any(os.path.exists(os.path.join(folder, m)) for m in _PROJECT_MARKERS):
+            if folder != here:
+                found.append((folder, "<project folder>"))
+            break
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    with_real = [(os.path.realpath(p), word) for p, word in found]
+    # longest first, so a module folder is replaced before the project folder holding it
+    return tuple(sorted({*found, *with_real}, key=lambda pw: -len(pw[0])))
+
+
+def without_location(text: str, filename: str) -> str:
+    """``text`` with the module's and the project's folders replaced by words.
+
+    ``HERE = Path(__file__).parent`` is a value worth digesting (a path from an
+    environment variable is not code), but its text names where the project
+    lies: a clone in another folder, a moved checkout or a CI runner must not
+    find every task that reads it changed.
+    """
+    for path, word in _locations(filename):
+        if len(path) > 1:
+            text = text.replace(path, word)
+    return text

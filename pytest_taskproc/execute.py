@@ -21,7 +21,12 @@ from typing import Any
 
 from .cache import get_store
 from .context import Context, cache_root
-from .errors import CacheCorruptionWarning, CorruptResultError, TaskprocError
+from .errors import (
+    CacheCorruptionWarning,
+    CorruptResultError,
+    ResultMissingError,
+    TaskprocError,
+)
 from .executors import InlineExecutor
 from .freshness import Reason, TaskState, plan
 from .graph import NodeKey, TaskGraph
@@ -98,6 +103,7 @@ class Run:
         self._executor: Executor | None = None
         states = plan(graph, self._root, settings.detect_source_change, cleared)
         stale = [k for k, s in states.items() if s.stale]
+        # A table that cannot grow fails its tasks when a pass reaches them.
         assign_ids(states, stale)
         #: how many tasks were stale when planned
         self.stale_count = len(stale)
@@ -190,6 +196,8 @@ class Run:
             return state.store.load_value(state.task_id, state.spec.key)[0]
         except CorruptResultError as exc:
             discard_corrupt(self._root, exc)
+        except ResultMissingError:
+            pass  # cleared by another process since: computed again, as clearing promises
         self.invalidate(node, None)
         self.settle([node])  # recovers again, if it has to
         self._raise_failure(node)

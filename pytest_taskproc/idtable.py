@@ -12,6 +12,13 @@ The result folders are the ground truth: each holds its ``args.json``.  A
 missing, empty or damaged table is rebuilt from them with the same ids, so
 nothing is recomputed; until it can be rebuilt on disk (a read-only cache),
 lookups are served from the folders.
+
+A process keeps the ids it has seen in memory, so it must notice when the
+table they came from is gone (a class folder deleted by hand, ``rm -r`` of the
+cache): every lookup and assignment first compares the table on disk (its
+folder's and its database's inodes) with the one the ids came from, and
+forgets them all when it differs.  The process holds the table's folder open
+meanwhile, so a folder made anew after a deletion cannot reuse its inode.
 """
 
 from __future__ import annotations
@@ -56,11 +63,55 @@ class IdTable:
         self._writer: diskcache.Cache | None = None
         #: the table on disk could not be read; ids come from the result folders
         self._damaged: str | None = None
+        #: (device, folder inode, database inode) of the table the ids in memory
+        #: came from; None when there was none; _UNSEEN before the first look
+        self._identity: tuple[int, int, int] | object | None = _UNSEEN
+        self._held: int | None = None
+
+    # -- which table the ids came from --------------------------------------
+    def _check_table(self) -> None:
+        """Forget every id in memory when the table on disk is not the one they came from."""
+        current = _identity(self.path)
+        if current == self._identity:
+            return
+        if self._identity is not _UNSEEN:
+            # Ids another table gave out: keeping them could make two tasks share a folder.
+            self._ids.clear()
+            self._loaded = False
+            self._damaged = None
+            self._close_writer()
+        self._hold()
+
+    def _hold(self) -> None:
+        """Keep the table's folder open, so its inode stays its own while we trust its ids.
+
+        The folder, not the database: a descriptor on the database would look
+        like a connection left open.
+        """
+        if self._held is not None:
+            os.close(self._held)
+            self._held = None
+        with contextlib.suppress(OSError):
+            self._held = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        self._identity = _identity(self.path)
+
+    def confirms(self, key: str, task_id: int) -> bool:
+        """Whether the table on disk gives ``task_id`` to ``key`` (before reusing a folder)."""
+        with self._lock:
+            found = self._read_table([key])
+            confirmed = found is not None and found.get(key) == task_id
+            if not confirmed:
+                self._ids.clear()
+                self._loaded = False
+                self._close_writer()
+                self._identity = _UNSEEN
+            return confirmed
 
     # -- reading ----------------------------------------------------------
     def lookup(self, keys: list[str]) -> list[int | None]:
         """The ids of ``keys``, None for keys that have none yet; writes nothing."""
         with self._lock:
+            self._check_table()
             if not self._loaded:
                 self._load()
             missing = [k for k in keys if k not in self._ids]
@@ -69,7 +120,10 @@ class IdTable:
             return [self._ids.get(k) for k in keys]
 
     def known(self, key: str) -> int | None:
-        return self._ids.get(key)
+        """The id in memory, if the table it came from is still the one on disk."""
+        with self._lock:
+            self._check_table()
+            return self._ids.get(key)
 
     def remember(self, key: str, task_id: int) -> None:
         """An id learned from whoever planned the job, sparing a worker the lookup."""
@@ -126,6 +180,7 @@ class IdTable:
     def assign(self, keys: list[str]) -> list[int]:
         """Ids for ``keys``, giving new ones (in one transaction) to those without."""
         with self._lock:
+            self._check_table()
             if not self._loaded:
                 self._load()
             missing = [k for k in dict.fromkeys(keys) if k not in self._ids]
@@ -133,9 +188,15 @@ class IdTable:
                 try:
                     self._assign_in(self._open_writer(), missing)
                 except sqlite3.DatabaseError as exc:
-                    self._damaged = str(exc)
                     self._close_writer()
-                    self._assign_in(self._open_writer(), missing)
+                    self._raise_if_access(exc, "write the id table")
+                    self._damaged = str(exc)
+                    try:
+                        self._assign_in(self._open_writer(), missing)
+                    except sqlite3.DatabaseError as again:
+                        self._close_writer()
+                        self._raise_if_access(again, "write the id table")
+                        raise
                 finally:
                     # diskcache keeps one connection per thread and closes only
                     # the calling thread's: one left in a pool thread that ends
@@ -144,6 +205,14 @@ class IdTable:
                     # computation it precedes.
                     self._close_connection()
             return [self._ids[k] for k in keys]
+
+    def _raise_if_access(self, exc: sqlite3.DatabaseError, action: str) -> None:
+        """A full disk or a read-only file is the user's to fix, not damage to rebuild."""
+        reason = _access_problem(exc)
+        if reason is not None:
+            raise CacheAccessError(
+                f"cannot {action} {self.path / TABLE_FILE}: {reason}{_hint(reason)}"
+            ) from None
 
     def _open_writer(self) -> diskcache.Cache:
         if self._writer is not None:
@@ -178,18 +247,28 @@ class IdTable:
         if rebuild:
             self._warn_rebuild()
             remove_tree(self.path)
+        fresh = rebuild or not (self.path / TABLE_FILE).exists()
+        writer = None
         try:
             writer = _open_diskcache(self.path)
-        except OSError as exc:
-            raise access_error("open the id table", self.path, exc) from None
-        if rebuild:
-            try:
+            if rebuild:
                 self._fill_from_folders(writer)
-            except BaseException:
+        except (OSError, sqlite3.DatabaseError) as exc:
+            if writer is not None:
                 writer.close()
-                raise
+            if fresh:
+                # A half-made table would be taken for a damaged one next time,
+                # and on a full disk it holds room the next task needs.
+                remove_tree(self.path)
+            if isinstance(exc, OSError):
+                raise access_error("open the id table", self.path, exc) from None
+            self._raise_if_access(exc, "create the id table")
+            raise
         self._damaged = None
         self._writer = writer
+        # The table we just opened (made, or rebuilt from the folders) is the
+        # one the ids in memory agree with from now on.
+        self._hold()
         return writer
 
     def _warn_rebuild(self) -> None:
@@ -221,6 +300,7 @@ class IdTable:
             writer.set(NEXT_ID, max(highest + 1, int(writer.get(NEXT_ID, 0))))
 
     def _assign_in(self, table: diskcache.Cache, keys: list[str]) -> None:
+        given: dict[str, int] = {}
         try:
             with table.transact(retry=True):
                 next_id = int(table.get(NEXT_ID, 0))
@@ -230,8 +310,11 @@ class IdTable:
                         found = next_id
                         next_id += 1
                         table.set(key, found)
-                    self._ids[key] = int(found)
+                    given[key] = int(found)
                 table.set(NEXT_ID, next_id)
+            # Only ids the table kept: a transaction rolled back (a full disk)
+            # must not leave ids in memory that the table may give out again.
+            self._ids.update(given)
         except OSError as exc:
             raise access_error("write the id table of", self.path, exc) from None
 
@@ -248,9 +331,61 @@ class IdTable:
     def close(self) -> None:
         with self._lock:
             self._close_writer()
+            if self._held is not None:
+                os.close(self._held)
+                self._held = None
+            self._identity = _UNSEEN
+
+
+_UNSEEN = object()
+
+
+def _identity(folder: Path) -> tuple[int, int, int] | None:
+    """(device, folder inode, database inode) of an id table; None when there is none."""
+    try:
+        outer = os.stat(folder)
+        inner = os.stat(folder / TABLE_FILE)
+    except OSError:
+        return None
+    return (outer.st_dev, outer.st_ino, inner.st_ino)
 
 
 MISSING = "missing"
+
+#: sqlite result codes that mean the file system, not the table, is at fault
+_ACCESS_CODES = {
+    3: "permission denied",  # SQLITE_PERM
+    8: "the database is read-only",  # SQLITE_READONLY
+    10: "disk I/O error",  # SQLITE_IOERR
+    13: "No space left on device (database or disk is full)",  # SQLITE_FULL
+    14: "unable to open the database file",  # SQLITE_CANTOPEN
+}
+
+
+def _access_problem(exc: sqlite3.DatabaseError) -> str | None:
+    """What keeps sqlite from writing, if it is an access problem and not damage."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if isinstance(code, int):
+        return _ACCESS_CODES.get(code & 0xFF)
+    text = str(exc).lower()
+    for words, reason in (
+        ("disk is full", _ACCESS_CODES[13]),
+        ("readonly", _ACCESS_CODES[8]),
+        ("read-only", _ACCESS_CODES[8]),
+        ("disk i/o", _ACCESS_CODES[10]),
+        ("unable to open", _ACCESS_CODES[14]),
+    ):
+        if words in text:
+            return reason
+    return None
+
+
+def _hint(reason: str) -> str:
+    if "read-only" in reason or "permission" in reason:
+        return " (is the cache directory read-only?)"
+    if "No space" in reason:
+        return " (free some space, or prune the cache: see taskproc-cache du)"
+    return ""
 
 
 def _file_problem(database: Path) -> str | None:

@@ -112,8 +112,10 @@ class Outcome:
         return UpstreamRead(self.node[0], self.node[1], self.digest, self.lineage)
 
 
-def describe(task: TaskObject, store: ClassStore, task_id: int) -> str:
+def describe(task: TaskObject, store: ClassStore, task_id: int | None) -> str:
     """One line naming a task for error messages: class, arguments, id and output files."""
+    if task_id is None:
+        return f"{task.task_name} {spec_of(task).key} (no task id yet)"
     return (
         f"{task.task_name} {spec_of(task).key} (task id {task_id}; "
         f"stdout {store.stdout_path(task_id)}, stderr {store.stderr_path(task_id)})"

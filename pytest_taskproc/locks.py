@@ -26,6 +26,7 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 
 from .cache import ClassStore
+from .idtable import access_error
 
 if sys.platform != "win32":
     import fcntl
@@ -37,7 +38,10 @@ class _ClassLocks:
     """The lock file of one class in one process, and the per-id thread locks."""
 
     def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise access_error("open the lock file", path, exc) from None
         self.threads: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
         self.guard = threading.Lock()
 

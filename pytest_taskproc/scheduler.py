@@ -20,6 +20,7 @@ from types import MappingProxyType
 
 import cloudpickle  # type: ignore[import-untyped]
 
+from .errors import CacheAccessError
 from .executors import InlineExecutor, adapt, executor_width
 from .freshness import Reason, TaskState, judge, reads_of
 from .graph import NodeKey, TaskGraph
@@ -139,7 +140,17 @@ class GraphRun:
             return  # it cannot run: leave its other upstream tasks alone
         if not todo:
             return
-        assign_ids(self.states, todo)
+        unassigned = assign_ids(self.states, todo)
+        if unassigned:
+            # A class whose id table cannot grow (a full disk, a read-only
+            # cache): its tasks fail with that error, their downstream waits.
+            for node, exc in unassigned.items():
+                self._record_failure(node, exc)
+                tell(node)
+            todo = self._block(todo, (), tell)
+            self.size = len(todo)
+            if not todo or not keep_going:
+                return
         if self._executor is None:  # started by the first pass that has work for it
             self._executor = adapt(self._start_executor())
         _Pass(self, todo, keep_going, tell, self._executor).drive()
@@ -267,7 +278,7 @@ class GraphRun:
         state = self.states[node]
         LOGGER.error(
             "task %s failed with %s: %s",
-            describe(state.task, state.store, -1 if state.task_id is None else state.task_id),
+            describe(state.task, state.store, state.task_id),
             type(exc).__name__,
             exc,
         )
@@ -464,17 +475,27 @@ class _Pass:
         return executor.submit(run_jobs, jobs)
 
 
-def assign_ids(states: Mapping[NodeKey, TaskState], stale: Iterable[NodeKey]) -> None:
+def assign_ids(
+    states: Mapping[NodeKey, TaskState], stale: Iterable[NodeKey]
+) -> dict[NodeKey, CacheAccessError]:
     """Tasks about to be written need ids; planning gave ids only to known ones.
 
     One write of each class's id table for all of them: a table write costs
     milliseconds, so a graph computed task by task assigns its ids up front.
+    Returns the error of each task whose class's table could not be written.
     """
     by_class: dict[str, list[NodeKey]] = defaultdict(list)
     for k in stale:
         if states[k].task_id is None:
             by_class[k[0]].append(k)
+    unassigned: dict[NodeKey, CacheAccessError] = {}
     for nodes in by_class.values():
         store = states[nodes[0]].store
-        for node, task_id in zip(nodes, store.task_ids([n[1] for n in nodes]), strict=True):
+        try:
+            ids = store.task_ids([n[1] for n in nodes])
+        except CacheAccessError as exc:
+            unassigned.update(dict.fromkeys(nodes, exc))
+            continue
+        for node, task_id in zip(nodes, ids, strict=True):
             states[node].task_id = task_id
+    return unassigned

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar, cast
 
 from .cache import ClassStore, ensure_directory, get_store
+from .clearing import clear_all, clear_one
 from .context import cache_root, verify_scratch
 from .definition import check_run_task
 from .errors import (
@@ -39,7 +40,6 @@ from .identity import (
     plain_value,
 )
 from .inputs import collect_inputs
-from .locks import task_lock
 from .requires import INPUTS, Const, InputFile, MappedTask, Req, iter_slot_tasks
 from .source import code_digest, note_class_defined
 from .spec import SPEC_ATTR, TaskClassConfig, TaskObject, TaskSpec, is_task, spec_of
@@ -240,7 +240,7 @@ class TaskType(Generic[P, R]):
         key = spec_of(me).key
         task_id = store.known_id(key)
         if task_id is None:
-            raise ResultMissingError(f"no cached result for {store.name} with arguments {key}")
+            raise ResultMissingError(store.missing_message(key))
         result: T = store.load_value(task_id, key)[0]
         return result
 
@@ -252,13 +252,12 @@ class TaskType(Generic[P, R]):
             return
         # Under the task's lock: a process computing this task finishes first,
         # so the clear is not undone by a result committed just after it.
-        with task_lock(store, task_id):
-            store.clear_task(task_id)
+        clear_one(store, task_id)
 
     @classmethod
     def clear_all_tasks(cls) -> None:
-        """Forget every result of this class (under the same locks as a run)."""
-        get_store(cache_root(), cls.task_name).clear_all()
+        """Forget every result of the class, each under its task's lock (see clearing.py)."""
+        clear_all(get_store(cache_root(), cls.task_name))
 
     # -- running ------------------------------------------------------------
     def run_graph(

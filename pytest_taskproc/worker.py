@@ -100,7 +100,29 @@ def _compute_under_lock(job: Job, store: ClassStore, created: bool = False) -> O
         if running is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(running)
+    if marker is not None:
+        note_computed(job.settings.failure_dir, store.name, job.task_id)
     return Outcome.of(record, time.perf_counter() - start, computed=True)
+
+
+#: next to the failure markers' folder: one ``class id`` line per task this run computed
+COMPUTED_LOG = "computed.log"
+
+
+def note_computed(failure_dir: str | None, name: str, task_id: int) -> None:
+    """Count a saved result for the run, so an interrupted run's summary can tell all of them.
+
+    One short ``O_APPEND`` write: lines from concurrent processes never interleave.
+    """
+    if failure_dir is None:
+        return
+    path = os.path.join(os.path.dirname(failure_dir), COMPUTED_LOG)
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{name} {task_id}\n".encode())
+        finally:
+            os.close(fd)
 
 
 #: Errors that are not the task's fault: the scheduler plans again after them.

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import TaskModules, forget_stores
+from taskproject import unused_plugins
 
 from pytest_taskproc import (
     CacheAccessError,
@@ -221,7 +222,7 @@ def child_env(log: Path) -> dict[str, str]:
 def pytest_command(cache: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "pytest", "--taskproc", "-p", "no:cacheprovider", "-q",
-        "-p", "no:randomly", f"--taskproc-cache-dir={cache}", *extra,
+        *unused_plugins((), cache.parent), f"--taskproc-cache-dir={cache}", *extra,
     ]  # fmt: skip
 
 

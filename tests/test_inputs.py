@@ -193,11 +193,6 @@ def test_input_files_of_a_moved_project_run_from_elsewhere_are_the_same(
     assert value[1] == ["a.txt"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the code digest counts the module's __file__ (used by load_params), so moving "
-    "the project changes the code digest; SPEC 1.4 says a move makes nothing stale",
-)
 def test_a_moved_project_run_from_another_directory_makes_nothing_stale(
     experiment: Experiment, tmp_path: Path
 ) -> None:

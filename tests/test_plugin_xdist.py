@@ -336,9 +336,10 @@ def test_each_worker_plans_a_long_chain_once(project: Project) -> None:
     assert all(count <= 2 * n + 10 for count in reads.values()), reads
 
 
-#: ``Gate`` holds its worker until the other worker has run ``Bad`` as ``Down``'s upstream.
+#: ``AGate`` holds its worker until the other worker has run ``Bad`` as ``Down``'s upstream
+#: (its name sorts first too, so it is the file's first item whichever order applies).
 FIRST_AS_UPSTREAM = """
-class Gate(TaskBase):
+class AGate(TaskBase):
     def run_task(self) -> int:
         deadline = time.monotonic() + 60
         while "Bad" not in open(LOG).read().split():

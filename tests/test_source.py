@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -394,6 +395,39 @@ def test_an_immutable_constant_counts_by_its_value_too(project: Project) -> None
     assert project.main() == ("a", 1)
     assert project.main() == ("a", 0)
     assert project.main(env={"DATA_DIR": "b"}) == ("b", 1)
+
+
+def test_a_moved_project_recomputes_nothing_though_its_paths_count_by_value(
+    tmp_path: Path,
+) -> None:
+    """``HERE = Path(__file__).parent`` counts by value, but not by where the project lies."""
+    project = Project(tmp_path / "one")
+    project.write(
+        "tasks.py",
+        """
+        from pathlib import Path
+
+        from pytest_taskproc import TaskBase
+
+        HERE = Path(__file__).parent
+        LOG = HERE / "run.log"
+        DATA = str(HERE / "data.txt")
+
+
+        class Main(TaskBase):
+            def run_task(self) -> str:
+                with open(LOG, "a", encoding="utf-8") as handle:
+                    handle.write("run\\n")
+                return Path(DATA).name
+        """,
+        header=False,
+    )
+    assert project.main() == ("data.txt", 1)
+    (tmp_path / "two").mkdir()
+    moved = Project(Path(shutil.move(project.path, tmp_path / "two" / "deeper")))
+    assert moved.main() == ("data.txt", 0)
+    moved.edit("tasks.py", '"data.txt"', '"other.txt"')
+    assert moved.main() == ("other.txt", 1)
 
 
 # -- issue 16 item 9: the same code gives the same digest in every process ------------------

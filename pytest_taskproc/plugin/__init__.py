@@ -92,6 +92,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "its cached value; a differing one fails as not reproducible. The cache is not written. "
         "Implies --taskproc.",
     )
+    group.addoption(
+        "--taskproc-prune",
+        nargs="?",
+        const="list",
+        default=None,
+        metavar="delete",
+        help="list the cached results of the collected task classes that no collected item "
+        "reaches (the whole collection, whatever -k selects), with sizes, and run nothing; "
+        "=delete removes them. Implies --taskproc.",
+    )
     parser.addini(
         "taskproc_files",
         type="args",
@@ -136,6 +146,10 @@ def pytest_configure(config: pytest.Config) -> None:
     default_junit_output(config)
     from .report import CachedInShortSummary, TaskprocReporter
 
+    if options.worker_id is None:  # the controller (or the only process) tells
+        from .cachenote import NewCacheNote
+
+        config.pluginmanager.register(NewCacheNote(config, options.cache_root), "taskproc-new")
     reporter = TaskprocReporter(config, options)
     config.pluginmanager.register(reporter, "taskproc-reporter")
     config.pluginmanager.register(CachedInShortSummary(reporter), "taskproc-short-summary")
@@ -147,6 +161,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
         config.pluginmanager.register(Manifest(config, options), "taskproc-manifest")
     if options.controller:
+        if config.getoption("taskproc_prune") is not None:
+            raise pytest.UsageError("--taskproc-prune runs without xdist: drop -n")
+        from .interrupt import InterruptedWorkers
+
+        config.pluginmanager.register(InterruptedWorkers(config), "taskproc-interrupt")
         return
     from .collect import Collector
     from .plan import RunPlan
@@ -160,6 +179,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
         config.pluginmanager.register(Verifier(config, options), "taskproc-verify")
     config.pluginmanager.register(ItemRunner(config, options), "taskproc-runtest")
+    prune = config.getoption("taskproc_prune")
+    if prune is not None:
+        from .prune import Pruner, parse_prune
+
+        if options.worker_id is not None:
+            raise pytest.UsageError("--taskproc-prune runs without xdist: drop -n")
+        config.pluginmanager.register(Pruner(config, options, parse_prune(prune)), "taskproc-prune")
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -9,6 +9,13 @@ that collected them adds them at the end (the first xdist worker, through
 process, the xdist controller or the only one, writes one document when
 the session ends: entries sorted by item and keys sorted, so the manifests
 of two runs diff line by line.
+
+Under xdist an item may have no report at all: ``-x`` stopped the run before
+it was sent to a worker, or its worker was killed (SIGKILL, the OOM killer)
+and took its deselected items' list with it.  So every worker also leaves
+the list of what it collected in the run's folder when collection ends, and
+the controller fills each hole from it, reading the task's record itself:
+``not run``, ``crashed``, ``deselected`` or ``upstream``.
 """
 
 from __future__ import annotations
@@ -26,6 +33,11 @@ from .status import Status
 MANIFEST_ATTR = "taskproc_manifest"
 #: entries of deselected items, in an xdist worker's ``workeroutput``
 WORKER_OUTPUT = "taskproc_manifest"
+
+#: what each xdist worker collected, in the run's folder: ``{nodeid: [class, key, selected]}``
+COLLECTED_PREFIX = "manifest-collected-"
+#: how xdist words the failure of an item whose worker died under it
+_CRASH_WORDS = "crashed while running"
 
 
 def run_status(report: Any) -> str | None:
@@ -54,6 +66,8 @@ class Manifest:
         self.statuses: dict[str, str] = {}
         #: why a task was stale, in the words of ``-v`` and the dry run
         self.reasons: dict[str, str] = {}
+        #: items whose xdist worker died while running them
+        self.crashed: set[str] = set()
 
     # -- where items run ----------------------------------------------------------------------
     @pytest.hookimpl(hookwrapper=True)
@@ -96,6 +110,8 @@ class Manifest:
         entry = getattr(report, MANIFEST_ATTR, None)
         if isinstance(entry, dict):
             self.entries[report.nodeid] = entry
+        elif report.failed and _CRASH_WORDS in str(report.longrepr):
+            self.crashed.add(report.nodeid)  # xdist's report for the item a dead worker ran
         if entry is not None or is_task_file(self.config, report.nodeid):
             status = run_status(report)
             if status is not None:  # a failing teardown has the last word, as in pytest
@@ -103,6 +119,69 @@ class Manifest:
             reason = (getattr(report, REPORT_ATTR, None) or {}).get(REASON)
             if report.when == "call" and reason:
                 self.reasons[report.nodeid] = str(reason)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if self.options.worker_id is not None and not self.options.collect_only:
+            self._leave_collected()
+
+    def _leave_collected(self) -> None:
+        """What this worker collected, for the controller to fill holes with."""
+        import contextlib
+        import json
+
+        from ..atomic import write_text_atomic
+        from .collect import COLLECTION
+
+        found = self.config.stash.get(COLLECTION, None)
+        if found is None:
+            return
+        selected = {item.key for item in found.selected}
+        items = {
+            item.nodeid: [key[0], key[1], key in selected] for key, item in found.itemized.items()
+        }
+        path = self.options.run_dir / f"{COLLECTED_PREFIX}{self.options.worker_id}.json"
+        with contextlib.suppress(OSError):  # a read-only cache: holes stay holes
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, json.dumps(items))
+
+    def _fill_holes(self) -> None:
+        """Entries for the collected items no report and no worker output told of."""
+        import json
+
+        from ..cache import get_store
+
+        collected: dict[str, list[Any]] = {}
+        for path in sorted(self.options.run_dir.glob(f"{COLLECTED_PREFIX}*.json")):
+            try:
+                collected = {**json.loads(path.read_text(encoding="utf-8")), **collected}
+            except (OSError, ValueError):
+                continue
+        root = self.options.cache_root
+        for nodeid, (name, key, selected) in collected.items():
+            if nodeid in self.entries:
+                continue
+            store = get_store(root, name)
+            task_id = store.known_id(key)
+            record = None if task_id is None else store.read_record(task_id, key, warn=False)
+            document = None if record is None else record.as_dict()
+            if nodeid in self.crashed:
+                status = "crashed"
+            elif selected:
+                status = "not run"
+            elif document is not None and document["made"].get("run") == self.options.run_id:
+                status = "upstream"
+            else:
+                status = "deselected"
+            self.entries[nodeid] = {
+                "task": name,
+                "args": json.loads(key),
+                "id": task_id,
+                "record": document,
+                "status": status,
+            }
+            if nodeid in self.crashed:
+                self.statuses[nodeid] = "crashed"
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -123,6 +202,8 @@ class Manifest:
             return
         if self.runs_items:
             self.entries.update(self._unreported(selected_too=True))
+        else:
+            self._fill_holes()
         self.write()
 
     def write(self) -> None:

@@ -74,6 +74,7 @@ IMPLYING_TASKPROC = (
     "taskproc_manifest",
     "taskproc_executor",
     "taskproc_graph",
+    "taskproc_prune",
 )
 
 

@@ -137,6 +137,8 @@ class Tally:
     verify_seconds: float = 0.0
     #: tasks computed only as upstream of the selection (deselected with -k/-m)
     upstream: int = 0
+    #: results saved by this run whose reports an interrupt (Ctrl+C) cut off
+    unreported: int = 0
     status_by_nodeid: dict[str, str] = field(default_factory=dict)
 
     def add(self, report: Any) -> None:
@@ -176,6 +178,8 @@ class Tally:
         c = self.counts
         shown = [f"{c[k]} {k.word}" for k in MAIN_COUNTS]
         notes = [f"+{self.upstream} upstream"] if self.upstream else []
+        if self.unreported:
+            notes.append(f"+{self.unreported} saved before the interrupt, not reported")
         if verify:
             notes.append("not verified")
             shown[2] += f" ({self.not_reproducible} {Status.NOT_REPRODUCIBLE.word})"
@@ -247,6 +251,8 @@ class TaskprocReporter:
         #: what a --collect-only run would compute (set by the plan in this process)
         self.dry_run: dict[str, Any] | None = None
         self.plain_words = False
+        #: Ctrl+C: reports under way are lost, results saved meanwhile are counted apart
+        self.interrupted = False
 
     def pytest_report_teststatus(self, report: Any, config: pytest.Config) -> Any:
         return teststatus(report, config, self.plain_words)
@@ -280,8 +286,16 @@ class TaskprocReporter:
         cleared = self._cleared()
         if cleared:
             terminalreporter.write_line(cleared)
+        if self.interrupted:
+            self.tally.unreported = max(0, saved_in_run(self.run_dir) - self.reported_saves())
         wall = (time.time_ns() - self.started_ns) / 1e9
         terminalreporter.write_line(self.tally.summary_line(self.cache_root, self.verify, wall))
+
+    def pytest_keyboard_interrupt(self) -> None:
+        self.interrupted = True
+
+    def reported_saves(self) -> int:
+        return self.tally.counts[Status.COMPUTED] + self.tally.upstream
 
     def _cleared(self) -> str | None:
         """``--taskproc-clear``: how many results of how many classes were cleared."""
@@ -318,6 +332,17 @@ class TaskprocReporter:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             with contextlib.suppress(OSError):
                 os.rmdir(self.run_dir.parent)  # only when no other run is going on
+
+
+def saved_in_run(run_dir: Path) -> int:
+    """How many results this run saved, in any process (``worker.note_computed``)."""
+    from ..worker import COMPUTED_LOG
+
+    try:
+        text = (run_dir / COMPUTED_LOG).read_text(encoding="utf-8")
+    except OSError:
+        return 0
+    return len(set(text.splitlines()))
 
 
 def unreached_line(nodeids: list[str]) -> str:

@@ -79,7 +79,7 @@ class ItemRunner:
         error = excinfo.value
         not_reproducible = isinstance(error, NotReproducibleError)
         what = f"is {Status.NOT_REPRODUCIBLE.word}" if not_reproducible else "failed"
-        header = failure_header(item, self.plan.state(item.key), what)
+        header = failure_header(item, self.plan.state(item.key), what, self.options.started_ns)
         earlier = item.tp_earlier_traceback
         if isinstance(error, TaskFailedEarlierError) and earlier:
             # Computed first for another item (on another xdist worker, say): the
@@ -161,7 +161,7 @@ def report_verdict(item: TaskItem, verdict: Verdict, plan: RunPlan) -> None:
         _repeat_recorded(item, Failure.of(error))
     status[REASON] = state.describe()
     status[STATUS] = Status.of_kind(Failure.of(error).kind).word
-    _output_sections(item, state)
+    _output_sections(item, state, plan.options.started_ns)
     raise error  # with its own traceback from run_task
 
 
@@ -213,14 +213,33 @@ def _repeat_recorded(item: TaskItem, failure: Failure) -> None:
     )
 
 
-def _output_sections(item: TaskItem, state: TaskState) -> None:
-    task_id = state.task_id
-    if task_id is None:
-        return
-    folder = state.store.folder(task_id)  # a string: two Path objects per item cost more
+#: How much older than the run's start an output file may look and still be this
+#: run's: file times come from a coarse kernel clock that lags ``time.time_ns``.
+_CLOCK_SLACK_NS = 50_000_000
+
+
+def output_files(state: TaskState | None, since_ns: int = 0) -> list[tuple[str, str]]:
+    """The task's stdout/stderr files written since ``since_ns`` (not a previous run's)."""
+    if state is None or state.task_id is None:
+        return []
+    folder = state.store.folder(state.task_id)  # a string: two Path objects per item cost more
+    found = []
     for which, name in (("stdout", STDOUT_NAME), ("stderr", STDERR_NAME)):
+        path = f"{folder}{os.sep}{name}"
         try:
-            with open(f"{folder}{os.sep}{name}", encoding="utf-8", errors="replace") as handle:
+            written = os.stat(path).st_mtime_ns
+        except OSError:
+            continue
+        if written >= since_ns - _CLOCK_SLACK_NS:
+            found.append((which, path))
+    return found
+
+
+def _output_sections(item: TaskItem, state: TaskState, since_ns: int = 0) -> None:
+    """Attach what the task printed; a task that failed before it ran printed nothing new."""
+    for which, path in output_files(state, since_ns):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
                 text = handle.read()
         except FileNotFoundError:
             continue
@@ -229,8 +248,13 @@ def _output_sections(item: TaskItem, state: TaskState) -> None:
 
 
 # -- failures ----------------------------------------------------------------------------
-def failure_header(item: TaskItem, state: TaskState | None, what: str = "failed") -> str:
-    """Class, arguments, task id and output files of a failed task (``what`` befell it)."""
+def failure_header(
+    item: TaskItem, state: TaskState | None, what: str = "failed", since_ns: int = 0
+) -> str:
+    """Class, arguments, task id and output files of a failed task (``what`` befell it).
+
+    Output files older than ``since_ns`` are a previous run's and not named.
+    """
     task = item.task
     lines = [
         f"task {task!r} {what}",
@@ -244,12 +268,8 @@ def failure_header(item: TaskItem, state: TaskState | None, what: str = "failed"
         return "\n".join(lines)
     lines.append(f"  task id:   {task_id}")
     # Output files exist only when the task printed something.
-    for which, path in (
-        ("stdout", state.store.stdout_path(task_id)),
-        ("stderr", state.store.stderr_path(task_id)),
-    ):
-        if path.exists():
-            lines.append(f"  {which}:    {path}")
+    for which, path in output_files(state, since_ns):
+        lines.append(f"  {which}:    {path}")
     if len(lines) == 4:
         lines.append("  output:    none (the task printed nothing)")
     return "\n".join(lines)
