@@ -215,7 +215,7 @@ class Run:
         state = self.state(node)
         if state.record is None or state.task_id is None:
             return None
-        problem: str | None = state.store.verify_value(state.task_id, state.record)
+        problem: str | None = state.store.planned_value_problem(state.task_id, state.record)
         return problem
 
     def invalidate(self, node: NodeKey, problem: str | None) -> None:
