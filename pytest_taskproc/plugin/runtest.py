@@ -202,13 +202,15 @@ def _upstream_reason(task: Any, failure: Failure) -> str:
 
 def _reruns_left(item: TaskItem) -> bool:
     """Whether pytest-rerunfailures will run this item again if it fails now."""
+    if not item.config.pluginmanager.hasplugin("rerunfailures"):
+        return False  # not installed, or -p no:rerunfailures
     import importlib
 
     try:
         rerunfailures: Any = importlib.import_module("pytest_rerunfailures")
-    except ImportError:
+        count = rerunfailures.get_reruns_count(item) or 0
+    except (ImportError, AttributeError, ValueError):  # another version's API
         return False
-    count = rerunfailures.get_reruns_count(item) or 0
     return int(getattr(item, "execution_count", 1)) <= int(count)
 
 
