@@ -412,6 +412,30 @@ class ClassStore:
             return False
         return True
 
+    def planned_value_problem(self, task_id: int, record: Record) -> str | None:
+        """What is wrong with the value file of a result planning found fresh; None if nothing.
+
+        A file that is as its writer left it (the stat its record names), or
+        whose bytes were hashed at this stat before (the stat table), is not
+        read: planning hashed again every other one (``_check_record`` with
+        ``rehash``), so a cached run costs the same whatever the size of its
+        values.  Only a file changed since (or a record without a stat) is
+        hashed again here.
+        """
+        path = f"{self.folder(task_id)}{os.sep}{record.file}"
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # replaced or cleared meanwhile: not damage
+        except OSError as exc:
+            raise access_error("read", path, exc) from None
+        if st.st_size == record.stored_size:
+            if (st.st_mtime_ns, st.st_ino, st.st_ctime_ns) == record.stat:
+                return None
+            if stat_cache(self.root).lookup(path, stat_key(st)) == record.digest:
+                return None
+        return self.verify_value(task_id, record)
+
     def verify_value(self, task_id: int, record: Record) -> str | None:
         """Whether the stored bytes still have the recorded digest; what is wrong, or None."""
         path = f"{self.folder(task_id)}{os.sep}{record.file}"

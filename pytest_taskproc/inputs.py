@@ -227,7 +227,7 @@ def file_digests(top: Path) -> dict[str, str]:
     return {rel: hash_file(os.path.join(top, rel)) for rel in walk_files(str(top))}
 
 
-def written_digest(directory: Path) -> str | None:
+def written_digest(directory: str | Path) -> str | None:
     """The digest of the files a task wrote into its task_directory; None when it wrote none."""
     top = str(directory)
     if not os.path.isdir(top) or next(walk_files(top), None) is None:

@@ -183,7 +183,7 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
             f"{describe(task, store, job.task_id)}"
         ) from None
     del value
-    files = written_digest(store.data_dir(job.task_id))
+    files = written_digest(f"{store.folder(job.task_id)}{os.sep}data")  # no Path per task
     digest = stored.digest
     # A value reproduced byte for byte from the same upstream values (say,
     # after a code edit) keeps its lineage, so what was computed from it stays

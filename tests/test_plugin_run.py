@@ -143,6 +143,28 @@ def test_second_run_reports_every_task_cached_and_computes_nothing(project: Proj
     assert second.ret == pytest.ExitCode.OK
 
 
+def test_a_cached_value_changed_in_place_is_recomputed_and_the_rest_stays_cached(
+    pytester: pytest.Pytester,
+) -> None:
+    # Cached items are not re-read: only planning's stat check stands between a
+    # changed value file and a wrong "cached" verdict, so it must catch this.
+    project = Project(pytester, warnings_as_errors=False)
+    project.task_file("task_binom.py", BINOM)
+    expect(project.run(), passed=N_TASKS)
+    project.runs()
+    (value,) = (project.cache / "taskproc" / "task_binom.Root" / "results").glob("*/result.pkl")
+    blob = bytearray(value.read_bytes())
+    assert blob[-2] == 6  # the pickle of Choose(4, 2) = 6: 0x80 0x05 K 6 .
+    blob[-2] = 7
+    value.write_bytes(bytes(blob))  # same size, a valid pickle of another value
+
+    second = project.run("-v")
+    second.stdout.fnmatch_lines(["*CacheCorruptionWarning*task_binom.Root*"])
+    assert second.parseoutcomes() == {"passed": 1, "cached": N_TASKS - 1, "warnings": 1}
+    assert project.runs() == ["Root"]
+    assert project.run().parseoutcomes() == {"cached": N_TASKS}
+
+
 def test_verbose_says_why_a_task_is_computed_and_cached_otherwise(project: Project) -> None:
     project.task_file("task_binom.py", BINOM)
     project.run("-v").stdout.fnmatch_lines(

@@ -45,6 +45,11 @@ def defining_file(cls: type) -> Path | None:
 
 
 @functools.lru_cache(maxsize=1024)
+def _path(filename: str) -> Path:
+    return Path(filename)
+
+
+@functools.lru_cache(maxsize=1024)
 def _resolved(filename: str) -> Path:
     """A module file's real path: resolving it per item cost a realpath per item."""
     return Path(filename).resolve()
@@ -175,7 +180,7 @@ class TaskItem(pytest.Item):
         line = definition_line(cast(Hashable, cls))
         if module_file is None or line is None:
             return self.path, None, f"{self.task!r}"
-        return Path(module_file), line, f"{self.task!r}"
+        return _path(module_file), line, f"{self.task!r}"
 
     def _traceback_filter(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:
         """Show the traceback from ``run_task`` on, not pytest's and our own frames."""
