@@ -348,3 +348,24 @@ def test_a_const_set_and_an_object_holding_one_have_one_digest_in_every_process(
     assert project.run("Count", PYTHONHASHSEED="1", WORDS=words) == (12, ["Count"])
     assert project.run("Count", PYTHONHASHSEED="2", WORDS=words) == (12, [])
     assert project.run("Count", PYTHONHASHSEED="3", WORDS=words + " h") == (13, ["Count"])
+
+
+def test_names_read_through_globals_count(project: Project) -> None:
+    project.module(
+        "tasks",
+        """
+        SCALE_fast = 2
+        SCALE_slow = 3
+
+
+        class Pick(TaskBase):
+            def run_task(self) -> int:
+                log("Pick")
+                return globals()["SCALE_" + "fast"]
+        """,
+        header=True,
+    )
+    assert project.run("Pick") == (2, ["Pick"])
+    project.edit("tasks", "SCALE_fast = 2", "SCALE_fast = 5")
+    assert project.run("Pick") == (5, ["Pick"])
+    assert project.run("Pick") == (5, [])
