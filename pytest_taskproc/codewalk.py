@@ -246,7 +246,7 @@ class Walker:
             home, key, value = imports[head]
         elif head in scope:
             home, key, value = scope, head, scope[head]
-        elif head in ("globals", "vars") and len(path) == 1:
+        elif head == "globals" and len(path) == 1:
             # ``globals()[f"SCALE_{k}"]``: any name of the module may be read
             module_name = scope.get("__name__") if isinstance(scope, dict) else None
             if module_name is not None and is_user_module(module_name):
