@@ -7,8 +7,9 @@ It documents the public names of ``pytest_taskproc`` (``__all__``), every
 exception of ``pytest_taskproc.errors``, the public functions of
 ``pytest_taskproc.provenance`` and ``pytest_taskproc.compare``, the plugin's
 options and ini settings as ``pytest_addoption`` declares them, and the
-options of ``python -m pytest_taskproc.app``. The output depends only on the
-source, never on the Python version or the terminal, so that the check is
+options of ``python -m pytest_taskproc.app`` and of the cache tool
+``taskproc-cache``. The output depends only on the source, never on the
+Python version or the terminal, so that the check is
 the same everywhere (``tests/test_docs.py`` runs it).
 """
 
@@ -81,7 +82,7 @@ def signature(func: Callable[..., Any], skip_first: bool = False) -> str:
             star_done = True
         if param.kind is param.VAR_POSITIONAL:
             star_done = True
-        prefix = {param.VAR_POSITIONAL: "*", param.VAR_KEYWORD: "**"}.get(param.kind, "")
+        prefix = {"VAR_POSITIONAL": "*", "VAR_KEYWORD": "**"}.get(param.kind.name, "")
         text = prefix + param.name
         if param.annotation is not inspect.Parameter.empty:
             text += f": {annotation(param.annotation)}"
@@ -233,11 +234,10 @@ def plugin_options() -> list[str]:
     return [*out, ""]
 
 
-def command_line(title: str, parser: argparse.ArgumentParser) -> list[str]:
-    out = [f"## `{parser.prog}`", "", title, "", parser.description or "", ""]
-    out += ["| argument | meaning |", "| --- | --- |"]
+def argument_rows(parser: argparse.ArgumentParser) -> list[str]:
+    rows = ["| argument | meaning |", "| --- | --- |"]
     for action in parser._actions:
-        if isinstance(action, argparse._HelpAction):
+        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
             continue
         if action.option_strings:
             metavar = action.metavar or (
@@ -251,8 +251,23 @@ def command_line(title: str, parser: argparse.ArgumentParser) -> list[str]:
             shown = f"`{names} {metavar}`" if metavar else f"`{names}`"
         else:
             shown = f"`{action.metavar or action.dest}`"
-        out.append(f"| {shown} | {cell(action.help or '')} |")
-    return [*out, ""]
+        shown = shown.replace("|", "\\|")  # a pipe would end the table cell
+        rows.append(f"| {shown} | {cell(action.help or '')} |")
+    return rows
+
+
+def command_line(title: str, parser: argparse.ArgumentParser) -> list[str]:
+    out = [f"## `{parser.prog}`", "", title, "", parser.description or "", ""]
+    out += [*argument_rows(parser), ""]
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {choice.dest: choice.help or "" for choice in action._choices_actions}
+        for name, sub in action.choices.items():
+            out += [f"### `{parser.prog} {name}`", "", cell(helps.get(name, "")), ""]
+            rows = argument_rows(sub)
+            out += [*(rows if len(rows) > 2 else ["No arguments."]), ""]
+    return out
 
 
 def render() -> str:
@@ -294,6 +309,12 @@ def render() -> str:
     out += plugin_options()
     app = importlib.import_module("pytest_taskproc.app")
     out += command_line("The command line for a task file.", app.build_parser())
+    tool = importlib.import_module("pytest_taskproc.cachetool")
+    out += command_line(
+        "The cache tool, also `python -m pytest_taskproc.cache` (see "
+        "[living with a cache](cache.md#inspecting-it)).",
+        tool.build_parser(),
+    )
     return "\n".join(out).rstrip() + "\n"
 
 

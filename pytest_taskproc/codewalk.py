@@ -213,7 +213,8 @@ class Walker:
         shown = [s.text for s in summaries]
         if value is not _NO_VALUE and is_immutable(value):
             # also what it came out as: ``N = int(os.environ["N"])``, ``STARTED = time.time()``
-            shown.append(without_location(self._value_text(name, value), kept.filename))
+            text = self._value_text(name, value)
+            shown.append(without_location(text, kept.filename, "\n".join(shown)))
         self.parts[name] = sha("\n".join(shown))
         for summary in summaries:
             imports = dict(self._local_imports(summary.imports, scope))
@@ -455,15 +456,17 @@ def _locations(filename: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted({*found, *with_real}, key=lambda pw: -len(pw[0])))
 
 
-def without_location(text: str, filename: str) -> str:
+def without_location(text: str, filename: str, source: str = "") -> str:
     """``text`` with the module's and the project's folders replaced by words.
 
     ``HERE = Path(__file__).parent`` is a value worth digesting (a path from an
     environment variable is not code), but its text names where the project
     lies: a clone in another folder, a moved checkout or a CI runner must not
-    find every task that reads it changed.
+    find every task that reads it changed.  A folder written literally in the
+    ``source`` stays: the source counts it already, and a Dask worker, which
+    runs the same file from another folder, must describe the value the same.
     """
     for path, word in _locations(filename):
-        if len(path) > 1:
+        if len(path) > 1 and path not in source:
             text = text.replace(path, word)
     return text

@@ -249,6 +249,23 @@ class Run:
         if state.task_id is not None and failure_dir is not None:
             forget_marker(failure_dir, state.store.name, state.task_id)
 
+    def forget_failures_upstream(self, node: NodeKey) -> None:
+        """A rerun of the task's item: it and its upstream tasks that failed (or were in
+        the way) in this run are settled again, since another process may since have
+        rerun them successfully; the run's markers of those failures go too."""
+        sched = self._pass
+        seen = {node}
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            if current in sched.failed or current in sched.blocked:
+                self.forget_failure(current)
+                sched.forget_value(current)
+            for up in sched.graph.upstream(current):
+                if up not in seen:
+                    seen.add(up)
+                    stack.append(up)
+
     # -- inside ----------------------------------------------------------------------------
     def _lazy_executor(self) -> Executor:
         if self._executor is None:

@@ -7,7 +7,8 @@ by edits of that file, and nothing else would ever tell its author.  While
 reading; when it returns, each one that is not declared and not somewhere a
 task may read freely (its own and upstream task directories in the cache,
 the interpreter, installed packages, Python source files, ``/dev``, ``/proc``,
-files it wrote itself) is named in one :class:`UndeclaredInputWarning` per
+``/etc``, ``/usr/share``, hidden folders of the home directory where libraries keep
+caches and settings, files it wrote itself) is named in one :class:`UndeclaredInputWarning` per
 task and file.  ``CP_AUDIT_READS=0``, ``Context.audit_reads = False`` or the
 plugin's ``--taskproc-no-read-audit`` turn it off.
 
@@ -118,8 +119,15 @@ def _freely_read() -> tuple[str, ...]:
         places.update(site.getsitepackages())
     with contextlib.suppress(AttributeError):
         places.add(site.getusersitepackages())
-    places.update(("/dev", "/proc", "/sys", "/etc/localtime", "/usr/share/zoneinfo"))
-    return tuple(os.path.join(os.path.abspath(p), "") for p in places)
+    places.update(("/dev", "/proc", "/sys", "/etc", "/usr/share", "/usr/lib", "/var/cache"))
+    # Libraries keep their caches and settings there (matplotlib's font list in
+    # ~/.cache, ~/.config/...): reading them is not the task reading data.
+    for variable in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+        if os.environ.get(variable):
+            places.add(os.environ[variable])
+    found = tuple(os.path.join(os.path.abspath(p), "") for p in places)
+    home = os.path.expanduser("~")
+    return (*found, os.path.join(home, ".")) if home != "~" else found
 
 
 _FREELY_READ: tuple[str, ...] | None = None

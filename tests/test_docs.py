@@ -28,6 +28,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -317,13 +318,19 @@ def test_output_patterns_ignore_times_paths_and_rules() -> None:
     assert not fnmatch.fnmatchcase("n // 2", pattern("n / 2"))
 
 
-def test_reference_is_generated_from_the_current_docstrings() -> None:
+def load_make_reference() -> Any:
+    """docs/make_reference.py as a module (it is a script, not part of the package)."""
     spec = importlib.util.spec_from_file_location(
         "make_reference", ROOT / "docs" / "make_reference.py"
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_reference_is_generated_from_the_current_docstrings() -> None:
+    module = load_make_reference()
     current = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
     assert module.render() == current, (
         "docs/reference.md is out of date: run python docs/make_reference.py"
@@ -398,3 +405,28 @@ def test_anchors_are_githubs() -> None:
     assert slug(" Step 2: a task, and a sweep") == "step-2-a-task-and-a-sweep"
     assert slug(" `python -m pytest_taskproc.app`") == "python--m-pytest_taskprocapp"
     assert slug(" The pytest plugin's options") == "the-pytest-plugins-options"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_headings_stand_apart_from_the_text_before_them(page: Path) -> None:
+    """A heading right after a list item's last line is easy to miss when editing."""
+    lines, fenced, crowded = page.read_text(encoding="utf-8").splitlines(), False, []
+    for number, line in enumerate(lines, 1):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and line.startswith("#") and number > 1 and lines[number - 2].strip():
+            crowded.append(f"{page_id(page)}:{number}: {line}")
+    assert not crowded, "no blank line before these headings:\n" + "\n".join(crowded)
+
+
+def test_the_plugin_page_names_every_option_and_ini_setting() -> None:
+    from pytest_taskproc import plugin
+
+    module = load_make_reference()
+    recorder = module._OptionRecorder()
+    plugin.pytest_addoption(recorder)
+    names = [n for _, options in recorder.groups for names, _ in options for n in names]
+    names += [name for name, _, _ in recorder.ini]
+    page = (ROOT / "docs" / "plugin.md").read_text(encoding="utf-8")
+    missing = [n for n in names if f"`{n}" not in page]
+    assert not missing, f"docs/plugin.md's options table does not name {missing}"

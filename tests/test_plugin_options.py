@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from taskproject import HEADER
+from taskproject import HEADER, unused_plugins
 
 TASKS = """
 @infer_task_type
@@ -67,7 +67,9 @@ def write_tasks(pytester: pytest.Pytester, name: str = "task_graph.py", body: st
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", *unused_plugins(args, pytester.path), *args, timeout=120
+    )
 
 
 def runs(pytester: pytest.Pytester) -> list[str]:

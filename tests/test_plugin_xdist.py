@@ -378,7 +378,10 @@ def test_a_failure_computed_for_another_item_lands_in_its_own_item_and_junit(
     still shows the traceback of its run_task and its output, in the terminal and JUnit XML."""
     project.task_file("task_gate.py", FIRST_AS_UPSTREAM)
     project.task_file("task_down.py", DOWN)
-    result = project.run("-n", "2", "--dist=loadfile", "-rs", "--junitxml=junit.xml")
+    # In file order (no pytest-randomly), so the gate is each worker's first item.
+    result = project.run(
+        "-n", "2", "--dist=loadfile", "-p", "no:randomly", "-rs", "--junitxml=junit.xml"
+    )
     result.assert_outcomes(passed=1, failed=1, skipped=1)
     assert project.runs() == ["Bad"]
     result.stdout.fnmatch_lines(
@@ -397,3 +400,82 @@ def test_a_failure_computed_for_another_item_lands_in_its_own_item_and_junit(
     result.stdout.fnmatch_lines(["*upstream task Bad() failed (ValueError: boom in Bad)*"])
     junit = (project.path / "junit.xml").read_text(encoding="utf-8")
     assert 'raise ValueError("boom in Bad")' in junit.replace("&quot;", '"')
+
+
+FLAKY_UPSTREAM = """
+ATTEMPTS = os.path.join(os.path.dirname(LOG), "attempts")
+
+
+class Flaky(TaskBase):
+    def run_task(self) -> int:
+        with open(ATTEMPTS, "a") as handle:
+            handle.write("x")
+        with open(ATTEMPTS) as handle:
+            attempt = len(handle.read())
+        log("Flaky", attempt, os.getpid())
+        if attempt < 3:
+            raise RuntimeError("not yet")
+        return 1
+"""
+
+USES_FLAKY = """
+from task_flaky import ATTEMPTS, Flaky
+
+
+class AGate(TaskBase):
+    def run_task(self) -> int:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(ATTEMPTS) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return 0
+
+
+class UsesFlaky(TaskBase):
+    flaky: Requires[int]
+
+    def build_task(self) -> None:
+        self.flaky = Flaky()
+
+    def run_task(self) -> int:
+        log("UsesFlaky", os.getpid())
+        return self.flaky + 1
+"""
+
+#: ``Flaky``'s item is rerun only once ``UsesFlaky``'s first attempt has been reported.
+SEEN_CONFTEST = """
+import os
+import time
+
+SEEN = os.path.join(os.path.dirname(__file__), "downstream-reported")
+
+
+def pytest_runtest_logreport(report):
+    if report.nodeid.endswith("::UsesFlaky") and report.when == "call":
+        open(SEEN, "a").close()
+
+
+def pytest_runtest_setup(item):
+    if item.name == "Flaky" and getattr(item, "execution_count", 1) == 2:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(SEEN) and time.monotonic() < deadline:
+            time.sleep(0.05)
+"""
+
+
+def test_with_reruns_a_downstream_item_is_not_skipped_in_a_green_run(project: Project) -> None:
+    """``Flaky`` fails on one worker, ``UsesFlaky`` on the other sees that, then ``Flaky``'s
+    rerun passes: the downstream item must end passed (after reruns), never skipped."""
+    pytest.importorskip("pytest_rerunfailures")
+    project.task_file("task_flaky.py", FLAKY_UPSTREAM)
+    project.task_file("task_uses.py", USES_FLAKY)
+    (project.path / "conftest.py").write_text(SEEN_CONFTEST, encoding="utf-8")
+    result = project.run("-n", "2", "--dist=loadfile", "-p", "no:randomly", "--reruns", "3", "-rA")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("skipped", 0) == 0 and outcomes.get("failed", 0) == 0, result.stdout.str()
+    assert outcomes["passed"] == 3
+    result.stdout.fnmatch_lines_random(
+        ["PASSED task_uses.py::UsesFlaky*", "PASSED task_flaky.py::Flaky*"]
+    )
+    runs = project.runs()
+    assert runs.count("UsesFlaky") == 1 and runs[-1] == "UsesFlaky"
+    assert [line for line in runs if line.startswith("Flaky")] == ["Flaky 1", "Flaky 2", "Flaky 3"]

@@ -132,3 +132,19 @@ def test_the_plugin_names_an_undeclared_read_unless_told_not_to(
     assert quiet.ret == 0
     assert project.runs() == ["Reader", "Reader"]
     assert "UndeclaredInputWarning" not in quiet.stdout.str()
+
+
+def test_library_caches_and_settings_are_not_a_task_s_data(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """matplotlib reads its font list from ~/.cache while a task saves a plot: no warning."""
+    from pytest_taskproc import readaudit
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    freely = readaudit._freely_read()
+    font_list = str(tmp_path / ".cache" / "matplotlib" / "fontlist-v3.json")
+    data = str(tmp_path / "project" / "data" / "raw.csv")
+    assert font_list.startswith(freely)
+    assert str(tmp_path / ".config" / "tool.toml").startswith(freely)
+    assert "/etc/ssl/certs/ca.pem".startswith(freely)
+    assert not data.startswith(freely)

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
 from pytest_taskproc import Requires, RequiresList, TaskBase
 
@@ -47,12 +48,8 @@ class Plot(TaskBase):
         self.errors = [Fit(alpha) for alpha in ALPHAS]
 
     def run_task(self) -> str:
-        import matplotlib
-
-        matplotlib.use("Agg")  # draw to files, without a display
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots()
+        fig = Figure()
+        ax = fig.subplots()
         ax.loglog(ALPHAS, self.errors, marker="o", label="validation error")
         ax.set_xlabel("ridge penalty alpha")
         ax.set_ylabel("mean squared error")

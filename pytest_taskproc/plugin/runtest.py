@@ -146,7 +146,15 @@ def report_verdict(item: TaskItem, verdict: Verdict, plan: RunPlan) -> None:
             assert verdict.culprit is not None
             _skip(item, f"upstream task {culprit!r} is {plan.mark_skip(verdict.culprit)}")
         assert cause is not None
-        _skip(item, _upstream_reason(culprit, Failure.of(cause)))
+        failure = Failure.of(cause)
+        reason = _upstream_reason(culprit, failure)
+        if failure.kind is Kind.FAILED and plan.options.worker_id and _reruns_left(item):
+            # Under xdist the culprit's own item may yet be rerun on another worker
+            # and pass: a skip now would be final in an otherwise green run, while
+            # a failure is rerun too, and the rerun settles the upstream again.
+            status[STATUS] = "failed"
+            pytest.fail(f"{reason}; rerun, since its own item may be rerun", pytrace=False)
+        _skip(item, reason)
     error = verdict.error
     assert error is not None
     if isinstance(error, TaskFailedEarlierError):
@@ -190,6 +198,20 @@ def _upstream_reason(task: Any, failure: Failure) -> str:
     if failure.kind is Kind.XFAILED:
         return f"upstream task {task!r} xfailed ({detail})"
     return f"upstream task {task!r} failed ({detail})"
+
+
+def _reruns_left(item: TaskItem) -> bool:
+    """Whether pytest-rerunfailures will run this item again if it fails now."""
+    if not item.config.pluginmanager.hasplugin("rerunfailures"):
+        return False  # not installed, or -p no:rerunfailures
+    import importlib
+
+    try:
+        rerunfailures: Any = importlib.import_module("pytest_rerunfailures")
+        count = rerunfailures.get_reruns_count(item) or 0
+    except (ImportError, AttributeError, ValueError):  # another version's API
+        return False
+    return int(getattr(item, "execution_count", 1)) <= int(count)
 
 
 def _skip(item: TaskItem, reason: str) -> None:

@@ -118,7 +118,7 @@ def _settle(plan: RunPlan, item: TaskItem, rerun: bool) -> Verdict:
     key = item.key
     if rerun:
         plan.stop(cancel=False)
-        run.forget_failure(key)
+        run.forget_failures_upstream(key)
     state = run.state(key)
     if not state.stale:
         problem = run.damage(key)
