@@ -150,6 +150,20 @@ class Walker:
             if any(not kept.runs(f.__code__) for f in own):
                 self.stale_files.append(kept.filename)
             self._digest_source(name, kept, nodes, scope)
+            # what the attributes hold now: ``Task.FACTOR = int(os.environ["F"])`` below the
+            # class changes no text of it
+            values = [
+                f"{attr}={self._value_text(f'{name}.{attr}', value)}"
+                for attr, value in sorted(vars(cls).items())
+                if attr not in _NOT_CODE
+                and not attr.startswith(("__", "_tp"))
+                and is_immutable(value)
+            ]
+            if values:
+                label = f"{name}.<attribute values>"
+                source = "\n".join(kept.summary(n).text for n in nodes)
+                text = without_location("\n".join(values), kept.filename, source)
+                self.parts[label] = sha(text)
         for base in cls.__bases__:
             if not is_task_class(base):
                 self._follow_value(base)
@@ -211,8 +225,11 @@ class Walker:
         """A part made of definitions or statements of a file, and the names they read."""
         summaries = [kept.summary(n) for n in nodes]
         shown = [s.text for s in summaries]
-        if value is not _NO_VALUE and is_immutable(value):
-            # also what it came out as: ``N = int(os.environ["N"])``, ``STARTED = time.time()``
+        if value is not _NO_VALUE and (
+            is_immutable(value) or (_is_plain_data(value) and _computed(nodes))
+        ):
+            # also what it came out as: ``N = int(os.environ["N"])``, ``STARTED = time.time()``,
+            # ``PARAMS = json.load(...)`` (a memo dict, made empty, is filled later: not that)
             text = self._value_text(name, value)
             shown.append(without_location(text, kept.filename, "\n".join(shown)))
         self.parts[name] = sha("\n".join(shown))
@@ -236,7 +253,8 @@ class Walker:
         for attr in path[1:]:
             if isinstance(value, types.ModuleType) and is_user_module(value.__name__):
                 members = vars(value)
-                if attr not in members:
+                if attr not in members:  # set at run time, or a module __getattr__
+                    self._whole_module(value)
                     return
                 home, key, value = members, attr, members[attr]
                 self.lookups.append((home, key, value))
@@ -266,7 +284,11 @@ class Walker:
 
     def _name(self, home: Any, key: str, value: Any) -> None:
         """A name of a module: a function or class by its code, anything else by its statements."""
-        if isinstance(value, types.ModuleType) or is_task_class(value):
+        if isinstance(value, types.ModuleType):
+            if is_user_module(value.__name__):
+                self._whole_module(value)  # used as a value: any of its names may be read
+            return
+        if is_task_class(value):
             return
         if isinstance(value, (types.FunctionType, type)):
             self._follow_value(value)
@@ -296,6 +318,17 @@ class Walker:
         # not by where the project lies
         filename = kept.filename if kept is not None else str(home.get("__file__") or "")
         self.parts[label] = sha(without_location(self._value_text(label, value), filename))
+
+    def _whole_module(self, module: types.ModuleType) -> None:
+        """Every name a user module defines: code reads them by names it computes."""
+        if id(module) in self._seen:
+            return
+        self._seen.add(id(module))
+        members = vars(module)
+        for key in sorted(members):
+            if not key.startswith("__"):
+                self.lookups.append((members, key, members[key]))
+                self._name(members, key, members[key])
 
     def _local_imports(
         self, statements: Iterable[ast.Import | ast.ImportFrom], scope: dict[str, Any]
@@ -346,6 +379,49 @@ class Walker:
 
 
 # -- finding the definition in use ---------------------------------------------------------
+
+
+#: what makes a memo or a registry, empty, to be filled while the program runs
+_EMPTY_MAKERS = frozenset({"dict", "list", "set", "defaultdict", "OrderedDict", "Counter", "deque"})
+
+
+def _computed(nodes: Sequence[ast.AST]) -> bool:
+    """Whether statements call something that may read data from outside (a file, the
+    environment), not only make an empty container."""
+    for node in nodes:
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.Call):
+                callee = inner.func
+                tail = callee.attr if isinstance(callee, ast.Attribute) else None
+                if isinstance(callee, ast.Name):
+                    tail = callee.id
+                if tail not in _EMPTY_MAKERS:
+                    return True
+    return False
+
+
+def _is_plain_data(value: Any, depth: int = 0) -> bool:
+    """Lists, tuples and dicts of plain scalars, NumPy arrays, and the user's objects holding
+    those: a loaded config or weights, stable in every process (unlike a random generator's
+    state or a logger)."""
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return True
+    if depth > 20:
+        return False
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, numpy.ndarray):
+        return bool(value.dtype != object)
+    kind = type(value)
+    if is_user_module(getattr(kind, "__module__", "") or "") and hasattr(value, "__dict__"):
+        return not isinstance(value, type) and _is_plain_data(vars(value), depth + 1)
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain_data(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(
+            isinstance(k, (str, int, float, bool, type(None))) and _is_plain_data(v, depth + 1)
+            for k, v in value.items()
+        )
+    return False
 
 
 def _function_nodes(kept: SourceFile, code: types.CodeType) -> list[ast.AST]:

@@ -28,7 +28,8 @@ from .errors import TaskArgumentError
 from .identity import _canonical, encode_key
 from .record import InputRead
 from .requires import Const, InputFile
-from .serialize import dump_result
+from .sourcefiles import is_user_module
+from .valuedigest import ValueText
 
 STAT_CACHE_NAME = "stat-cache.json"
 #: A file changed less than this long before it was hashed may change again
@@ -51,16 +52,44 @@ def const_digest(const: Const[Any]) -> str:
     cached: str | None = const.__dict__.get("_tp_digest")
     if cached is None:
         try:
-            cached = "json:" + _sha(encode_key({"v": _canonical(const.value, "Const", "value")}))
+            canonical = _canonical(const.value, "Const", "value")
+            # The canonical form sorts dict keys; a run_task iterating the dict sees its
+            # order, so the order of every dict counts too.
+            order = json.dumps(_key_orders(const.value), separators=(",", ":"))
+            cached = "json:" + _sha(encode_key({"v": canonical}) + "\0" + order)
         except (TaskArgumentError, RecursionError, ValueError):
             try:
-                cached = "pickle:" + hashlib.sha256(dump_result(const.value)).hexdigest()
+                # the code digest's description: sets in one order and objects by their
+                # state in every process, where pickled bytes follow the hash seed
+                text = ValueText(_is_user_class).text(const.value)
+                cached = "value:" + _sha(text)
             except Exception:
                 # Nothing says whether it is the value of last time: count it as
                 # new in every process rather than trust it.
                 cached = "unpicklable:" + uuid.uuid4().hex
         object.__setattr__(const, "_tp_digest", cached)
     return cached
+
+
+def _is_user_class(value: Any) -> bool:
+    """Objects of the user's classes are described by their state; others by their
+    pickled bytes, functions by their name."""
+    return isinstance(value, type) and is_user_module(value.__module__ or "")
+
+
+def _key_orders(value: Any) -> list[Any]:
+    """The keys of every dict inside ``value`` in insertion order, depth first."""
+    orders: list[Any] = []
+    if isinstance(value, dict):
+        orders.append([repr(k) for k in value])
+        items: Iterable[Any] = value.values()
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        return orders
+    for item in items:
+        orders.extend(_key_orders(item))
+    return orders
 
 
 def _sha(text: str) -> str:
@@ -153,18 +182,29 @@ def file_digest(path: str, table: StatCache | None) -> str:
     return digest
 
 
-def walk_files(top: str) -> Iterator[str]:
-    """Every file under ``top`` by relative path (``/`` separated)."""
-    for here, dirs, files in os.walk(top):
-        dirs.sort()
+def walk_files(top: str, follow_links: bool = False) -> Iterator[str]:
+    """Every file under ``top`` by relative path (``/`` separated); with ``follow_links``
+    also those in linked folders (``data/current -> runs/v2``), each link followed
+    unless it leads back to a folder the walk is inside."""
+    chains = {top: (os.path.realpath(top),)}
+    for here, dirs, files in os.walk(top, followlinks=follow_links):
+        chain = chains.pop(here, ())
+        kept = []
+        for name in sorted(dirs):
+            real = os.path.realpath(os.path.join(here, name))
+            if real not in chain:
+                kept.append(name)
+                chains[os.path.join(here, name)] = (*chain, real)
+        dirs[:] = kept
         rel = os.path.relpath(here, top)
         for name in sorted(files):
             yield name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
 
 
-def tree_digest(top: str, table: StatCache | None) -> str:
+def tree_digest(top: str, table: StatCache | None, follow_links: bool = False) -> str:
     """The digest of a directory: every file's relative path and SHA-256."""
-    names = sorted(walk_files(top))  # one order for every walk, whatever the file system's
+    # one order for every walk, whatever the file system's
+    names = sorted(walk_files(top, follow_links))
     return _combine((rel, file_digest(os.path.join(top, rel), table)) for rel in names)
 
 
@@ -195,12 +235,26 @@ def written_digest(directory: str | Path) -> str | None:
     return tree_digest(top, None)
 
 
+def _empty_folders(top: str) -> list[str]:
+    """The folders under ``top`` holding nothing, by relative path (``/`` separated)."""
+    found = []
+    for here, dirs, files in os.walk(top):
+        if here != top and not dirs and not files:
+            found.append(os.path.relpath(here, top).replace(os.sep, "/"))
+    return sorted(found)
+
+
 def path_digest(path: Path, table: StatCache | None) -> str | None:
     """The digest of a file or directory; None when there is none."""
     text = str(path)
     try:
         if os.path.isdir(text):
-            return tree_digest(text, table)
+            # a task reads through a linked folder as through any other
+            digest = tree_digest(text, table, follow_links=True)
+            empty = _empty_folders(text)
+            # a task listing the directory sees an empty folder too; a tree without one
+            # keeps the digest it always had
+            return "dir:" + _sha(f"{digest}\0{json.dumps(empty)}") if empty else digest
         return file_digest(text, table)
     except (FileNotFoundError, NotADirectoryError):
         return None

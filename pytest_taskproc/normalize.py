@@ -77,13 +77,19 @@ def strip_in_place(node: ast.AST) -> None:
 
 def _references(tree: ast.AST) -> Iterator[list[str]]:
     """Dotted names read by the code: ``helper``, ``module.CONSTANT``, ``Other.method``."""
-    for node in ast.walk(tree):
+    # The name under ``module.attr`` is not read bare: a bare user module (passed to
+    # ``getattr``, say) counts whole, one read by attributes only by what they reach.
+    chain_bases: set[int] = set()
+    for node in ast.walk(tree):  # breadth first: a chain before the name at its base
+        if id(node) in chain_bases:
+            continue  # a part of a longer chain, already yielded
         if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
             path: list[str] = []
             inner: ast.expr = node
             while isinstance(inner, ast.Attribute):
                 path.append(inner.attr)
                 inner = inner.value
+                chain_bases.add(id(inner))
             if isinstance(inner, ast.Name):
                 yield [inner.id, *reversed(path)]
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):

@@ -1,0 +1,350 @@
+"""Freshness against research code that tries to fool it: edits between fresh processes.
+
+Each scenario writes user modules into a project directory, runs a root task in a
+fresh interpreter (as a user's script would), edits a module or an input, runs
+again, and counts ``run_task`` calls through the run log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import MODULE_HEADER
+
+RUNNER = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from pytest_taskproc import Context
+Context.cache_dir = sys.argv[2]
+import tasks
+print(json.dumps(getattr(tasks, sys.argv[3])().run_graph(max_workers=1)))
+"""
+
+
+class Project:
+    """User modules in a directory, a cache elsewhere, and the run log."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.dir = tmp_path / "project"
+        self.dir.mkdir()
+        self.cache = tmp_path / "cache"
+        self.log = tmp_path / "run.log"
+
+    def module(self, name: str, body: str, header: bool = False) -> None:
+        text = textwrap.dedent(body)
+        if header:
+            text = MODULE_HEADER.format(log=str(self.log)) + text
+        (self.dir / f"{name}.py").write_text(text, encoding="utf-8")
+
+    def edit(self, name: str, old: str, new: str) -> None:
+        path = self.dir / f"{name}.py"
+        text = path.read_text(encoding="utf-8")
+        assert old in text
+        path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+    def run(self, root: str, **env: str) -> tuple[Any, list[str]]:
+        """The root's value and the ``run_task`` calls, from a fresh interpreter."""
+        self.log.write_text("")
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("CP_")}
+        done = subprocess.run(
+            [sys.executable, "-c", RUNNER, str(self.dir), str(self.cache), root],
+            capture_output=True,
+            text=True,
+            env={**environ, **env},
+            cwd=self.dir,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.splitlines()[-1]), self.log.read_text().split()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path)
+
+
+def test_a_const_dict_in_another_key_order_is_a_new_input(project: Project) -> None:
+    # Iterating a config dict (layers, stages) gives a result that depends on its order:
+    # equal content in another order must not serve the value made from the old order.
+    project.module(
+        "tasks",
+        """
+        class Layers(TaskBase):
+            spec: Requires[dict]
+
+            def build_task(self) -> None:
+                self.spec = Const({k: 1 for k in os.environ["ORDER"]})
+
+            def run_task(self) -> list:
+                log("Layers")
+                return list(self.spec)
+        """,
+        header=True,
+    )
+    assert project.run("Layers", ORDER="ab") == (["a", "b"], ["Layers"])
+    assert project.run("Layers", ORDER="ab") == (["a", "b"], [])
+    assert project.run("Layers", ORDER="ba") == (["b", "a"], ["Layers"])
+    assert project.run("Layers", ORDER="ba") == (["b", "a"], [])
+
+
+def test_a_user_module_used_as_a_value_counts_whole(project: Project) -> None:
+    # ``getattr(helpers, name)`` (a registry of models by name) reaches any function of
+    # the module: the attribute read cannot be seen, so all of the module counts.
+    project.module("helpers", "def scale(x):\n    return x * 2\n")
+    project.module(
+        "tasks",
+        """
+        import helpers
+
+        class Pick(TaskBase):
+            def run_task(self) -> int:
+                log("Pick")
+                return getattr(helpers, "sc" + "ale")(4)
+        """,
+        header=True,
+    )
+    assert project.run("Pick") == (8, ["Pick"])
+    assert project.run("Pick") == (8, [])
+    project.edit("helpers", "x * 2", "x * 3")
+    assert project.run("Pick") == (12, ["Pick"])
+    assert project.run("Pick") == (12, [])
+
+
+def test_a_user_module_read_only_by_attribute_counts_only_what_is_read(project: Project) -> None:
+    project.module("helpers", "def scale(x):\n    return x * 2\n\ndef other():\n    return 1\n")
+    project.module(
+        "tasks",
+        """
+        import helpers
+
+        class Scale(TaskBase):
+            def run_task(self) -> int:
+                log("Scale")
+                return helpers.scale(4)
+        """,
+        header=True,
+    )
+    assert project.run("Scale") == (8, ["Scale"])
+    project.edit("helpers", "return 1", "return 2")
+    assert project.run("Scale") == (8, [])
+    project.edit("helpers", "x * 2", "x * 3")
+    assert project.run("Scale") == (12, ["Scale"])
+
+
+CONFIG_AT_IMPORT = """
+import json
+from collections import defaultdict
+from pathlib import Path
+
+PARAMS = json.loads((Path(__file__).parent / "params.json").read_text())
+LAYERS = PARAMS["layers"]
+SEEN = defaultdict(list)  # a memo filled while the graph is built: not an input
+
+
+class Scale(TaskBase):
+    def build_task(self, i: int) -> None:
+        SEEN[i].append(i)
+        self.i = i
+
+    def run_task(self) -> list:
+        log("Scale")
+        return [PARAMS["scale"] * self.i, *LAYERS]
+
+
+class Main(TaskBase):
+    parts: RequiresList[list]
+
+    def build_task(self) -> None:
+        self.parts = [Scale(i) for i in range(int(os.environ.get("N", "2")))]
+
+    def run_task(self) -> list:
+        log("Main")
+        return self.parts
+"""
+
+
+def test_a_config_loaded_at_import_counts_by_its_value(project: Project) -> None:
+    # ``CONFIG = json.load(...)`` / ``yaml.safe_load(...)`` at module level: the statement
+    # does not change when the file does, the value does.
+    (project.dir / "params.json").write_text(json.dumps({"scale": 2, "layers": [1]}))
+    project.module("tasks", CONFIG_AT_IMPORT, header=True)
+    assert project.run("Main") == ([[0, 1], [2, 1]], ["Scale", "Scale", "Main"])
+    # a memo filled differently (a bigger graph) changes nothing
+    assert project.run("Main", N="3")[1] == ["Scale", "Main"]
+    assert project.run("Main", N="1") == ([[0, 1]], ["Main"])
+    assert project.run("Main") == ([[0, 1], [2, 1]], ["Main"])
+    (project.dir / "params.json").write_text(json.dumps({"scale": 3, "layers": [1]}))
+    assert project.run("Main") == ([[0, 1], [3, 1]], ["Scale", "Scale", "Main"])
+    (project.dir / "params.json").write_text(json.dumps({"scale": 3, "layers": [1, 5]}))
+    assert project.run("Main") == ([[0, 1, 5], [3, 1, 5]], ["Scale", "Scale", "Main"])
+    assert project.run("Main")[1] == []
+
+
+def test_a_class_attribute_set_after_the_class_body_counts(project: Project) -> None:
+    project.module(
+        "tasks",
+        """
+        class Factor(TaskBase):
+            FACTOR = 1
+
+            def run_task(self) -> int:
+                log("Factor")
+                return self.FACTOR
+
+
+        Factor.FACTOR = int(os.environ.get("F", "1"))
+        """,
+        header=True,
+    )
+    assert project.run("Factor") == (1, ["Factor"])
+    assert project.run("Factor", F="5") == (5, ["Factor"])
+    assert project.run("Factor", F="5") == (5, [])
+
+
+def test_weights_and_a_config_object_loaded_at_import_count_by_their_value(
+    project: Project,
+) -> None:
+    np = pytest.importorskip("numpy")
+    np.save(project.dir / "w.npy", np.arange(3))
+    (project.dir / "params.json").write_text(json.dumps({"s": 2}))
+    project.module(
+        "tasks",
+        """
+        import json
+        from pathlib import Path
+
+        import numpy as np
+
+        HERE = Path(__file__).parent
+
+
+        class Config:
+            def __init__(self, data: dict) -> None:
+                self.s = data["s"]
+
+
+        CONFIG = Config(json.loads((HERE / "params.json").read_text()))
+        WEIGHTS = np.load(HERE / "w.npy")
+
+
+        class Score(TaskBase):
+            def run_task(self) -> int:
+                log("Score")
+                return CONFIG.s * int(WEIGHTS.sum())
+        """,
+        header=True,
+    )
+    assert project.run("Score") == (6, ["Score"])
+    assert project.run("Score") == (6, [])
+    (project.dir / "params.json").write_text(json.dumps({"s": 3}))
+    assert project.run("Score") == (9, ["Score"])
+    np.save(project.dir / "w.npy", np.arange(4))
+    assert project.run("Score") == (18, ["Score"])
+    assert project.run("Score") == (18, [])
+
+
+def test_an_empty_folder_added_to_an_input_directory_is_new_content(project: Project) -> None:
+    # a task listing a directory (one folder per run, per subject) sees an empty folder too
+    (project.dir / "runs" / "a").mkdir(parents=True)
+    (project.dir / "runs" / "a" / "x.txt").write_text("x")
+    project.module(
+        "tasks",
+        """
+        from pathlib import Path
+
+        from pytest_taskproc import InputFile
+
+
+        class Runs(TaskBase):
+            runs: Requires[Path]
+
+            def build_task(self) -> None:
+                self.runs = InputFile("runs")
+
+            def run_task(self) -> list:
+                log("Runs")
+                return sorted(p.name for p in self.runs.iterdir())
+        """,
+        header=True,
+    )
+    assert project.run("Runs") == (["a"], ["Runs"])
+    (project.dir / "runs" / "b").mkdir()
+    assert project.run("Runs") == (["a", "b"], ["Runs"])
+    assert project.run("Runs") == (["a", "b"], [])
+
+
+def test_a_linked_folder_inside_an_input_directory_counts_by_its_files(
+    project: Project, tmp_path: Path
+) -> None:
+    # ``data/current -> /shared/runs/v1``: the task reads through the link
+    for version in ("v1", "v2"):
+        (tmp_path / "runs" / version).mkdir(parents=True)
+        (tmp_path / "runs" / version / "f.txt").write_text(version)
+    (project.dir / "data").mkdir()
+    (project.dir / "data" / "current").symlink_to(tmp_path / "runs" / "v1")
+    (project.dir / "data" / "loop").symlink_to(project.dir / "data")  # a cycle ends the walk
+    project.module(
+        "tasks",
+        """
+        from pathlib import Path
+
+        from pytest_taskproc import InputFile
+
+
+        class Current(TaskBase):
+            data: Requires[Path]
+
+            def build_task(self) -> None:
+                self.data = InputFile("data")
+
+            def run_task(self) -> str:
+                log("Current")
+                return (self.data / "current" / "f.txt").read_text()
+        """,
+        header=True,
+    )
+    assert project.run("Current") == ("v1", ["Current"])
+    (tmp_path / "runs" / "v1" / "f.txt").write_text("v1 edited")
+    assert project.run("Current") == ("v1 edited", ["Current"])
+    (project.dir / "data" / "current").unlink()
+    (project.dir / "data" / "current").symlink_to(tmp_path / "runs" / "v2")
+    assert project.run("Current") == ("v2", ["Current"])
+    assert project.run("Current") == ("v2", [])
+
+
+def test_a_const_set_and_an_object_holding_one_have_one_digest_in_every_process(
+    project: Project,
+) -> None:
+    project.module(
+        "tasks",
+        """
+        class Vocabulary:
+            def __init__(self, words: set) -> None:
+                self.words = words
+
+
+        class Count(TaskBase):
+            words: Requires[set]
+            vocabulary: Requires[Vocabulary]
+
+            def build_task(self) -> None:
+                self.words = Const({"alpha", "beta", "gamma", "delta", "epsilon"})
+                self.vocabulary = Const(Vocabulary(set(os.environ["WORDS"].split())))
+
+            def run_task(self) -> int:
+                log("Count")
+                return len(self.words) + len(self.vocabulary.words)
+        """,
+        header=True,
+    )
+    words = "a b c d e f g"
+    assert project.run("Count", PYTHONHASHSEED="1", WORDS=words) == (12, ["Count"])
+    assert project.run("Count", PYTHONHASHSEED="2", WORDS=words) == (12, [])
+    assert project.run("Count", PYTHONHASHSEED="3", WORDS=words + " h") == (13, ["Count"])
