@@ -66,7 +66,15 @@ class Context:
             # multiprocessing costs tens of ms to import: only when a pool is made
             from concurrent.futures import ProcessPoolExecutor
 
-            return ProcessPoolExecutor(max_workers=workers, mp_context=_process_context())
+            context = _process_context()
+            if context.get_start_method() == "fork":
+                # Every worker writes records naming the installed distributions:
+                # found once here, forked workers inherit the table instead of
+                # each reading every distribution's metadata again.
+                from .environment import warm_up
+
+                warm_up()
+            return ProcessPoolExecutor(max_workers=workers, mp_context=context)
         raise ValueError(
             f"unknown executor name {cls.executor_name!r} (CP_EXECUTOR); use 'process' or 'thread'"
         )

@@ -41,6 +41,13 @@ def _distributions_of_top_level() -> dict[str, tuple[str, ...]]:
     }
 
 
+def warm_up() -> None:
+    """Find the installed distributions now, for processes forked from this one to inherit."""
+    _distributions_of_top_level()
+    for name in ALWAYS:
+        version_of(name)
+
+
 @functools.cache
 def version_of(distribution: str) -> str | None:
     """The installed version of a distribution, None when it is not installed."""

@@ -81,7 +81,11 @@ OPTIONAL_PLUGINS = {
     "rerunfailures": ("--reruns", "--only-rerun", "--rerun-except", "reruns"),
     "timeout": ("--timeout", "timeout"),
     "html": ("--html", "--self-contained-html", "--css", "html"),
-    "metadata": ("--html", "--metadata", "html", "metadata"),
+    "metadata": ("--html", "--metadata", "--json-report", "html", "metadata"),
+    # pytest-sugar takes over the terminal whenever it is a tty (the pty tests)
+    "sugar": ("--force-sugar", "sugar"),
+    "pytest_jsonreport": ("--json-report", "json_report"),
+    "pytest_cov": ("--cov", "--no-cov", "pytest_cov", "[tool.coverage", "[coverage"),
 }
 INI_FILES = ("pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml")
 

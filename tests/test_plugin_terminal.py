@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TaskModules
-from taskproject import Project
+from taskproject import Project, unused_plugins
 
 from pytest_taskproc.execute import Run, RunSettings
 from pytest_taskproc.graph import TaskGraph
@@ -44,7 +44,14 @@ def run_in_pty(project: Project, *args: str) -> str:
     for name in ("NO_COLOR", "PY_COLORS"):  # pytester turns colours off; a terminal has them
         env.pop(name, None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "pytest", *project.options(), "-p", "no:randomly", *args],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *project.options(),
+            *unused_plugins(args, project.path),
+            *args,
+        ],
         cwd=project.path,
         stdin=secondary,
         stdout=secondary,
