@@ -257,7 +257,17 @@ def project_directory(cls: type | None) -> str:
     """Where a task class's code lives: its module's folder, else the working directory."""
     module = sys.modules.get(cls.__module__) if cls is not None else None
     file = getattr(module, "__file__", None)
-    return os.path.dirname(os.path.abspath(file)) if isinstance(file, str) else os.getcwd()
+    if not isinstance(file, str):
+        return os.getcwd()
+    if not os.path.isabs(file):
+        return os.path.dirname(os.path.abspath(file))  # depends on the working directory
+    return _folder_of(file)
+
+
+@functools.lru_cache(maxsize=1024)
+def _folder_of(file: str) -> str:
+    # Asked for every record; normpath, not the file system, so caching it is exact.
+    return os.path.dirname(os.path.normpath(file))
 
 
 def run_environment(directory: str | os.PathLike[str], records: list[Any]) -> dict[str, Any]:

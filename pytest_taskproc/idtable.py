@@ -56,6 +56,9 @@ class IdTable:
     def __init__(self, name: str, base: Path, results_dir: Path) -> None:
         self.name = name
         self.path = base / "id_table"
+        # Strings, not Paths: the identity is checked on every look-up.
+        self._folder = str(self.path)
+        self._database = os.path.join(self._folder, TABLE_FILE)
         self.results_dir = results_dir
         self._ids: dict[str, int] = {}
         self._loaded = False
@@ -71,7 +74,7 @@ class IdTable:
     # -- which table the ids came from --------------------------------------
     def _check_table(self) -> None:
         """Forget every id in memory when the table on disk is not the one they came from."""
-        current = _identity(self.path)
+        current = _identity(self._folder, self._database)
         if current == self._identity:
             return
         if self._identity is not _UNSEEN:
@@ -93,7 +96,7 @@ class IdTable:
             self._held = None
         with contextlib.suppress(OSError):
             self._held = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        self._identity = _identity(self.path)
+        self._identity = _identity(self._folder, self._database)
 
     def confirms(self, key: str, task_id: int) -> bool:
         """Whether the table on disk gives ``task_id`` to ``key`` (before reusing a folder)."""
@@ -122,6 +125,8 @@ class IdTable:
     def known(self, key: str) -> int | None:
         """The id in memory, if the table it came from is still the one on disk."""
         with self._lock:
+            if key not in self._ids:
+                return None  # nothing to vouch for: the caller looks it up (and checks)
             self._check_table()
             return self._ids.get(key)
 
@@ -340,11 +345,11 @@ class IdTable:
 _UNSEEN = object()
 
 
-def _identity(folder: Path) -> tuple[int, int, int] | None:
+def _identity(folder: str, database: str) -> tuple[int, int, int] | None:
     """(device, folder inode, database inode) of an id table; None when there is none."""
     try:
         outer = os.stat(folder)
-        inner = os.stat(folder / TABLE_FILE)
+        inner = os.stat(database)
     except OSError:
         return None
     return (outer.st_dev, outer.st_ino, inner.st_ino)

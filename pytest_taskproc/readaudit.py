@@ -26,7 +26,6 @@ import sysconfig
 import threading
 import warnings
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +71,10 @@ class _Watch:
 
 
 def enabled() -> bool:
+    if not Context.audit_reads:
+        return False
     flag = os.environ.get("CP_AUDIT_READS", "1").strip().lower()
-    return Context.audit_reads and flag not in ("0", "false", "no", "off")
+    return flag not in ("0", "false", "no", "off")
 
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:
@@ -131,34 +132,62 @@ def _freely_read() -> tuple[str, ...]:
 
 
 _FREELY_READ: tuple[str, ...] | None = None
+#: (cache root, declared paths) -> the prefixes a task may read: the same for
+#: every task of a run that declares nothing, so worked out once, not per task
+_allowed: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
 
 
-@contextlib.contextmanager
-def watching_reads(task: Any) -> Iterator[None]:
-    """Notice the undeclared files ``task`` reads while the block runs; warn afterwards."""
+def _allowed_for(root: str, declared: tuple[str, ...]) -> tuple[str, ...]:
     global _FREELY_READ
-    if not enabled() or getattr(_local, "watch", None) is not None:
-        yield
-        return
-    _install()
-    if _FREELY_READ is None:
-        _FREELY_READ = _freely_read()
-    spec = spec_of(task)
-    declared = [str(path) for _, _, path in spec.inputs if path is not None]
-    allowed = (
-        *_FREELY_READ,
-        os.path.join(str(cache_root()), ""),
-        *(os.path.join(p, "") for p in declared),
-    )
-    watch = _Watch(allowed, frozenset(declared))
-    _local.watch = watch
-    try:
-        yield
-    finally:
+    key = (root, declared)
+    found = _allowed.get(key)
+    if found is None:
+        if _FREELY_READ is None:
+            _FREELY_READ = _freely_read()
+        found = (
+            *_FREELY_READ,
+            os.path.join(root, ""),
+            *(os.path.join(p, "") for p in declared),
+        )
+        if len(_allowed) > 1024:  # tasks with their own inputs each: keep it bounded
+            _allowed.clear()
+        _allowed[key] = found
+    return found
+
+
+class watching_reads:  # used like a function: ``with watching_reads(task):``
+    """Notice the undeclared files ``task`` reads while the block runs; warn afterwards.
+
+    A class rather than a generator: it wraps every task, and this way its
+    set-up and tear-down are a few attribute look-ups.
+    """
+
+    __slots__ = ("task", "watch")
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+        self.watch: _Watch | None = None
+
+    def __enter__(self) -> None:
+        if not enabled() or getattr(_local, "watch", None) is not None:
+            return
+        if not _installed:
+            _install()
+        declared = tuple(str(path) for _, _, path in spec_of(self.task).inputs if path is not None)
+        watch = _Watch(_allowed_for(str(cache_root()), declared), frozenset(declared))
+        self.watch = watch
+        _local.watch = watch
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        watch = self.watch
+        if watch is None:
+            return
         _local.watch = None
-        for thread in [t for t, w in _children.items() if w is watch]:
-            _children.pop(thread, None)
-    _warn(task, list(watch.reads))
+        if _children:
+            for thread in [t for t, w in _children.items() if w is watch]:
+                _children.pop(thread, None)
+        if kind is None:
+            _warn(self.task, list(watch.reads))
 
 
 def _warn(task: Any, reads: list[str]) -> None:
