@@ -144,6 +144,6 @@ def _process_context() -> BaseContext:
         return multiprocessing.get_context("fork")
     if "forkserver" in methods:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["pytest_taskproc.worker"])
+        ctx.set_forkserver_preload(["pytest_taskproc.poolpreload"])
         return ctx
     return multiprocessing.get_context("spawn")

@@ -34,11 +34,48 @@ _lock = threading.Lock()
 @functools.cache
 def _distributions_of_top_level() -> dict[str, tuple[str, ...]]:
     """Top-level import name -> names of the installed distributions that provide it."""
+    return {top: tuple(dict.fromkeys(names)) for top, names in _packages_distributions().items()}
+
+
+def _packages_distributions() -> dict[str, list[str]]:
+    """``importlib.metadata.packages_distributions()``, at about half the cost.
+
+    The same walk over the installed distributions with the same helpers,
+    except that each distribution's name comes from the ``Name:`` line of its
+    metadata instead of a full e-mail parse of it (most of the time, in every
+    process that writes a record).  Where the helpers differ (Python 3.10) or
+    the line is not found, the standard library's own answer is used.
+    """
     from importlib import metadata  # 10 ms to import: only once something is computed
 
-    return {
-        top: tuple(dict.fromkeys(names)) for top, names in metadata.packages_distributions().items()
-    }
+    declared = getattr(metadata, "_top_level_declared", None)
+    inferred = getattr(metadata, "_top_level_inferred", None)
+    if declared is None or inferred is None:
+        return {top: list(names) for top, names in metadata.packages_distributions().items()}
+    table: dict[str, list[str]] = {}
+    for dist in metadata.distributions():
+        tops = declared(dist) or inferred(dist)
+        if not tops:
+            continue
+        name = _name_line(dist.read_text("METADATA") or dist.read_text("PKG-INFO"))
+        if name is None:
+            name = dist.metadata["Name"]
+        for top in tops:
+            table.setdefault(top, []).append(name)
+    return table
+
+
+def _name_line(text: str | None) -> str | None:
+    """The ``Name`` header of a metadata file (headers end at the first empty line)."""
+    for line in (text or "").splitlines():
+        if not line.strip():
+            break
+        if line[0] in " \t":
+            continue  # the continuation of a folded header
+        field, colon, value = line.partition(":")
+        if colon and field.strip().lower() == "name" and value.strip():
+            return value.strip()
+    return None
 
 
 def warm_up() -> None:

@@ -98,7 +98,7 @@ def start_pool_server(spec: str) -> None:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return
     multiprocessing.get_context("forkserver").set_forkserver_preload(
-        ["pytest_taskproc.worker", "pytest"]
+        ["pytest_taskproc.poolpreload", "pytest"]
     )
     forkserver.ensure_running()
 

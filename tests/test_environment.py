@@ -105,3 +105,19 @@ def test_outside_a_repository_git_is_none(modules: TaskModules, tmp_path: Path) 
     if any((parent / ".git").exists() for parent in (tmp_path, *tmp_path.parents)):
         pytest.skip("the temporary folder is inside a git repository")
     assert compute(load(modules, 3))["git"] is None
+
+
+def test_the_table_of_installed_distributions_is_the_standard_librarys() -> None:
+    # Worked out with a cheaper name lookup than importlib.metadata's: the same answer.
+    from pytest_taskproc import environment
+
+    assert environment._packages_distributions() == metadata.packages_distributions()
+
+
+def test_a_distribution_name_is_read_from_the_headers_only() -> None:
+    from pytest_taskproc.environment import _name_line
+
+    text = "Metadata-Version: 2.1\nSummary: a\n  Name: folded\nName: real-name\n\nName: body\n"
+    assert _name_line(text) == "real-name"
+    assert _name_line("Metadata-Version: 2.1\n\nName: body\n") is None
+    assert _name_line(None) is None
