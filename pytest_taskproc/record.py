@@ -35,8 +35,12 @@ _NL = "\n"
 _encode = json.dumps
 
 
+@functools.lru_cache(maxsize=8192)
 def _args(key: str) -> str:
-    """Canonical arguments as written in records: spaced like the rest of the record."""
+    """Canonical arguments as written in records: spaced like the rest of the record.
+
+    Cached: a key is written again in the record of every task downstream of it.
+    """
     return _encode(json.loads(key))
 
 
