@@ -246,6 +246,12 @@ class Walker:
             home, key, value = imports[head]
         elif head in scope:
             home, key, value = scope, head, scope[head]
+        elif head == "globals" and len(path) == 1:
+            # ``globals()[f"SCALE_{k}"]``: any name of the module may be read
+            module_name = scope.get("__name__") if isinstance(scope, dict) else None
+            if module_name is not None and is_user_module(module_name):
+                self._whole_scope(scope)
+            return
         else:
             return  # a builtin, a local or an attribute of self
         if home is not None:
@@ -321,12 +327,14 @@ class Walker:
 
     def _whole_module(self, module: types.ModuleType) -> None:
         """Every name a user module defines: code reads them by names it computes."""
-        if id(module) in self._seen:
+        self._whole_scope(vars(module))
+
+    def _whole_scope(self, members: dict[str, Any]) -> None:
+        if id(members) in self._seen:
             return
-        self._seen.add(id(module))
-        members = vars(module)
+        self._seen.add(id(members))
         for key in sorted(members):
-            if not key.startswith("__"):
+            if not key.startswith("__") and key != "pytestmark":  # marks are not code
                 self.lookups.append((members, key, members[key]))
                 self._name(members, key, members[key])
 

@@ -141,12 +141,20 @@ def _expect_dask(address: str) -> None:
     thread.start()
     thread.join(HANDSHAKE_SECONDS + 5)
     if thread.is_alive() or failure:
-        reason = (
-            f"something accepted the connection but sent no Dask handshake within "
-            f"{HANDSHAKE_SECONDS:g} s: the dashboard's port, or another service's?"
-            if thread.is_alive() or isinstance(failure[0], asyncio.TimeoutError)
-            else f"{type(failure[0]).__name__}: {failure[0]}"
-        )
+        if thread.is_alive() or isinstance(failure[0], asyncio.TimeoutError):
+            reason = (
+                f"something accepted the connection but sent no Dask handshake within "
+                f"{HANDSHAKE_SECONDS:g} s: the dashboard's port, or another service's?"
+            )
+        elif not isinstance(failure[0], OSError):
+            # Some Dask versions read another protocol's reply as a frame length
+            # and fail on it (a MemoryError for exabytes): the same mistake.
+            reason = (
+                "something accepted the connection but answered in another protocol "
+                f"({type(failure[0]).__name__}): the dashboard's port, or another service's?"
+            )
+        else:
+            reason = f"{type(failure[0]).__name__}: {failure[0]}"
         raise SchedulerUnreachableError(
             f"no Dask scheduler answers at {address} ({reason}); start one with "
             "`dask scheduler` or leave out the address to start a local cluster"
