@@ -42,7 +42,7 @@ from .errors import (
     UpstreamChangedError,
 )
 from .idtable import IdTable, access_error
-from .inputs import stat_cache, stat_key
+from .inputs import stat_cache, stat_key, written_changes
 from .record import Record, parse_record
 
 __all__ = ["CacheCorruptionWarning", "ClassStore", "get_store"]
@@ -327,6 +327,18 @@ class ClassStore:
         return (
             f"cached result {path} of {self.name} {record.key} is damaged: it does not have the "
             "digest its record names (changed or replaced after it was written)"
+        )
+
+    def written_changes(self, task_id: int, record: Record) -> list[str]:
+        """The files the task wrote into its task_directory that are no longer what its record
+        names, by relative path (see :func:`inputs.written_changes`); empty when all are."""
+        if record.files is None and not record.written:
+            return []  # the common case: nothing written, nothing to look at
+        return written_changes(
+            f"{self.folder(task_id)}{os.sep}data",
+            record.files,
+            record.written,
+            stat_cache(self.root),
         )
 
     def value_stat(self, task_id: int, name: str) -> tuple[int, int, int] | None:

@@ -45,6 +45,8 @@ class Reason(enum.Enum):
     #: out byte-identical; a value of its own keeps the enum member apart)
     UPSTREAM_STALE = "an upstream result is being recomputed"
     DAMAGED = "its result is damaged"
+    #: a file it wrote into its task_directory was edited, truncated or deleted since
+    FILES_CHANGED = "its written files changed"
     INPUT_CHANGED = "an input file changed"
     INPUT_MISSING = "an input file is missing"
     CONST_CHANGED = "an input value changed"
@@ -77,6 +79,11 @@ class TaskState:
     def pending(self) -> bool:
         """Stale only because an upstream task is: it may turn out fresh."""
         return self.reason is Reason.UPSTREAM_STALE
+
+    @property
+    def stale_for_sure(self) -> bool:
+        """Stale for a reason that no upstream result can undo."""
+        return self.reason is not None and self.reason is not Reason.UPSTREAM_STALE
 
     def describe(self) -> str:
         if self.reason is None:
@@ -210,4 +217,14 @@ def plan(
             upstream,
             graph.tasks,
         )
+        if state.record is not None and state.task_id is not None and not state.stale_for_sure:
+            # Part of its result like the value (and checked the same way, by stat first);
+            # checked also when pending, as its upstream may come back unchanged.
+            changed = state.store.written_changes(state.task_id, state.record)
+            if changed:
+                state.reason, state.detail = Reason.FILES_CHANGED, _listed(changed)
     return states
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")

@@ -235,6 +235,56 @@ def written_digest(directory: str | Path) -> str | None:
     return tree_digest(top, None)
 
 
+WrittenFiles = dict[str, tuple[Stat, str]]
+
+
+def written_files(directory: str) -> tuple[str | None, WrittenFiles]:
+    """:func:`written_digest` of a task_directory, and each file in it by relative path with
+    its stat as the writer left it and its SHA-256 (what planning compares, see
+    :func:`written_changes`)."""
+    files: WrittenFiles = {}
+    for rel in walk_files(directory):
+        path = os.path.join(directory, rel)
+        st = stat_key(os.stat(path))
+        files[rel] = (st, hash_file(path))
+    return written_digest_of({rel: sha for rel, (_, sha) in files.items()}), files
+
+
+def written_changes(
+    directory: str, digest: str | None, recorded: WrittenFiles, table: StatCache
+) -> list[str]:
+    """The files of a task_directory that are not what its record names (changed, deleted or
+    added since), by relative path; empty when all are.
+
+    As for the value file, a file whose stat is its writer's, or whose bytes were hashed at
+    this stat before (``table``), is not read, so a copied or touched cache is read once,
+    not every run.  A record naming no files costs no file system call.
+    """
+    if digest is None and not recorded:
+        return []
+    now: dict[str, str] = {}
+    unreadable: set[str] = set()  # gone or unreadable meanwhile: not what was written
+    for rel in walk_files(directory):  # nothing for a folder deleted or never made
+        path = os.path.join(directory, rel)
+        try:
+            st = stat_key(os.stat(path))
+            known = recorded.get(rel)
+            now[rel] = (
+                known[1] if known is not None and known[0] == st else file_digest(path, table)
+            )
+        except OSError:
+            unreadable.add(rel)
+    if recorded:
+        changed = {
+            rel for rel, sha in now.items() if rel not in recorded or recorded[rel][1] != sha
+        }
+        return sorted(changed | unreadable | (recorded.keys() - now.keys()))
+    # a record from before per-file stats: only the digest of the whole folder to compare
+    if not unreadable and written_digest_of(now) == digest:
+        return []
+    return sorted(now.keys() | unreadable) or ["(every file deleted)"]
+
+
 def _empty_folders(top: str) -> list[str]:
     """The folders under ``top`` holding nothing, by relative path (``/`` separated)."""
     found = []

@@ -36,7 +36,7 @@ from .errors import (
     TaskFailedError,
     UpstreamChangedError,
 )
-from .inputs import input_reads, missing_inputs, persist_stat_cache, written_digest
+from .inputs import input_reads, missing_inputs, persist_stat_cache, written_files
 from .readaudit import watching_reads
 from .record import InputRead, Record, UpstreamRead, made_now, new_lineage
 from .requires import bound_slots, resolve_slot_value
@@ -183,7 +183,7 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
             f"{describe(task, store, job.task_id)}"
         ) from None
     del value
-    files = written_digest(f"{store.folder(job.task_id)}{os.sep}data")  # no Path per task
+    files, written = written_files(f"{store.folder(job.task_id)}{os.sep}data")  # no Path per task
     digest = stored.digest
     # A value reproduced byte for byte from the same upstream values (say,
     # after a code edit) keeps its lineage, so what was computed from it stays
@@ -213,6 +213,7 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
         inputs=inputs,
         files=files,
         stat=stored.stat,
+        written=written,
     )
     store.commit(job.task_id, record)
     persist_stat_cache(root)

@@ -110,6 +110,9 @@ class Record:
     files: str | None = None
     #: (mtime_ns, inode, ctime_ns) of the value file as its writer left it
     stat: tuple[int, int, int] | None = None
+    #: each written file by relative path: its (size, mtime_ns, inode, ctime_ns) as the
+    #: writer left it and its SHA-256, so planning re-reads only files changed since
+    written: dict[str, tuple[tuple[int, int, int, int], str]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         # One member per line for people, each encoded by json's C encoder
@@ -123,6 +126,8 @@ class Record:
             "files": self.files,
             "stat": None if self.stat is None else list(self.stat),
         }
+        if self.written:
+            value["written"] = {rel: [*st, sha] for rel, (st, sha) in self.written.items()}
         upstream = ",\n  ".join(u.json_text() for u in self.upstream)
         return (
             f'{{\n "format": "{FORMAT}",\n'
@@ -170,6 +175,7 @@ def parse_record(text: str | bytes) -> Record:
             inputs=tuple(InputRead.from_json(i) for i in data.get("inputs") or ()),
             files=value.get("files"),
             stat=_stat(value.get("stat")),
+            written=_written(value.get("written")),
         )
     except RecordError:
         raise
@@ -182,6 +188,15 @@ def _stat(data: Any) -> tuple[int, int, int] | None:
         return None
     mtime, inode, ctime = data
     return (int(mtime), int(inode), int(ctime))
+
+
+def _written(data: Any) -> dict[str, tuple[tuple[int, int, int, int], str]]:
+    if not data:
+        return {}
+    return {
+        str(rel): ((int(size), int(mtime), int(inode), int(ctime)), str(sha))
+        for rel, (size, mtime, inode, ctime, sha) in data.items()
+    }
 
 
 def new_lineage() -> str:

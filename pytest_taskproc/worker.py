@@ -138,7 +138,9 @@ def _fresh_now(job: Job, store: ClassStore) -> Record | None:
     code = code_digest(type(job.task)) if job.settings.detect_source_change else None
     upstream = {(r.name, r.key): r for r in job.reads}
     reason, _ = judge(spec, record, code, upstream)
-    return record if reason is None else None
+    if reason is not None or store.written_changes(job.task_id, record):
+        return None  # planned stale for files it wrote that were changed since: not made anew
+    return record
 
 
 #: True while jobs run on an executor that itself retries a job whose process died

@@ -371,12 +371,6 @@ def test_names_read_through_globals_count(project: Project) -> None:
     assert project.run("Pick") == (5, [])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planning checks the stat of the value file only, not of the files a task wrote "
-    "into its task_directory (record value.files): a written file edited or deleted in the "
-    "cache is served as fresh, to the task's downstream too",
-)
 def test_a_written_file_damaged_in_the_cache_is_recomputed(project: Project) -> None:
     project.module(
         "tasks",

@@ -10,6 +10,9 @@ real edits of the task file between them.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 from taskproject import Project
@@ -70,3 +73,55 @@ def test_clearing_still_recomputes_the_downstream(project: Project) -> None:
     assert project.runs() == ["Train"]  # same value, same file: still a new lineage
     assert project.run().ret == 0
     assert project.runs() == ["Score"]
+
+
+def _model_file(project: Project) -> Path:
+    (path,) = project.cache.glob("taskproc/task_model.Train/results/*/data/model.bin")
+    return path
+
+
+@pytest.mark.parametrize("damage", ["edited", "truncated", "deleted"])
+def test_a_written_file_damaged_in_the_cache_is_recomputed(project: Project, damage: str) -> None:
+    project.task_file("task_model.py", MODEL)
+    assert project.run().ret == 0
+    project.runs()
+    model = _model_file(project)
+    if damage == "edited":
+        model.write_bytes(b"weights-X")  # same size: the stat still gives it away
+    elif damage == "truncated":
+        model.write_bytes(b"")
+    else:
+        model.unlink()
+    result = project.run("-v")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        ["*Train PASSED (computed: its written files changed (model.bin))*"]
+    )
+    # the same bytes again: Score was made from them, so it stays cached (early cutoff)
+    assert project.runs() == ["Train"]
+    assert model.read_bytes() == b"weights-1"
+    assert project.run().ret == 0
+    assert project.runs() == []
+
+
+@pytest.mark.parametrize("how", ["touched", "copied over"])
+def test_a_written_file_with_the_same_bytes_and_a_new_stat_is_not_recomputed(
+    project: Project, how: str
+) -> None:
+    project.task_file("task_model.py", MODEL)
+    assert project.run().ret == 0
+    project.runs()
+    model = _model_file(project)
+    if how == "copied over":
+        copy = model.with_name("copy.tmp")
+        shutil.copyfile(model, copy)
+        os.replace(copy, model)  # another inode
+    # a date long past, so the bytes hashed at this stat can be remembered (never "racy")
+    os.utime(model, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+    assert project.run().ret == 0
+    assert project.runs() == []
+    # hashed once, and remembered by its new stat so the next runs do not read it again
+    table = json.loads((project.cache / "taskproc" / "stat-cache.json").read_text())
+    assert [name for name in table if name.endswith("model.bin")] == [str(model)]
+    assert project.run().ret == 0
+    assert project.runs() == []
