@@ -186,16 +186,21 @@ def walk_files(top: str, follow_links: bool = False) -> Iterator[str]:
     """Every file under ``top`` by relative path (``/`` separated); with ``follow_links``
     also those in linked folders (``data/current -> runs/v2``), each link followed
     unless it leads back to a folder the walk is inside."""
-    chains = {top: (os.path.realpath(top),)}
+    # Without links followed the walk cannot loop: no realpath (a stat per path
+    # component) per folder, which every computed task's task_directory pays.
+    chains = {top: (os.path.realpath(top),)} if follow_links else {}
     for here, dirs, files in os.walk(top, followlinks=follow_links):
-        chain = chains.pop(here, ())
-        kept = []
-        for name in sorted(dirs):
-            real = os.path.realpath(os.path.join(here, name))
-            if real not in chain:
-                kept.append(name)
-                chains[os.path.join(here, name)] = (*chain, real)
-        dirs[:] = kept
+        if follow_links:
+            chain = chains.pop(here, ())
+            kept = []
+            for name in sorted(dirs):
+                real = os.path.realpath(os.path.join(here, name))
+                if real not in chain:
+                    kept.append(name)
+                    chains[os.path.join(here, name)] = (*chain, real)
+            dirs[:] = kept
+        else:
+            dirs.sort()
         rel = os.path.relpath(here, top)
         for name in sorted(files):
             yield name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
