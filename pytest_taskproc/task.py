@@ -538,7 +538,7 @@ def _check_channels(cls: type, channel: Any) -> tuple[str, ...]:
         return ()
     if isinstance(channel, str):
         return (channel,)
-    labels = tuple(channel)
+    labels = tuple(channel) if isinstance(channel, (list, tuple, set, frozenset)) else (None,)
     if not all(isinstance(label, str) for label in labels):
         raise TypeError(
             f"{cls.__qualname__}: channel must be a str or a list of str, not {channel!r}"

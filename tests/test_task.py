@@ -180,6 +180,7 @@ def test_subclass_inherits_build_task_and_slots_but_is_its_own_class(
         ("compress_level=10", ValueError, r"^Bad: compress_level must be an int from -1 to 9"),
         ("compress_level='9'", ValueError, r"^Bad: compress_level must be an int"),
         ("channel=['<gpu>', 3]", TypeError, r"^Bad: channel must be a str or a list of str"),
+        ("channel=3", TypeError, r"^Bad: channel must be a str or a list of str, not 3$"),
         ("job_prefix='srun -c 4'", TypeError, r"^Bad: job_prefix must be a list of strings"),
     ],
 )
