@@ -44,6 +44,7 @@ from .sourcefiles import (
     is_user_module,
     is_user_path,
     module_file,
+    nested_codes,
     source_file,
 )
 from .spec import is_task_class
@@ -507,11 +508,7 @@ def _absolute(module: str | None, level: int, package: str) -> str:
 
 
 def _code_names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _code_names(const)
-    return names
+    return {name for nested in nested_codes(code) for name in nested.co_names}
 
 
 #: Files that mark a project's top folder, looked for above a task module's folder.

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .sourcefiles import nested_codes
+
 #: Always recorded: what wrote the record and what pickled the value.
 ALWAYS = ("pytest-taskproc", "cloudpickle")
 #: A task module's imports are followed through at most this many user modules.
@@ -100,14 +102,6 @@ def _top(name: object) -> str | None:
     return name.partition(".")[0] if isinstance(name, str) and name else None
 
 
-def _module_names_in_code(code: types.CodeType) -> Iterator[str]:
-    """Names a function's code uses, nested functions included (``import x`` inside it too)."""
-    yield from code.co_names
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            yield from _module_names_in_code(const)
-
-
 def _names_used_by(value: Any) -> Iterator[str]:
     """Module names a module-level value or class attribute points into."""
     if isinstance(value, types.ModuleType):
@@ -123,7 +117,9 @@ def _names_used_by(value: Any) -> Iterator[str]:
     yield module
     code = getattr(value, "__code__", None)
     if isinstance(code, types.CodeType):
-        yield from _module_names_in_code(code)
+        # names its code uses, nested functions included (``import x`` inside it too)
+        for nested in nested_codes(code):
+            yield from nested.co_names
 
 
 def _is_user_module(name: str) -> bool:

@@ -118,7 +118,7 @@ class SourceFile:
             except (SyntaxError, ValueError):
                 self._codes = {}
             else:
-                codes = _nested(compiled)
+                codes = nested_codes(compiled)
                 found: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
                 for c in codes:  # several lambdas may share a line
                     found.setdefault((c.co_name, c.co_firstlineno), []).append(fingerprint(c))
@@ -140,11 +140,12 @@ def _mentioned(statement: ast.AST) -> set[str]:
     return names
 
 
-def _nested(code: types.CodeType) -> Iterator[types.CodeType]:
+def nested_codes(code: types.CodeType) -> Iterator[types.CodeType]:
+    """``code`` and the code objects of the functions, lambdas and classes inside it."""
     yield code
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            yield from _nested(const)
+            yield from nested_codes(const)
 
 
 def fingerprint(code: types.CodeType) -> tuple[Any, ...]:
