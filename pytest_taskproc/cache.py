@@ -42,7 +42,7 @@ from .errors import (
     UpstreamChangedError,
 )
 from .idtable import IdTable, access_error
-from .inputs import stat_cache, stat_key, written_changes
+from .inputs import Stat, stat_cache, stat_key, written_changes
 from .record import Record, parse_record
 
 __all__ = ["CacheCorruptionWarning", "ClassStore", "get_store"]
@@ -80,13 +80,14 @@ class StoredValue(NamedTuple):
 #: stat then.  A file whose stat (ctime included, which no user can set) is
 #: unchanged still holds those bytes, so reading it back in this process need
 #: not hash it again.
-_written: dict[str, tuple[str, tuple[int, ...]]] = {}
+_written: dict[str, tuple[str, Stat]] = {}
 #: Only files this large are remembered: hashing a small one costs less than a look-up.
 TRUST_WRITTEN_FROM = 1 << 20
 
 
-def _stat_key(stat: os.stat_result) -> tuple[int, ...]:
-    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
+def _writer_stat(st: os.stat_result) -> tuple[int, int, int]:
+    """(mtime_ns, inode, ctime_ns): what a record keeps of its value file as the writer left it."""
+    return (st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 @functools.lru_cache(maxsize=64)
@@ -297,7 +298,7 @@ class ClassStore:
                 f"cached result {value_path} of {self.name} {key} is damaged: it has "
                 f"{st.st_size} bytes where its record says {record.stored_size}"
             )
-        if rehash and (st.st_mtime_ns, st.st_ino, st.st_ctime_ns) != record.stat:
+        if rehash and _writer_stat(st) != record.stat:
             return self._rehashed(task_id, record, text, value_path, st)
         return record
 
@@ -347,7 +348,7 @@ class ClassStore:
             st = os.stat(f"{self.folder(task_id)}{os.sep}{name}")
         except OSError:
             return None
-        return (st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+        return _writer_stat(st)
 
     def load_value(self, task_id: int, key: str) -> tuple[Any, Record]:
         """The stored value and its record, checked against the recorded digest.
@@ -370,7 +371,7 @@ class ClassStore:
                     written = _written.get(path)
                     if written is not None and written != (
                         record.digest,
-                        _stat_key(os.fstat(handle.fileno())),
+                        stat_key(os.fstat(handle.fileno())),
                     ):
                         written = None
             except FileNotFoundError:
@@ -442,7 +443,7 @@ class ClassStore:
         except OSError as exc:
             raise access_error("read", path, exc) from None
         if st.st_size == record.stored_size:
-            if (st.st_mtime_ns, st.st_ino, st.st_ctime_ns) == record.stat:
+            if _writer_stat(st) == record.stat:
                 return None
             if stat_cache(self.root).lookup(path, stat_key(st)) == record.digest:
                 return None
@@ -558,13 +559,13 @@ class ClassStore:
             stat = os.fstat(writer.fileno())
         assert writer.name is not None
         if writer.stored_size >= TRUST_WRITTEN_FROM:
-            _written[f"{folder}{os.sep}{writer.name}"] = (digest, _stat_key(stat))
+            _written[f"{folder}{os.sep}{writer.name}"] = (digest, stat_key(stat))
         return StoredValue(
             writer.name,
             digest,
             writer.size,
             writer.stored_size,
-            (stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns),
+            _writer_stat(stat),
         )
 
     def commit(self, task_id: int, record: Record) -> None:
