@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import site
 import sys
 import sysconfig
 import threading
@@ -32,6 +31,7 @@ from typing import Any
 from .context import Context, cache_root
 from .errors import UndeclaredInputWarning
 from .requires import class_directory
+from .sourcefiles import INSTALLED
 from .spec import spec_of
 
 #: Suffixes of files read as code (imports, tracebacks), never as data.
@@ -116,10 +116,7 @@ def _freely_read() -> tuple[str, ...]:
     """Directories whose files are code or system state, not a task's data."""
     places = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     places.update(p for p in sysconfig.get_paths().values() if p)
-    with contextlib.suppress(AttributeError):
-        places.update(site.getsitepackages())
-    with contextlib.suppress(AttributeError):
-        places.add(site.getusersitepackages())
+    places.update(INSTALLED)  # site-packages, as the code digest tells installed code apart
     places.update(("/dev", "/proc", "/sys", "/etc", "/usr/share", "/usr/lib", "/var/cache"))
     # Libraries keep their caches and settings there (matplotlib's font list in
     # ~/.cache, ~/.config/...): reading them is not the task reading data.

@@ -287,13 +287,14 @@ def _installed_roots() -> tuple[str, ...]:
     return tuple(found | {os.path.abspath(r) + os.sep for r in roots if r})
 
 
-_INSTALLED = _installed_roots()
+#: the standard library and site-packages, each as written and with links resolved
+INSTALLED = _installed_roots()
 
 
 def is_user_path(path: str) -> bool:
     """Whether a source file is the user's: outside the standard library and site-packages."""
     # most modules are installed ones, told apart without resolving links
-    return not path.startswith(_INSTALLED) and not os.path.realpath(path).startswith(_INSTALLED)
+    return not path.startswith(INSTALLED) and not os.path.realpath(path).startswith(INSTALLED)
 
 
 def _classify_module(name: str) -> bool:
