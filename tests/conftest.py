@@ -8,8 +8,10 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -87,6 +89,18 @@ class TaskModules:
 
     def clear_log(self) -> None:
         self.log_path.write_text("", encoding="utf-8")
+
+
+def run_on_threads(task: Any) -> Any:
+    """``task.run_graph()`` on two threads: task modules loaded by ``modules`` need no pickling."""
+    with ThreadPoolExecutor(2) as pool:
+        return task.run_graph(executor=pool)
+
+
+def result_folder(cache_root: Path, task: Any) -> Path:
+    """``results/{task_id}`` of ``task`` in the cache at ``cache_root``."""
+    folder: Path = cache_root / "taskproc" / task.task_name / "results" / str(task.task_id)
+    return folder
 
 
 @pytest.fixture(autouse=True)

@@ -12,10 +12,10 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
-from conftest import TaskModules, forget_stores
+from conftest import TaskModules, forget_stores, result_folder
+from conftest import run_on_threads as run
 
 from pytest_taskproc import Context
 from pytest_taskproc.cache import CacheCorruptionWarning
@@ -72,16 +72,6 @@ class Packed(TaskBase, compress_level=9):
 @pytest.fixture
 def tasks(modules: TaskModules) -> ModuleType:
     return modules.load("tasks", TASKS)
-
-
-def run(task: Any) -> Any:
-    with ThreadPoolExecutor(2) as pool:
-        return task.run_graph(executor=pool)
-
-
-def result_folder(cache_root: Path, task: Any) -> Path:
-    folder: Path = cache_root / "taskproc" / task.task_name / "results" / str(task.task_id)
-    return folder
 
 
 def result_files(folder: Path) -> list[str]:

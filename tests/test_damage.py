@@ -14,13 +14,13 @@ import shutil
 import subprocess
 import sys
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import TaskModules, forget_stores
+from conftest import TaskModules, forget_stores, result_folder
+from conftest import run_on_threads as run
 
 from pytest_taskproc import Context, CorruptResultError
 from pytest_taskproc.errors import CacheCorruptionWarning
@@ -52,14 +52,8 @@ def tasks(modules: TaskModules) -> ModuleType:
     return modules.load("damage_tasks", TASKS)
 
 
-def run(task: Any) -> Any:
-    with ThreadPoolExecutor(2) as pool:
-        return task.run_graph(executor=pool)
-
-
 def value_file(cache_root: Path, task: Any) -> Path:
-    folder: Path = cache_root / "taskproc" / task.task_name / "results" / str(task.task_id)
-    return folder / "result.pkl"
+    return result_folder(cache_root, task) / "result.pkl"
 
 
 @pytest.mark.parametrize("how", ["bytes damaged in place", "another task's file copied over it"])

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import TaskModules
+from conftest import run_on_threads as run
 
 from pytest_taskproc.compare import first_difference
 from pytest_taskproc.provenance import (
@@ -109,11 +109,6 @@ class Fails(TaskBase):
 @pytest.fixture
 def tasks(modules: TaskModules) -> ModuleType:
     return modules.load("provtasks", TASKS)
-
-
-def run(task: Any) -> Any:
-    with ThreadPoolExecutor(2) as pool:
-        return task.run_graph(executor=pool)
 
 
 def snapshot(root: Path) -> dict[str, tuple[Any, ...]]:
