@@ -29,7 +29,7 @@ from .identity import _canonical, encode_key
 from .record import InputRead
 from .requires import Const, InputFile
 from .sourcefiles import is_user_module
-from .valuedigest import ValueText
+from .valuedigest import ValueText, sha
 
 STAT_CACHE_NAME = "stat-cache.json"
 #: A file changed less than this long before it was hashed may change again
@@ -56,13 +56,13 @@ def const_digest(const: Const[Any]) -> str:
             # The canonical form sorts dict keys; a run_task iterating the dict sees its
             # order, so the order of every dict counts too.
             order = json.dumps(_key_orders(const.value), separators=(",", ":"))
-            cached = "json:" + _sha(encode_key({"v": canonical}) + "\0" + order)
+            cached = "json:" + sha(encode_key({"v": canonical}) + "\0" + order)
         except (TaskArgumentError, RecursionError, ValueError):
             try:
                 # the code digest's description: sets in one order and objects by their
                 # state in every process, where pickled bytes follow the hash seed
                 text = ValueText(_is_user_class).text(const.value)
-                cached = "value:" + _sha(text)
+                cached = "value:" + sha(text)
             except Exception:
                 # Nothing says whether it is the value of last time: count it as
                 # new in every process rather than trust it.
@@ -90,10 +90,6 @@ def _key_orders(value: Any) -> list[Any]:
     for item in items:
         orders.extend(_key_orders(item))
     return orders
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class StatCache:
@@ -309,7 +305,7 @@ def path_digest(path: Path, table: StatCache | None) -> str | None:
             empty = _empty_folders(text)
             # a task listing the directory sees an empty folder too; a tree without one
             # keeps the digest it always had
-            return "dir:" + _sha(f"{digest}\0{json.dumps(empty)}") if empty else digest
+            return "dir:" + sha(f"{digest}\0{json.dumps(empty)}") if empty else digest
         return file_digest(text, table)
     except (FileNotFoundError, NotADirectoryError):
         return None
