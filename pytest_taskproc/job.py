@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import STDERR_NAME, STDOUT_NAME, ClassStore, get_store, root_path
+from .cancel import computing, raise_if_cancelled
 from .capture import captured_output
 from .errors import (
     CacheAccessError,
@@ -37,6 +38,7 @@ from .errors import (
     UpstreamChangedError,
 )
 from .inputs import input_reads, missing_inputs, persist_stat_cache, written_files
+from .ledger import marker_path
 from .readaudit import watching_reads
 from .record import InputRead, Record, UpstreamRead, made_now, new_lineage
 from .requires import bound_slots, resolve_slot_value
@@ -171,7 +173,14 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
     if config.detach_output:
         folder = store.folder(job.task_id)
         output = (f"{folder}{os.sep}{STDOUT_NAME}", f"{folder}{os.sep}{STDERR_NAME}")
-    value, seconds = run_bound(task, load, output, echo=job.settings.echo, new_folder=new_folder)
+    # A run that gives up on the task (a timeout) records its failure, then stops it here.
+    failure_dir = job.settings.failure_dir
+    marker = None if failure_dir is None else marker_path(failure_dir, store.name, job.task_id)
+    with computing(marker):
+        value, seconds = run_bound(
+            task, load, output, echo=job.settings.echo, new_folder=new_folder
+        )
+    raise_if_cancelled(marker)  # finished all the same: not kept
     try:
         stored = store.write_value(job.task_id, value, config.compress_level)
     except CacheAccessError:

@@ -188,6 +188,8 @@ class RunPlan:
     def close_executor(self) -> None:
         close, self._close_executor = self._close_executor, None
         if close is not None:
+            if self.run is not None:
+                self.run.end_stragglers()  # a task given up on that ignored being asked to stop
             close()
 
     # -- the plan ---------------------------------------------------------------------------

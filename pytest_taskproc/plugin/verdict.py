@@ -137,15 +137,25 @@ def _wait(plan: RunPlan, item: TaskItem) -> Verdict:
     key = item.key
     status = StatusLine(plan.config)
     start = time.monotonic()
-    with plan.changed:
-        while run.outcome(key).kind is Settled.PENDING:
-            thread = plan.background
-            if thread is None or not thread.is_alive():
-                break
-            plan.changed.wait(timeout=0.2)
-            waited = time.monotonic() - start
-            if waited > PROGRESS_AFTER_SECONDS:
-                status.update(_progress_text(plan, run, item, waited, status.live))
+    try:
+        with plan.changed:
+            while run.outcome(key).kind is Settled.PENDING:
+                thread = plan.background
+                if thread is None or not thread.is_alive():
+                    break
+                plan.changed.wait(timeout=0.2)
+                waited = time.monotonic() - start
+                if waited > PROGRESS_AFTER_SECONDS:
+                    status.update(_progress_text(plan, run, item, waited, status.live))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        # A pytest-timeout timeout ended the wait: it ends the task's work under
+        # way, as it would inline (outside the lock, which the pass's report needs).
+        status.finish(_progress_text(plan, run, item, time.monotonic() - start, False, done=True))
+        if not run.abandon(key, exc):
+            raise  # settled just now: the item still took too long
+        return _judged(plan, read_verdict(run, item, earlier=False))
     status.finish(_progress_text(plan, run, item, time.monotonic() - start, False, done=True))
     plan.raise_background_error()
     if run.outcome(key).kind is Settled.PENDING:
