@@ -54,6 +54,7 @@ __all__ = [
     "raise_if_cancelled",
     "request_stop",
     "running_note",
+    "stop_here",
 ]
 
 
@@ -112,6 +113,17 @@ def request_stop(marker: str, processes: Collection[int], *, hard: bool = False)
             os.kill(pid, stop)
             return True
     return False
+
+
+def stop_here(marker: str) -> bool:
+    """Stop the job with this failure marker if a thread of this process computes it.
+
+    For executors whose workers run jobs in threads of processes of their own
+    (a Dask worker): the run asks each worker process to look.
+    """
+    with _lock:
+        idents = [ident for ident, running in _running.items() if running == marker]
+    return any(_interrupt_thread(ident, marker) for ident in idents)
 
 
 def _interrupt_thread(ident: int, marker: str) -> bool:

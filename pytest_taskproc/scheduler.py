@@ -266,7 +266,10 @@ class GraphRun:
             # A job that has not started yet sees it and does not start; one under
             # way is stopped, or finds it before it writes its value.
             Failure.of(error).write(marker, error)
-            request_stop(marker, self._pool_pids())
+            if not request_stop(marker, self._pool_pids()):
+                stop_job = getattr(self._executor, "stop_job", None)  # Dask: in its worker
+                if callable(stop_job):
+                    stop_job(marker)
         self._abandoned.add(node)
         self._record_failure(node, error)
 

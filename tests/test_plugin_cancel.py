@@ -86,14 +86,17 @@ def results(project: Project, name: str) -> list[str]:
         ("--taskproc-executor=thread:2",),
         pytest.param(("--taskproc-executor=process:2", "-n", "2"), marks=pytest.mark.slow),
         pytest.param(("--taskproc-executor=thread:2", "-n", "2"), marks=pytest.mark.slow),
+        pytest.param(("--taskproc-executor=dask",), marks=pytest.mark.slow),
     ],
-    ids=["process", "thread", "process-xdist", "thread-xdist"],
+    ids=["process", "thread", "process-xdist", "thread-xdist", "dask"],
 )
 def test_a_timeout_on_an_executor_stops_the_task_and_skips_its_downstream(
     project: Project, options: tuple[str, ...]
 ) -> None:
     if "-n" in options:
         pytest.importorskip("xdist")
+    if "--taskproc-executor=dask" in options:
+        pytest.importorskip("distributed")
     project.task_file("task_slow.py", SLOW)
     result = project.run("--timeout=3", "--timeout-method=signal", "-rsf", *options)
     lines = started(project)
