@@ -498,10 +498,13 @@ class _Pass:
         """``abandon`` calls from other threads (the caller holds the requests lock)."""
         run = self.run
         requests, run._requests = run._requests, []
-        for target, error, served in requests:
-            if not run._settled(target):
-                self._give_up([target], error)
-            served.set()
+        try:
+            for target, error, _ in requests:
+                if not run._settled(target):
+                    self._give_up([target], error)
+        finally:  # whatever happens here, no caller is left waiting
+            for _, _, served in requests:
+                served.set()
 
     def _give_up(self, targets: list[NodeKey] | None, error: BaseException) -> None:
         """Fail the running tasks of the targets' chains, else the targets themselves."""
