@@ -17,8 +17,11 @@ run's marker, then asks whoever computes it to stop:
   the failure marker once more before it writes anything.
 
 A pool process also ends when the process that started the pool is gone
-(pytest-timeout's ``thread`` method ends pytest with ``os._exit``), so no
-orphan finishes a task for a run that no longer exists.
+(pytest-timeout's ``thread`` method ends pytest with ``os._exit``): on Linux
+the kernel ends it (``PR_SET_PDEATHSIG``), and anywhere a process whose
+parent changed keeps nothing of the task it finishes.  No thread watches for
+it, so a task that forks (``multiprocessing`` with ``fork``) is not warned
+about forking a multi-threaded process.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ import ctypes
 import os
 import signal
 import socket
+import sys
 import threading
-import time
 from collections.abc import Collection, Iterator
 
 from .errors import TaskCancelled
@@ -37,14 +40,16 @@ from .ledger import RUNNING_SUFFIX
 
 #: The signal a pool process takes as "stop the task you run, if it was cancelled".
 STOP_SIGNAL = getattr(signal, "SIGUSR1", None)
-#: How often a pool process looks whether the process that started it is still there.
-PARENT_POLL_SECONDS = 0.5
+#: prctl(2) option: the signal the kernel sends when the parent (thread) ends
+_PR_SET_PDEATHSIG = 1
 
 _HOST = socket.gethostname()
 #: thread ident -> failure marker of the job that thread computes now
 _running: dict[int, str] = {}
 _lock = threading.Lock()
 _installed = False
+#: a pool process's parent when it first ran a job: another one means it was orphaned
+_parent: int | None = None
 
 __all__ = [
     "TaskCancelled",
@@ -64,7 +69,10 @@ def running_note() -> str:
 
 
 def cancelled(marker: str | None) -> bool:
-    """Whether the run recorded a failure for the job while it ran: it gave up on it."""
+    """Whether the run gave up on the job while it ran (it recorded the job's failure),
+    or this pool process was orphaned (the run is gone)."""
+    if _parent is not None and os.getppid() != _parent:
+        return True
     return marker is not None and os.path.exists(marker)
 
 
@@ -138,28 +146,25 @@ def _interrupt_thread(ident: int, marker: str) -> bool:
 
 def prepare_pool_process() -> None:
     """In a pool process's main thread, once: the stop signal, and an end with the parent."""
-    global _installed
+    global _installed, _parent
     if _installed or threading.current_thread() is not threading.main_thread():
         return
     _installed = True
     if STOP_SIGNAL is not None:
         signal.signal(STOP_SIGNAL, _on_stop_signal)
-    parent = os.getppid()
-    watcher = threading.Thread(
-        target=_watch_parent, args=(parent,), name="taskproc-parent-watch", daemon=True
-    )
-    watcher.start()
+    _parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        # The parent is the process (a fork server's main thread, or the thread
+        # that made a forking pool) that made this one; when it ends, so does this.
+        with contextlib.suppress(Exception):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != _parent:  # it ended before the kernel was told
+            os._exit(1)
 
 
 def _on_stop_signal(signum: int, frame: object) -> None:
     with _lock:
         marker = _running.get(threading.main_thread().ident or 0)
-    if cancelled(marker):
+    if marker is not None and cancelled(marker):
         raise TaskCancelled("the run gave up on this task while it ran; nothing was cached")
-
-
-def _watch_parent(parent: int) -> None:
-    """End this pool process once the process that started it is gone (reparented)."""
-    while os.getppid() == parent:
-        time.sleep(PARENT_POLL_SECONDS)
-    os._exit(1)  # nothing of the task under way is kept: values are written atomically
