@@ -188,8 +188,8 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
     except Exception as exc:
         raise ResultNotPicklableError(
             f"{task!r}: run_task returned a {type(value).__qualname__} that cloudpickle cannot "
-            f"serialise ({type(exc).__name__}: {exc}); nothing was cached for "
-            f"{describe(task, store, job.task_id)}"
+            f"serialise ({type(exc).__name__}: {exc}); nothing was cached for {task.task_name} "
+            f"(task id {job.task_id})"
         ) from None
     del value
     files, written = written_files(f"{store.folder(job.task_id)}{os.sep}data")  # no Path per task
