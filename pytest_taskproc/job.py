@@ -65,6 +65,9 @@ class RunSettings:
     show_progress: bool = False
     #: log each failure (a library run); a pytest run reports it with its item instead
     log_failures: bool = True
+    #: warn about files a task reads without declaring them (``--taskproc-no-read-audit``:
+    #: off for this run only, in every process of it, without touching the environment)
+    audit_reads: bool = True
 
 
 @dataclass
@@ -178,7 +181,12 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
     marker = None if failure_dir is None else marker_path(failure_dir, store.name, job.task_id)
     with computing(marker):
         value, seconds = run_bound(
-            task, load, output, echo=job.settings.echo, new_folder=new_folder
+            task,
+            load,
+            output,
+            echo=job.settings.echo,
+            new_folder=new_folder,
+            audit=job.settings.audit_reads,
         )
     raise_if_cancelled(marker)  # finished all the same: not kept
     try:
@@ -236,6 +244,7 @@ def run_bound(
     *,
     echo: bool = False,
     new_folder: bool = False,
+    audit: bool = True,
 ) -> tuple[Any, float]:
     """Call ``run_task`` with its requirement slots bound to upstream values.
 
@@ -262,7 +271,7 @@ def run_bound(
     start = time.perf_counter()
     with bound_slots(task, resolved):
         del resolved
-        with watching_reads(task):
+        with watching_reads(task, audit):
             if output is not None:
                 with captured_output(output[0], output[1], echo, new_folder=new_folder):
                     value = task.run_task()

@@ -80,6 +80,7 @@ class RunPlan:
             slots=FileSlots(root / "taskproc" / ".ratelimits", limits) if limits else None,
             failure_dir=str(options.failure_dir),
             log_failures=False,  # each failure is its item's report
+            audit_reads=options.audit_reads,
         )
         self.selected: set[NodeKey] = set()
         self.cleared: set[NodeKey] = set()
