@@ -140,10 +140,24 @@ def _process_context() -> BaseContext:
     import multiprocessing  # tens of ms to import: only when a pool is made
 
     methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and sys.platform.startswith("linux") and threading.active_count() == 1:
+    if "fork" in methods and sys.platform.startswith("linux") and _threads() == 1:
         return multiprocessing.get_context("fork")
     if "forkserver" in methods:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["pytest_taskproc.poolpreload"])
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def _threads() -> int:
+    """This process's threads as the kernel counts them (Linux), as Python 3.12+ does before a fork.
+
+    ``threading`` knows only the threads it started: not those a C library
+    starts (OpenBLAS, once numpy is imported) nor those started with
+    ``_thread`` (execnet's in a pytest-xdist worker), whose locks a fork
+    copies all the same.
+    """
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
