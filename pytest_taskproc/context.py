@@ -150,14 +150,15 @@ def _process_context() -> BaseContext:
 
 
 def _threads() -> int:
-    """This process's threads as the kernel counts them (Linux), as Python 3.12+ does before a fork.
+    """The threads of this process that run Python code.
 
-    ``threading`` knows only the threads it started: not those a C library
-    starts (OpenBLAS, once numpy is imported) nor those started with
+    ``threading`` knows only the threads it started, not those started with
     ``_thread`` (execnet's in a pytest-xdist worker), whose locks a fork
-    copies all the same.
+    copies all the same (Python 3.12+ warns of such a fork).  Every thread
+    that runs Python code has a frame here.  Threads of C libraries that
+    never run Python do not count: OpenBLAS (numpy) stops its own around a
+    fork, and counting them would make every script that imports numpy
+    start its pool from a fork server, which needs an ``if __name__ ==
+    "__main__"`` guard in the script.
     """
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return threading.active_count()
+    return max(len(sys._current_frames()), threading.active_count())
