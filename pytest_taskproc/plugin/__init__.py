@@ -135,7 +135,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     options = read_options(config)
     config.stash[OPTIONS] = options
-    if options.executor and not (options.worker_id or options.controller or options.collect_only):
+    if options.executor and not (options.controller or options.collect_only):
         from ..executors import start_pool_server
 
         start_pool_server(options.executor)  # first: it overlaps everything below

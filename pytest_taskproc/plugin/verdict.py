@@ -176,10 +176,24 @@ def _progress_text(
         return f"[taskproc: {counted}{', ' + left if left else ''}]"
     last = plan.last_settled
     named = "" if last is None else f"; last done: {run.task(last)!r}"
-    what = "has its result" if done else "waits for its task"
+    what = _ended(run, item) if done else "waits for its task"
     return f"[taskproc] {counted}; {item.name} {what} ({waited:.1f} s){named}" + (
         f"; {left}" if left else ""
     )
+
+
+def _ended(run: Run, item: TaskItem) -> str:
+    """What the wait ended with, as the progress line's last word on it."""
+    found = run.outcome(item.key)
+    if found.kind is Settled.FAILED:
+        return f"failed ({type(found.error).__name__})"
+    if found.kind is Settled.BLOCKED:
+        if found.culprit is None:
+            return "is skipped by its marks"
+        return f"is skipped: upstream task {run.task(found.culprit)!r} failed"
+    if found.kind is Settled.PENDING:
+        return "was not reached by the background pass; computing it here"
+    return "has its result"
 
 
 def _compute(plan: RunPlan, item: TaskItem) -> Verdict:
