@@ -166,6 +166,25 @@ def _committed_record(path: str) -> tuple[bytes, Record] | None:
     return known[1], known[2]
 
 
+class Handed(NamedTuple):
+    """An upstream's record as its writer left it, handed to the downstream task in its job.
+
+    The writer took the record file's stamp right after the rename; a reader in
+    any process that finds the same stamp at the path knows the file is that
+    very record, unchanged, so it need not read and parse it again.  Only what
+    reading the value needs is carried: the digest and lineage are the
+    planned read's (the scheduler hands both on from the same outcome).
+    """
+
+    stamp: tuple[int, int, int, int, int]
+    file: str
+    stored_size: int
+
+    def record(self, name: str, key: str, digest: str, lineage: str) -> Record:
+        """The part of the record reading the value needs (the rest stays on disk)."""
+        return Record(name, key, None, {}, (), digest, -1, self.file, self.stored_size, lineage)
+
+
 def ensure_directory(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -405,25 +424,51 @@ class ClassStore:
             return None
         return _writer_stat(st)
 
-    def load_value(self, task_id: int, key: str) -> tuple[Any, Record]:
+    def handed(self, task_id: int, record: Record) -> Handed | None:
+        """What a downstream job needs to trust ``record``, just committed here, unread."""
+        known = _committed.get(self.record_path(task_id))
+        if known is None or known[2] is not record:
+            return None
+        return Handed(known[0], record.file, record.stored_size)
+
+    def _current_record(
+        self, task_id: int, key: str, handed: tuple[Handed, str, str] | None
+    ) -> tuple[bytes | None, Record | str | None]:
+        """The record to read the value by, and its text (None: vouched for by ``handed``)."""
+        path = self.record_path(task_id)
+        committed = _committed_record(path)
+        if committed is not None:
+            text, parsed = committed
+            return text, self._check_parsed(task_id, key, parsed, text)
+        if handed is not None:
+            given, digest, lineage = handed
+            try:
+                st = os.stat(path)
+            except OSError:
+                st = None
+            if st is not None and _stamp(st) == given.stamp:
+                partial = given.record(self.name, key, digest, lineage)
+                return None, self._check_parsed(task_id, key, partial, b"")
+        found = self._record_text(task_id)
+        return found, None if found is None else self._check_record(task_id, key, found)
+
+    def load_value(
+        self, task_id: int, key: str, handed: tuple[Handed, str, str] | None = None
+    ) -> tuple[Any, Record]:
         """The stored value and its record, checked against the recorded digest.
 
         ``ResultMissingError`` when there is no result; ``CorruptResultError``
         when the stored bytes are damaged.  A result replaced by another
-        process while it is read is read again.
+        process while it is read is read again.  ``handed``: the writer's
+        :class:`Handed` with the digest and lineage the caller expects; while
+        the record file is that one, its record is not read, and only the
+        part of it reading the value needs is returned.
         """
         for _ in range(READ_ATTEMPTS):
-            text: bytes | None
-            committed = _committed_record(self.record_path(task_id))
-            if committed is not None:
-                text, parsed = committed
-                record = self._check_parsed(task_id, key, parsed, text)
-            else:
-                text = self._record_text(task_id)
-                record = None if text is None else self._check_record(task_id, key, text)
+            text, record = self._current_record(task_id, key, handed)
             if isinstance(record, str):
                 raise CorruptResultError(record, self.name, key)
-            if record is None or text is None:
+            if record is None:
                 raise ResultMissingError(self.missing_message(key))
             path = f"{self.folder(task_id)}{os.sep}{record.file}"
             try:
@@ -441,7 +486,7 @@ class ClassStore:
                 raise access_error("read", path, exc) from None
             problem = None
             try:
-                if written is not None and self._record_text(task_id) == text:
+                if written is not None and text is not None and self._record_text(task_id) == text:
                     # This process wrote these very bytes, nothing touched the
                     # file since, and its record did not change while it was
                     # read (a writer removes the record before the value).
@@ -454,6 +499,9 @@ class ClassStore:
                 value, intact, problem = None, False, str(exc)
             if intact:
                 return value, record
+            if text is None:
+                handed = None  # the record was not read: judge the bytes by the record itself
+                continue
             if self._record_text(task_id) != text:
                 continue  # a writer committed in the meantime; the bytes were the new ones
             dropped = self._drop_damaged(task_id, text)
