@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import STDERR_NAME, STDOUT_NAME, ClassStore, get_store, root_path
+from .cache import STDERR_NAME, STDOUT_NAME, ClassStore, Handed, get_store, root_path
 from .cancel import computing, raise_if_cancelled
 from .capture import captured_output
 from .errors import (
@@ -81,6 +81,9 @@ class Job:
     reads: tuple[UpstreamRead, ...] = ()
     #: ids of the upstream tasks, sparing the computing process the lookups
     upstream_ids: tuple[int, ...] = ()
+    #: per upstream task, its record as this run's job committed it (None: read it),
+    #: so the computing process need not read and parse it again
+    handed: tuple[Handed | None, ...] = ()
     #: the code digest the planner saw (None: no source available there)
     code: str | None = None
     in_prefix_child: bool = False
@@ -101,9 +104,13 @@ class Outcome:
     computed: bool
     #: the run that made the value (None for results of unknown runs)
     run: str | None = None
+    #: the record as the job committed it, for the jobs of downstream tasks (None: not known)
+    handed: Handed | None = None
 
     @classmethod
-    def of(cls, record: Record, seconds: float, computed: bool) -> Outcome:
+    def of(
+        cls, record: Record, seconds: float, computed: bool, handed: Handed | None = None
+    ) -> Outcome:
         return cls(
             (record.name, record.key),
             record.digest,
@@ -111,6 +118,7 @@ class Outcome:
             seconds,
             computed,
             record.made.get("run"),
+            handed,
         )
 
     def read(self) -> UpstreamRead:
@@ -167,10 +175,11 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
     new_folder, previous = store.begin_run(job.task_id, spec.key, created)
     expected = {(r.name, r.key): r for r in job.reads}
     ids = dict(zip(((r.name, r.key) for r in job.reads), job.upstream_ids, strict=False))
+    handed = dict(zip(((r.name, r.key) for r in job.reads), job.handed, strict=False))
 
     def load(upstream: Any) -> Any:
         node = node_key(upstream)
-        return _read_upstream(root, upstream, expected[node], ids.get(node))
+        return _read_upstream(root, upstream, expected[node], ids.get(node), handed.get(node))
 
     output = None
     if config.detach_output:
@@ -296,7 +305,13 @@ def read_inputs(task: Any, root: Path) -> tuple[InputRead, ...]:
     return inputs
 
 
-def _read_upstream(root: Path, upstream: Any, expected: UpstreamRead, task_id: int | None) -> Any:
+def _read_upstream(
+    root: Path,
+    upstream: Any,
+    expected: UpstreamRead,
+    task_id: int | None,
+    handed: Handed | None = None,
+) -> Any:
     """The value of an upstream task, exactly the one the plan named."""
     spec = spec_of(upstream)
     store = get_store(root, spec.name)
@@ -306,7 +321,8 @@ def _read_upstream(root: Path, upstream: Any, expected: UpstreamRead, task_id: i
     try:
         if found is None:
             raise ResultMissingError(f"no cached result for {spec.name} {spec.key}")
-        value, record = store.load_value(found, spec.key)
+        given = None if handed is None else (handed, expected.digest, expected.lineage)
+        value, record = store.load_value(found, spec.key, given)
     except ResultMissingError:
         raise UpstreamChangedError(
             f"{upstream!r}: its result vanished while a downstream task was about to read it "

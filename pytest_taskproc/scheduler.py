@@ -22,6 +22,7 @@ from types import MappingProxyType
 
 import cloudpickle  # type: ignore[import-untyped]
 
+from .cache import Handed
 from .cancel import request_stop
 from .errors import CacheAccessError
 from .executors import InlineExecutor, adapt, executor_width
@@ -78,6 +79,9 @@ class GraphRun:
             k: reads_of(s.record) for k, s in states.items() if not s.stale and s.record
         }
         self._outcomes: dict[NodeKey, Outcome] = {}
+        #: the record a job of this run committed, with the value it names: handed to
+        #: downstream jobs while that value is the one they read
+        self._handed: dict[NodeKey, tuple[UpstreamRead, Handed]] = {}
         #: every task that failed, over all calls (see ``forget``)
         self._failed: dict[NodeKey, BaseException] = {}
         #: stale tasks that cannot run: the failed (or withheld) upstream task in the way
@@ -219,6 +223,7 @@ class GraphRun:
         """The task's value is gone (damaged, say): it is to be made again, or judged again."""
         self._values.pop(node, None)
         self._outcomes.pop(node, None)
+        self._handed.pop(node, None)
         self._blocked.pop(node, None)
 
     def adopt(self, other: GraphRun) -> None:
@@ -336,18 +341,28 @@ class GraphRun:
         state = self.states[node]
         assert state.task_id is not None
         ups = self.graph.upstream(node)
+        reads = tuple(self._values[u] for u in ups)
         return Job(
             task=state.task,
             task_id=state.task_id,
             settings=self.settings,
-            reads=tuple(self._values[u] for u in ups),
+            reads=reads,
             upstream_ids=tuple(self.states[u].task_id or 0 for u in ups),
             code=state.code.digest,
+            handed=tuple(self._handed_for(u, read) for u, read in zip(ups, reads, strict=True)),
         )
+
+    def _handed_for(self, node: NodeKey, read: UpstreamRead) -> Handed | None:
+        handed = self._handed.get(node)
+        return handed[1] if handed is not None and handed[0] == read else None
 
     def _learn(self, node: NodeKey, outcome: Outcome) -> None:
         self._outcomes[node] = outcome
-        self._values[node] = outcome.read()
+        self._values[node] = read = outcome.read()
+        if outcome.handed is not None:
+            self._handed[node] = (read, outcome.handed)
+        else:
+            self._handed.pop(node, None)
         if outcome.computed:
             self._ran[node[0]] += 1
             samples = self._durations[node[0]]

@@ -110,7 +110,8 @@ def _compute_under_lock(job: Job, store: ClassStore, created: bool = False) -> O
                 os.unlink(running)
     if marker is not None:
         note_computed(job.settings.failure_dir, store.name, job.task_id)
-    return Outcome.of(record, time.perf_counter() - start, computed=True)
+    seconds = time.perf_counter() - start
+    return Outcome.of(record, seconds, computed=True, handed=store.handed(job.task_id, record))
 
 
 #: next to the failure markers' folder: one ``class id`` line per task this run computed
