@@ -70,8 +70,8 @@ class StatusLine:
 
     def finish(self, text: str) -> None:
         """Erase the live status; elsewhere, a last line if any was written."""
-        if self.reporter is None:
-            return
+        if self.reporter is None or not (self.drawn or self.shown):
+            return  # nothing on the screen: no need to suspend pytest's capture
         with outside_capture(self.config):
             if self.drawn:
                 self._write("\x1b[K")
