@@ -14,12 +14,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..execute import NodeKey, Run
+from ..graph import NodeKey
 from .report import outside_capture
+
+if TYPE_CHECKING:
+    from ..execute import Run
 
 #: seconds between two lines when the output is not a terminal
 QUIET_SECONDS = 10.0
