@@ -249,6 +249,27 @@ def unpickle(data: bytes) -> Any:
     return value
 
 
+def load_file(name: str, handle: BinaryIO) -> Any:
+    """The value stored in the open file ``handle`` (at its start), read to its end.
+
+    A raw pickle is unpickled straight from the file: a large array's bytes
+    go from the file into the array, with no second copy of the whole file
+    in memory.  Raises ``ValueError`` if the file is damaged; an error
+    reading the file propagates as the ``OSError`` it is.
+    """
+    if name == GZIP_NAME:
+        return decode(name, handle.read())
+    try:
+        value = pickle.Unpickler(handle).load()
+    except OSError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"pickle cannot be loaded ({type(exc).__name__}: {exc})") from None
+    if handle.read(1):
+        raise ValueError("unexpected bytes after the pickle")
+    return value
+
+
 def decode(name: str, blob: bytes) -> Any:
     """The value stored in ``blob``; raises ``ValueError`` if it is damaged."""
     return unpickle(unpack(name, blob))
