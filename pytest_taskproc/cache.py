@@ -81,8 +81,9 @@ class StoredValue(NamedTuple):
 #: hashing it again, as planning already trusts it: every process writes a
 #: value into a new file, never into an old one, so those are the writer's
 #: bytes unless the disk changed them under the file system (bit rot).  A
-#: smaller one is hashed, which costs little; a file changed since, copied or
-#: touched is hashed whatever its size.
+#: smaller one is hashed, which costs little; a large file changed since,
+#: copied or touched is hashed, and its stat remembered in the stat table when
+#: its bytes are the recorded ones (so a copied cache is hashed once).
 TRUST_STAT_FROM = 1 << 20
 
 
@@ -367,7 +368,7 @@ class ClassStore:
                 raise ResultMissingError(self.missing_message(key))
             path = f"{self.folder(task_id)}{os.sep}{record.file}"
             try:
-                value, problem, hashed = _read_value(path, record)
+                value, problem, hashed = self._read_value(path, record)
             except FileNotFoundError:
                 continue  # replaced just now: read the new record
             except OSError as exc:
@@ -398,6 +399,41 @@ class ClassStore:
         raise ResultMissingError(
             f"the result of {self.name} with arguments {key} kept changing while it was read"
         )
+
+    def _read_value(self, path: str, record: Record) -> tuple[Any, str | None, bool]:
+        """The value in a value file: (value, what is wrong with it or None, whether it was hashed).
+
+        A file of at least ``TRUST_STAT_FROM`` bytes whose stat is the one its
+        writer recorded, or one whose bytes had the recorded digest at this
+        very stat (the stat table: a copied cache, hashed once by planning),
+        is unpickled straight from the file; any other is read, hashed and
+        compared with the recorded digest.  ``OSError`` propagates.
+        """
+        with open(path, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            large = st.st_size >= TRUST_STAT_FROM and st.st_size == record.stored_size
+            if large and (
+                _writer_stat(st) == record.stat
+                or stat_cache(self.root).lookup(path, stat_key(st)) == record.digest
+            ):
+                try:
+                    return serialize.load_file(record.file, handle), None, False
+                except ValueError as exc:
+                    return None, str(exc), False
+            blob = handle.read()
+            if large and stat_key(os.fstat(handle.fileno())) != stat_key(st):
+                large = False  # changed while it was read: its stat is not worth remembering
+        try:
+            value, intact = serialize.verified_load(
+                serialize.unpack(record.file, blob), record.digest
+            )
+        except ValueError as exc:
+            return None, str(exc), True
+        if not intact:
+            return None, "its bytes do not have the digest its record names", True
+        if large:
+            stat_cache(self.root).remember(path, stat_key(st), record.digest)
+        return value, None, True
 
     def _drop_damaged(self, task_id: int, text: bytes) -> bool:
         """Withdraw the record of a value found damaged, so planning never trusts it again
@@ -580,34 +616,6 @@ class ClassStore:
 
     def clear_all(self) -> None:
         remove_tree(self.results_dir)
-
-
-def _read_value(path: str, record: Record) -> tuple[Any, str | None, bool]:
-    """The value in a value file: (value, what is wrong with it or None, whether it was hashed).
-
-    A file of at least ``TRUST_STAT_FROM`` bytes whose stat is the one its
-    writer recorded is unpickled straight from the file; any other is read,
-    hashed and compared with the recorded digest.  ``OSError`` propagates.
-    """
-    with open(path, "rb") as handle:
-        st = os.fstat(handle.fileno())
-        if (
-            st.st_size >= TRUST_STAT_FROM
-            and st.st_size == record.stored_size
-            and _writer_stat(st) == record.stat
-        ):
-            try:
-                return serialize.load_file(record.file, handle), None, False
-            except ValueError as exc:
-                return None, str(exc), False
-        blob = handle.read()
-    try:
-        value, intact = serialize.verified_load(serialize.unpack(record.file, blob), record.digest)
-    except ValueError as exc:
-        return None, str(exc), True
-    if not intact:
-        return None, "its bytes do not have the digest its record names", True
-    return value, None, True
 
 
 def _remove_leftovers(folder: str) -> None:

@@ -326,6 +326,38 @@ def test_a_large_value_another_process_wrote_is_loaded_whole_and_damage_is_still
     assert sorted(modules.runs()) == ["run Large 3", "run Length 3"]
 
 
+def test_a_large_value_in_a_copied_cache_loads_and_damage_after_the_copy_is_found(
+    modules: TaskModules, cache_root: Path, tmp_path: Path
+) -> None:
+    import random
+
+    from pytest_taskproc import CorruptResultError
+    from pytest_taskproc.context import forget_fixed_root
+
+    mod = modules.load("large", LARGE)
+    expected = random.Random(5).randbytes(1_500_000)
+    run(mod.Length(5))
+    copy = tmp_path / "copied-cache"
+    shutil.copytree(cache_root, copy)  # new inodes and dates: no writer's stat matches
+    for path in copy.rglob("result.pkl"):
+        os.utime(path, (1_000_000_000, 1_000_000_000))  # not racily new: remembered
+    forget_stores()
+    Context.cache_dir = copy
+    forget_fixed_root()
+    modules.clear_log()
+    assert run(mod.Length(5)) == len(expected) + expected[0]  # hashed once by planning
+    assert mod.Large(5).get_task_result() == expected
+    assert modules.runs() == []
+    path = result_folder(copy, mod.Large(5)) / "result.pkl"
+    stat = path.stat()
+    with open(path, "r+b") as handle:  # same size, inode and date as remembered: not ctime
+        handle.seek(stat.st_size // 2)
+        handle.write(bytes(b ^ 0xFF for b in expected[:16]))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(CorruptResultError, match=r"result\.pkl of large\.Large .* is damaged"):
+        mod.Large(5).get_task_result()
+
+
 @pytest.mark.parametrize("how", ["truncated", "appended", "garbage"])
 def test_a_value_file_read_straight_from_disk_must_hold_one_whole_pickle(
     tmp_path: Path, how: str
