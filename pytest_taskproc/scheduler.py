@@ -260,6 +260,12 @@ class GraphRun:
         processes = getattr(self._executor, "_processes", None) or {}
         return frozenset(processes)
 
+    def _earlier_failure(self, node: NodeKey) -> BaseException | None:
+        """The failure another process of the run recorded for the task, if any."""
+        marker = self._marker(node)
+        failure = None if marker is None else Failure.read(marker)
+        return None if failure is None else failure.earlier(self.states[node].task)
+
     def _under_way(self, node: NodeKey) -> bool:
         marker = self._marker(node)
         return marker is not None and os.path.exists(marker + RUNNING_SUFFIX)
@@ -532,16 +538,32 @@ class _Pass:
             if node in chain and node not in run._abandoned and run._under_way(node)
         ]
         if not running and targets is not None:
+            # Nothing of the chain runs here.  An upstream task another process of
+            # the run saw fail (an xdist worker whose own item timed out on it) is
+            # what held the target up: it fails with that failure, and the target
+            # is blocked by it; otherwise the target itself ends with ``error``.
+            earlier = [(n, e) for n in chain if (e := run._earlier_failure(n)) is not None]
+            for node, failure in earlier:
+                if not run._settled(node):
+                    run._abandoned.add(node)
+                    run._record_failure(node, failure)
+                    self._settle_failed(node)
+            if earlier:
+                return
             running = [t for t in targets if t in chain and not run._settled(t)]
         for node in running:
             run._give_up_on(node, error)
-            self.failed = True
-            self.waiting[node] = -1  # never made ready, if it was not yet
-            for nodes in self.ready.values():
-                if node in nodes:
-                    nodes.remove(node)
-            self.tell(node)
-            self._block_downstream(node)
+            self._settle_failed(node)
+
+    def _settle_failed(self, node: NodeKey) -> None:
+        """A task failed outside the usual end of its job: nothing waits for it to run."""
+        self.failed = True
+        self.waiting[node] = -1  # never made ready, if it was not yet
+        for nodes in self.ready.values():
+            if node in nodes:
+                nodes.remove(node)
+        self.tell(node)
+        self._block_downstream(node)
 
     def _chain(self, targets: list[NodeKey]) -> set[NodeKey]:
         """The targets and their upstream tasks in this pass."""
