@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import TaskModules, forget_stores, result_folder
+from conftest import TaskModules, forget_stores, open_tables, result_folder
 from conftest import run_on_threads as run
 
 from pytest_taskproc import Context
@@ -504,23 +504,6 @@ def test_damaged_id_table_is_rebuilt_with_the_same_ids(
     assert {n: tasks.Value(n).task_id for n in range(3)} == ids
     # a connection leaked by the failed open would raise ResourceWarning (3.13+) here
     gc.collect()
-
-
-def open_tables(under: Path) -> list[str]:
-    """This process's open file descriptors on id tables under ``under`` (Linux: /proc/self/fd).
-
-    Only this test's cache: another test's table on a file system it unmounted shows as
-    a path outside it, and is that test's to account for.
-    """
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.endswith(os.sep + "cache.db") and target.startswith(str(under) + os.sep):
-            found.append(target)
-    return found
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")

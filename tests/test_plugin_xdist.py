@@ -157,6 +157,22 @@ def test_two_runs_started_at_once_compute_each_task_once(project: Project) -> No
     assert result.parseoutcomes() == {"cached": SHARED_TASKS}
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 12), reason="Python warns of forks with threads from 3.12"
+)
+def test_a_worker_does_not_fork_its_pool_from_a_threaded_process(project: Project) -> None:
+    """An xdist worker runs a thread that ``threading`` does not list (execnet's): its
+    pool's processes start from a fork server, so Python has no fork to warn about."""
+    project.task_file("task_shared.py", SHARED)
+    result = project.run(
+        "-n", "2", "--taskproc-executor=process:2", "-W", "always::DeprecationWarning"
+    )
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    output = result.stdout.str() + result.stderr.str()
+    assert "multi-threaded, use of fork()" not in output, output
+    assert_each_once(project.runs(), SHARED_TASKS)
+
+
 def test_a_rate_limit_holds_across_workers(project: Project) -> None:
     project.task_file("task_gpu.py", GPU)
     result = project.run("-n", "2", '--taskproc-rate-limits={"<gpu>": 1}')
