@@ -181,10 +181,24 @@ class Handed(NamedTuple):
     stamp: tuple[int, int, int, int, int]
     file: str
     stored_size: int
+    #: the value file's writer stat, so a large value is trusted by it as with the record
+    stat: tuple[int, int, int] | None = None
 
     def record(self, name: str, key: str, digest: str, lineage: str) -> Record:
         """The part of the record reading the value needs (the rest stays on disk)."""
-        return Record(name, key, None, {}, (), digest, -1, self.file, self.stored_size, lineage)
+        return Record(
+            name,
+            key,
+            None,
+            {},
+            (),
+            digest,
+            -1,
+            self.file,
+            self.stored_size,
+            lineage,
+            stat=self.stat,
+        )
 
 
 def ensure_directory(path: Path) -> None:
@@ -431,7 +445,7 @@ class ClassStore:
         known = _committed.get(self.record_path(task_id))
         if known is None or known[2] is not record:
             return None
-        return Handed(known[0], record.file, record.stored_size)
+        return Handed(known[0], record.file, record.stored_size, record.stat)
 
     def _current_record(
         self, task_id: int, key: str, handed: tuple[Handed, str, str] | None
@@ -453,6 +467,13 @@ class ClassStore:
                 return None, self._check_parsed(task_id, key, partial, b"")
         found = self._record_text(task_id)
         return found, None if found is None else self._check_record(task_id, key, found)
+
+    def _stamped(self, task_id: int, handed: Handed) -> bool:
+        """Whether the record file is still the one ``handed`` describes."""
+        try:
+            return _stamp(os.stat(self.record_path(task_id))) == handed.stamp
+        except OSError:
+            return False
 
     def load_value(
         self, task_id: int, key: str, handed: tuple[Handed, str, str] | None = None
@@ -482,6 +503,8 @@ class ClassStore:
             if problem is None and hashed:
                 return value, record
             if text is None:
+                if problem is None and handed is not None and self._stamped(task_id, handed[0]):
+                    return value, record  # trusted by its stat; the handed record still stands
                 handed = None  # the record was not read: judge the bytes by the record itself
                 continue
             if self._record_text(task_id) != text:
