@@ -41,6 +41,7 @@ from .inputs import input_reads, missing_inputs, persist_stat_cache, written_fil
 from .ledger import marker_path
 from .readaudit import watching_reads
 from .record import InputRead, Record, UpstreamRead, made_now, new_lineage
+from .relay import Relayed
 from .requires import bound_slots, resolve_slot_value
 from .source import UNMATCHABLE, code_digest, pickled_by_value
 from .spec import NodeKey, TaskObject, node_key, spec_of
@@ -106,6 +107,8 @@ class Outcome:
     run: str | None = None
     #: the record as the job committed it, for the jobs of downstream tasks (None: not known)
     handed: Handed | None = None
+    #: warnings ``run_task`` raised in a pool process, for the caller to issue (see ``relay``)
+    warnings: tuple[Relayed, ...] = ()
 
     @classmethod
     def of(

@@ -32,6 +32,7 @@ from .job import RunSettings
 from .ledger import RUNNING_SUFFIX, Failure, marker_path
 from .ratelimit import ChannelLimiter
 from .record import UpstreamRead
+from .relay import reissue, relayed_by
 from .worker import REPLAN_ERRORS, Job, JobResult, Outcome, describe, run_jobs, run_jobs_blob
 
 LOGGER = logging.getLogger("pytest_taskproc")
@@ -497,6 +498,8 @@ class _Pass:
             run._limiter.release(run._channels(node))
             if node in run._abandoned:
                 continue  # failed when the run gave up on it; how it ended is moot
+            if run.settings.log_failures:  # a library run: its caller sees the warnings
+                reissue(value.warnings if ok else relayed_by(value))
             if not ok:
                 if not (run._cancelled and isinstance(value, CancelledError)):
                     self.failed = True

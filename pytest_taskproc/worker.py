@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import os
+import threading
 import time
 from typing import Any
 
@@ -27,6 +29,7 @@ from .jobprefix import run_through_prefix
 from .ledger import RUNNING_SUFFIX, Failure, Kind, marker_path
 from .locks import task_lock
 from .record import Record
+from .relay import ATTRIBUTE, capturing
 from .source import code_digest
 from .spec import spec_of
 
@@ -188,6 +191,18 @@ def run_jobs(jobs: list[Job]) -> list[JobResult]:
     return results
 
 
+def _run_relaying(job: Job) -> JobResult:
+    """Run one job, its warnings carried by its outcome or its error."""
+    with capturing() as relayed:
+        ((ok, value),) = run_jobs([job])
+    if relayed:
+        if ok:
+            value = dataclasses.replace(value, warnings=tuple(relayed))
+        else:
+            value.__dict__[ATTRIBUTE] = tuple(relayed)
+    return ok, value
+
+
 def run_jobs_blob(blob: bytes, *, retried: bool = False) -> list[JobResult]:
     """Pool entry point: jobs arrive cloudpickled, errors leave picklable with their traceback.
 
@@ -196,9 +211,13 @@ def run_jobs_blob(blob: bytes, *, retried: bool = False) -> list[JobResult]:
     """
     prepare_pool_process()  # a pool process (main thread): stoppable, ends with its parent
     jobs: list[Job] = cloudpickle.loads(blob)
+    # Warnings are caught per job only in a pool process's main thread: catching
+    # them swaps process-wide state, which threads running jobs side by side
+    # (a Dask worker) would trample.
+    relay = threading.current_thread() is threading.main_thread()
     token = executor_retries.set(retried)
     try:
-        results = run_jobs(jobs)
+        results = [_run_relaying(job) for job in jobs] if relay else run_jobs(jobs)
     finally:
         executor_retries.reset(token)
     return [

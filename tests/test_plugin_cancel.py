@@ -98,7 +98,10 @@ def test_a_timeout_on_an_executor_stops_the_task_and_skips_its_downstream(
     if "--taskproc-executor=dask" in options:
         pytest.importorskip("distributed")
     project.task_file("task_slow.py", SLOW)
-    result = project.run("--timeout=3", "--timeout-method=signal", "-rsf", *options)
+    # Long enough for the task to have started: a Dask cluster under load takes seconds
+    # to import the task file on its workers.
+    timeout = "--timeout=12" if "--taskproc-executor=dask" in options else "--timeout=3"
+    result = project.run(timeout, "--timeout-method=signal", "-rsf", *options)
     lines = started(project)
     assert lines.count("Slow") == 1 and "Slow stopped" in lines, lines  # stopped where it ran
     assert "After 1" not in lines and "After 2" not in lines
