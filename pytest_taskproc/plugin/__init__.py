@@ -139,7 +139,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("taskproc_no_read_audit"):
         # Before any pool starts: its processes, and job_prefix children, inherit it.
         os.environ["CP_AUDIT_READS"] = "0"
-    if options.executor and not (options.controller or options.collect_only):
+    if options.executor and not (options.worker_id or options.controller or options.collect_only):
         from ..executors import start_pool_server
 
         start_pool_server(options.executor)  # first: it overlaps everything below
