@@ -473,6 +473,8 @@ class Recorder:
         pass
 
     def interaction(self, frame, tb) -> None:
+        if isinstance(tb, BaseException):  # pytest on Python 3.13+ passes the exception
+            tb = tb.__traceback__
         while tb.tb_next is not None:
             tb = tb.tb_next
         code = tb.tb_frame.f_code
