@@ -325,7 +325,7 @@ def test_a_worker_killed_mid_task_shows_what_the_task_printed_in_the_crash_repor
         [
             "*worker 'gw*' crashed while running 'task_dies.py::Doomed'",
             "",
-            "the worker died computing task_dies.Doomed (task id 0)",
+            "the process computing task_dies.Doomed (task id 0) died",
             "  arguments: {}",
             f"  stdout:    {folder / 'stdout.txt'}",
             f"  stderr:    {folder / 'stderr.txt'}",
@@ -337,7 +337,7 @@ def test_a_worker_killed_mid_task_shows_what_the_task_printed_in_the_crash_repor
     )
     assert "steady and fine" not in result.stdout.str()  # another task's, which passed
     junit = (project.path / "junit.xml").read_text(encoding="utf-8")
-    assert "the worker died computing task_dies.Doomed" in junit
+    assert "the process computing task_dies.Doomed (task id 0) died" in junit
     assert str(folder / "stdout.txt") in junit
 
 

@@ -72,7 +72,7 @@ class CrashOutput:
     def _attach(self, report: Any, name: str, task_id: int) -> None:
         store = get_store(self.options.cache_root, name)
         folder = store.folder(task_id)
-        lines = [f"the worker died computing {name} (task id {task_id})"]
+        lines = [f"the process computing {name} (task id {task_id}) died"]
         try:
             with open(os.path.join(folder, "args.json"), encoding="utf-8") as handle:
                 lines.append(f"  arguments: {handle.read()}")
