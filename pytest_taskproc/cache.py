@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 from . import serialize
-from .atomic import TMP_MARK, remove_tree, write_atomic, write_text_atomic
+from .atomic import TMP_MARK, remove_tree, write_bytes_atomic, write_text_atomic
 from .errors import (
     CacheAccessError,
     CacheCorruptionWarning,
@@ -42,7 +42,7 @@ from .errors import (
     UpstreamChangedError,
 )
 from .idtable import IdTable, access_error
-from .inputs import Stat, stat_cache, stat_key, written_changes
+from .inputs import stat_cache, stat_key, written_changes
 from .record import Record, parse_record
 
 __all__ = ["CacheCorruptionWarning", "ClassStore", "get_store"]
@@ -76,13 +76,15 @@ class StoredValue(NamedTuple):
     stat: tuple[int, int, int]
 
 
-#: Value files this process wrote, with the digest of their pickle and their
-#: stat then.  A file whose stat (ctime included, which no user can set) is
-#: unchanged still holds those bytes, so reading it back in this process need
-#: not hash it again.
-_written: dict[str, tuple[str, Stat]] = {}
-#: Only files this large are remembered: hashing a small one costs less than a look-up.
-TRUST_WRITTEN_FROM = 1 << 20
+#: A value file at least this large whose stat is the one its writer recorded
+#: (size, mtime, inode and ctime, which no user can set) is loaded without
+#: hashing it again, as planning already trusts it: every process writes a
+#: value into a new file, never into an old one, so those are the writer's
+#: bytes unless the disk changed them under the file system (bit rot).  A
+#: smaller one is hashed, which costs little; a large file changed since,
+#: copied or touched is hashed, and its stat remembered in the stat table when
+#: its bytes are the recorded ones (so a copied cache is hashed once).
+TRUST_STAT_FROM = 1 << 20
 
 
 def _writer_stat(st: os.stat_result) -> tuple[int, int, int]:
@@ -116,6 +118,73 @@ def _parsed(text: bytes) -> Record:
                 del _records[next(iter(_records))]
             _records[text] = record
     return record
+
+
+#: Records this process committed, by path: the record file's stamp right after
+#: the rename put it there, its text and the record.  A downstream task computed
+#: in the same process reads its upstream's record from here instead of the
+#: file, while the file's stamp is unchanged: any write, replacement or removal
+#: of the file changes it (a new inode, or new mtime and ctime, which no user
+#: can set).  The value's bytes are checked against the record's digest as
+#: before, so even a stamp that lied could not serve a wrong value.
+_committed: dict[str, tuple[tuple[int, int, int, int, int], bytes, Record]] = {}
+_committed_lock = threading.Lock()
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """(device, inode, size, mtime_ns, ctime_ns): what a rewritten or replaced file changes."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _remember_committed(path: str, written: os.stat_result, text: bytes, record: Record) -> None:
+    if len(text) > PARSED_RECORD_SIZE:
+        return  # a large fan-in's record: kept out, to bound the memory held
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if (st.st_dev, st.st_ino) != (written.st_dev, written.st_ino):
+        return  # replaced by another writer already: not ours to vouch for
+    with _committed_lock:
+        if len(_committed) >= PARSED_RECORDS:
+            del _committed[next(iter(_committed))]
+        _committed[path] = (_stamp(st), text, record)
+
+
+def _committed_record(path: str) -> tuple[bytes, Record] | None:
+    """The text and record this process committed at ``path``, if the file is still that one."""
+    known = _committed.get(path)
+    if known is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is None or _stamp(st) != known[0]:
+        with _committed_lock:
+            if _committed.get(path) is known:
+                del _committed[path]
+        return None
+    return known[1], known[2]
+
+
+class Handed(NamedTuple):
+    """An upstream's record as its writer left it, handed to the downstream task in its job.
+
+    The writer took the record file's stamp right after the rename; a reader in
+    any process that finds the same stamp at the path knows the file is that
+    very record, unchanged, so it need not read and parse it again.  Only what
+    reading the value needs is carried: the digest and lineage are the
+    planned read's (the scheduler hands both on from the same outcome).
+    """
+
+    stamp: tuple[int, int, int, int, int]
+    file: str
+    stored_size: int
+
+    def record(self, name: str, key: str, digest: str, lineage: str) -> Record:
+        """The part of the record reading the value needs (the rest stays on disk)."""
+        return Record(name, key, None, {}, (), digest, -1, self.file, self.stored_size, lineage)
 
 
 def ensure_directory(path: Path) -> None:
@@ -279,6 +348,13 @@ class ClassStore:
             record = _parsed(text)
         except RecordError as exc:
             return f"{path} of {self.name} {key} is damaged ({exc})"
+        return self._check_parsed(task_id, key, record, text, rehash)
+
+    def _check_parsed(
+        self, task_id: int, key: str, record: Record, text: bytes, rehash: bool = False
+    ) -> Record | str | None:
+        """``_check_record`` of a record already parsed from ``text``."""
+        path = self.record_path(task_id)
         if record.name != self.name or record.key != key:
             return (
                 f"{path} belongs to {record.name} {record.key}, not to {self.name} {key}, "
@@ -350,55 +426,75 @@ class ClassStore:
             return None
         return _writer_stat(st)
 
-    def load_value(self, task_id: int, key: str) -> tuple[Any, Record]:
+    def handed(self, task_id: int, record: Record) -> Handed | None:
+        """What a downstream job needs to trust ``record``, just committed here, unread."""
+        known = _committed.get(self.record_path(task_id))
+        if known is None or known[2] is not record:
+            return None
+        return Handed(known[0], record.file, record.stored_size)
+
+    def _current_record(
+        self, task_id: int, key: str, handed: tuple[Handed, str, str] | None
+    ) -> tuple[bytes | None, Record | str | None]:
+        """The record to read the value by, and its text (None: vouched for by ``handed``)."""
+        path = self.record_path(task_id)
+        committed = _committed_record(path)
+        if committed is not None:
+            text, parsed = committed
+            return text, self._check_parsed(task_id, key, parsed, text)
+        if handed is not None:
+            given, digest, lineage = handed
+            try:
+                st = os.stat(path)
+            except OSError:
+                st = None
+            if st is not None and _stamp(st) == given.stamp:
+                partial = given.record(self.name, key, digest, lineage)
+                return None, self._check_parsed(task_id, key, partial, b"")
+        found = self._record_text(task_id)
+        return found, None if found is None else self._check_record(task_id, key, found)
+
+    def load_value(
+        self, task_id: int, key: str, handed: tuple[Handed, str, str] | None = None
+    ) -> tuple[Any, Record]:
         """The stored value and its record, checked against the recorded digest.
 
         ``ResultMissingError`` when there is no result; ``CorruptResultError``
         when the stored bytes are damaged.  A result replaced by another
-        process while it is read is read again.
+        process while it is read is read again.  ``handed``: the writer's
+        :class:`Handed` with the digest and lineage the caller expects; while
+        the record file is that one, its record is not read, and only the
+        part of it reading the value needs is returned.
         """
         for _ in range(READ_ATTEMPTS):
-            text = self._record_text(task_id)
-            record = None if text is None else self._check_record(task_id, key, text)
+            text, record = self._current_record(task_id, key, handed)
             if isinstance(record, str):
                 raise CorruptResultError(record, self.name, key)
-            if record is None or text is None:
+            if record is None:
                 raise ResultMissingError(self.missing_message(key))
             path = f"{self.folder(task_id)}{os.sep}{record.file}"
             try:
-                with open(path, "rb") as handle:
-                    blob = handle.read()
-                    written = _written.get(path)
-                    if written is not None and written != (
-                        record.digest,
-                        stat_key(os.fstat(handle.fileno())),
-                    ):
-                        written = None
+                value, problem, hashed = self._read_value(path, record)
             except FileNotFoundError:
                 continue  # replaced just now: read the new record
             except OSError as exc:
                 raise access_error("read", path, exc) from None
-            problem = None
-            try:
-                if written is not None and self._record_text(task_id) == text:
-                    # This process wrote these very bytes, nothing touched the
-                    # file since, and its record did not change while it was
-                    # read (a writer removes the record before the value).
-                    value, intact = serialize.decode(record.file, blob), True
-                else:
-                    value, intact = serialize.verified_load(
-                        serialize.unpack(record.file, blob), record.digest
-                    )
-            except ValueError as exc:
-                value, intact, problem = None, False, str(exc)
-            if intact:
+            if problem is None and hashed:
                 return value, record
+            if text is None:
+                handed = None  # the record was not read: judge the bytes by the record itself
+                continue
             if self._record_text(task_id) != text:
                 continue  # a writer committed in the meantime; the bytes were the new ones
+            if problem is None:
+                # Trusted by its stat: the file read is the one the record
+                # describes, as its writer left it, and the record did not change
+                # while it was read (a writer removes the record before the value).
+                return value, record
             dropped = self._drop_damaged(task_id, text)
             raise CorruptResultError(
                 f"cached result {path} of {self.name} with arguments {key} is damaged: "
-                + (problem or "its bytes do not have the digest its record names")
+                + problem
                 + (
                     "; it is no longer trusted, so the next run recomputes it (run the task "
                     "again, e.g. task.run_graph(), to get a good value now)"
@@ -412,6 +508,41 @@ class ClassStore:
         raise ResultMissingError(
             f"the result of {self.name} with arguments {key} kept changing while it was read"
         )
+
+    def _read_value(self, path: str, record: Record) -> tuple[Any, str | None, bool]:
+        """The value in a value file: (value, what is wrong with it or None, whether it was hashed).
+
+        A file of at least ``TRUST_STAT_FROM`` bytes whose stat is the one its
+        writer recorded, or one whose bytes had the recorded digest at this
+        very stat (the stat table: a copied cache, hashed once by planning),
+        is unpickled straight from the file; any other is read, hashed and
+        compared with the recorded digest.  ``OSError`` propagates.
+        """
+        with open(path, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            large = st.st_size >= TRUST_STAT_FROM and st.st_size == record.stored_size
+            if large and (
+                _writer_stat(st) == record.stat
+                or stat_cache(self.root).lookup(path, stat_key(st)) == record.digest
+            ):
+                try:
+                    return serialize.load_file(record.file, handle), None, False
+                except ValueError as exc:
+                    return None, str(exc), False
+            blob = handle.read()
+            if large and stat_key(os.fstat(handle.fileno())) != stat_key(st):
+                large = False  # changed while it was read: its stat is not worth remembering
+        try:
+            value, intact = serialize.verified_load(
+                serialize.unpack(record.file, blob), record.digest
+            )
+        except ValueError as exc:
+            return None, str(exc), True
+        if not intact:
+            return None, "its bytes do not have the digest its record names", True
+        if large:
+            stat_cache(self.root).remember(path, stat_key(st), record.digest)
+        return value, None, True
 
     def _drop_damaged(self, task_id: int, text: bytes) -> bool:
         """Withdraw the record of a value found damaged, so planning never trusts it again
@@ -483,8 +614,7 @@ class ClassStore:
         # A new folder holds no record, so args.json need not be written
         # atomically: a torn one is rewritten by the next run.
         try:
-            with open(f"{folder}{os.sep}{ARGS_NAME}", "x", encoding="utf-8") as handle:
-                handle.write(key)
+            _write_new(f"{folder}{os.sep}{ARGS_NAME}", key.encode())
         except OSError as exc:
             remove_tree(Path(folder))  # nothing of it is a result yet
             raise access_error("prepare", folder, exc) from None
@@ -558,8 +688,6 @@ class ClassStore:
                 raise
             stat = os.fstat(writer.fileno())
         assert writer.name is not None
-        if writer.stored_size >= TRUST_WRITTEN_FROM:
-            _written[f"{folder}{os.sep}{writer.name}"] = (digest, stat_key(stat))
         return StoredValue(
             writer.name,
             digest,
@@ -571,14 +699,16 @@ class ClassStore:
     def commit(self, task_id: int, record: Record) -> None:
         """Publish a result: its record replaces whatever record was there, atomically."""
         path = self.record_path(task_id)
+        text = record.to_json().encode()
         try:
-            write_atomic(path, [record.to_json().encode()])
+            written = write_bytes_atomic(path, text)
         except OSError as exc:
             # A value without a record is no result, and on a full disk it
             # holds the room the next task needs.
             with contextlib.suppress(CacheAccessError):
                 self.discard_value(task_id)
             raise access_error("write", path, exc) from None
+        _remember_committed(path, written, text, record)
 
     def discard_value(self, task_id: int) -> None:
         folder = self.folder(task_id)
@@ -596,6 +726,18 @@ class ClassStore:
 
     def clear_all(self) -> None:
         remove_tree(self.results_dir)
+
+
+def _write_new(path: str, data: bytes) -> None:
+    """Write a file that must not exist yet, through a bare descriptor (once per computed
+    task: a file object costs more than the write)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def _remove_leftovers(folder: str) -> None:

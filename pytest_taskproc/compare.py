@@ -53,8 +53,8 @@ def _difference(a: Any, b: Any, where: str, seen: set[tuple[int, int]]) -> str |
     if isinstance(a, (int, bool, type(None), range, types.FunctionType, type)):
         return None if a == b or _same_pickle(a, b) else _leaf(where, a, b)
     if isinstance(a, PurePath):
-        # A path is its text: its attributes are caches and the pieces it was
-        # joined from (Python 3.13 keeps them), which one path made two ways differs in.
+        # By value: its slots are caches that depend on how it was built
+        # (Python 3.13 keeps the raw parts a path was joined from).
         return None if a == b else _leaf(where, a, b)
     seen.add(pair)
     if isinstance(a, dict):

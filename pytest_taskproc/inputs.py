@@ -244,6 +244,8 @@ def written_files(directory: str) -> tuple[str | None, WrittenFiles]:
     its stat as the writer left it and its SHA-256 (what planning compares, see
     :func:`written_changes`)."""
     files: WrittenFiles = {}
+    if not os.path.isdir(directory):
+        return None, files  # most tasks write nothing: one stat, not a walk
     for rel in walk_files(directory):
         path = os.path.join(directory, rel)
         st = stat_key(os.stat(path))

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import STDERR_NAME, STDOUT_NAME, ClassStore, get_store, root_path
+from .cache import STDERR_NAME, STDOUT_NAME, ClassStore, Handed, get_store, root_path
+from .cancel import computing, raise_if_cancelled
 from .capture import captured_output
 from .errors import (
     CacheAccessError,
@@ -37,6 +38,7 @@ from .errors import (
     UpstreamChangedError,
 )
 from .inputs import input_reads, missing_inputs, persist_stat_cache, written_files
+from .ledger import marker_path
 from .readaudit import watching_reads
 from .record import InputRead, Record, UpstreamRead, made_now, new_lineage
 from .requires import bound_slots, resolve_slot_value
@@ -63,6 +65,9 @@ class RunSettings:
     show_progress: bool = False
     #: log each failure (a library run); a pytest run reports it with its item instead
     log_failures: bool = True
+    #: warn about files a task reads without declaring them (``--taskproc-no-read-audit``:
+    #: off for this run only, in every process of it, without touching the environment)
+    audit_reads: bool = True
 
 
 @dataclass
@@ -76,6 +81,9 @@ class Job:
     reads: tuple[UpstreamRead, ...] = ()
     #: ids of the upstream tasks, sparing the computing process the lookups
     upstream_ids: tuple[int, ...] = ()
+    #: per upstream task, its record as this run's job committed it (None: read it),
+    #: so the computing process need not read and parse it again
+    handed: tuple[Handed | None, ...] = ()
     #: the code digest the planner saw (None: no source available there)
     code: str | None = None
     in_prefix_child: bool = False
@@ -96,9 +104,13 @@ class Outcome:
     computed: bool
     #: the run that made the value (None for results of unknown runs)
     run: str | None = None
+    #: the record as the job committed it, for the jobs of downstream tasks (None: not known)
+    handed: Handed | None = None
 
     @classmethod
-    def of(cls, record: Record, seconds: float, computed: bool) -> Outcome:
+    def of(
+        cls, record: Record, seconds: float, computed: bool, handed: Handed | None = None
+    ) -> Outcome:
         return cls(
             (record.name, record.key),
             record.digest,
@@ -106,6 +118,7 @@ class Outcome:
             seconds,
             computed,
             record.made.get("run"),
+            handed,
         )
 
     def read(self) -> UpstreamRead:
@@ -162,16 +175,29 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
     new_folder, previous = store.begin_run(job.task_id, spec.key, created)
     expected = {(r.name, r.key): r for r in job.reads}
     ids = dict(zip(((r.name, r.key) for r in job.reads), job.upstream_ids, strict=False))
+    handed = dict(zip(((r.name, r.key) for r in job.reads), job.handed, strict=False))
 
     def load(upstream: Any) -> Any:
         node = node_key(upstream)
-        return _read_upstream(root, upstream, expected[node], ids.get(node))
+        return _read_upstream(root, upstream, expected[node], ids.get(node), handed.get(node))
 
     output = None
     if config.detach_output:
         folder = store.folder(job.task_id)
         output = (f"{folder}{os.sep}{STDOUT_NAME}", f"{folder}{os.sep}{STDERR_NAME}")
-    value, seconds = run_bound(task, load, output, echo=job.settings.echo, new_folder=new_folder)
+    # A run that gives up on the task (a timeout) records its failure, then stops it here.
+    failure_dir = job.settings.failure_dir
+    marker = None if failure_dir is None else marker_path(failure_dir, store.name, job.task_id)
+    with computing(marker):
+        value, seconds = run_bound(
+            task,
+            load,
+            output,
+            echo=job.settings.echo,
+            new_folder=new_folder,
+            audit=job.settings.audit_reads,
+        )
+    raise_if_cancelled(marker)  # finished all the same: not kept
     try:
         stored = store.write_value(job.task_id, value, config.compress_level)
     except CacheAccessError:
@@ -179,8 +205,8 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
     except Exception as exc:
         raise ResultNotPicklableError(
             f"{task!r}: run_task returned a {type(value).__qualname__} that cloudpickle cannot "
-            f"serialise ({type(exc).__name__}: {exc}); nothing was cached for "
-            f"{describe(task, store, job.task_id)}"
+            f"serialise ({type(exc).__name__}: {exc}); nothing was cached for {task.task_name} "
+            f"(task id {job.task_id})"
         ) from None
     del value
     files, written = written_files(f"{store.folder(job.task_id)}{os.sep}data")  # no Path per task
@@ -227,6 +253,7 @@ def run_bound(
     *,
     echo: bool = False,
     new_folder: bool = False,
+    audit: bool = True,
 ) -> tuple[Any, float]:
     """Call ``run_task`` with its requirement slots bound to upstream values.
 
@@ -253,7 +280,7 @@ def run_bound(
     start = time.perf_counter()
     with bound_slots(task, resolved):
         del resolved
-        with watching_reads(task):
+        with watching_reads(task, audit):
             if output is not None:
                 with captured_output(output[0], output[1], echo, new_folder=new_folder):
                     value = task.run_task()
@@ -278,7 +305,13 @@ def read_inputs(task: Any, root: Path) -> tuple[InputRead, ...]:
     return inputs
 
 
-def _read_upstream(root: Path, upstream: Any, expected: UpstreamRead, task_id: int | None) -> Any:
+def _read_upstream(
+    root: Path,
+    upstream: Any,
+    expected: UpstreamRead,
+    task_id: int | None,
+    handed: Handed | None = None,
+) -> Any:
     """The value of an upstream task, exactly the one the plan named."""
     spec = spec_of(upstream)
     store = get_store(root, spec.name)
@@ -288,7 +321,8 @@ def _read_upstream(root: Path, upstream: Any, expected: UpstreamRead, task_id: i
     try:
         if found is None:
             raise ResultMissingError(f"no cached result for {spec.name} {spec.key}")
-        value, record = store.load_value(found, spec.key)
+        given = None if handed is None else (handed, expected.digest, expected.lineage)
+        value, record = store.load_value(found, spec.key, given)
     except ResultMissingError:
         raise UpstreamChangedError(
             f"{upstream!r}: its result vanished while a downstream task was about to read it "

@@ -15,24 +15,67 @@ cleared task's downstream is recomputed, as clearing promises.
 
 from __future__ import annotations
 
-import datetime
 import functools
 import json
+import json.encoder
 import os
 import platform
 import socket
 import sys
-import uuid
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import RecordError
 from .identity import encode_key
 
+_quote = json.encoder.encode_basestring_ascii
+
 FORMAT = "pytest-taskproc/record-1"
 _NL = "\n"
-#: json.dumps with default options reuses one C encoder
-_encode = json.dumps
+
+
+def _fast_encoder() -> Any:
+    """``json.dumps`` with its default options, minus its cost per call.
+
+    ``json.dumps`` makes a new C encoder for every call, and a record takes
+    about ten calls; this one is made once (no circular-reference check:
+    records hold none).  None where the C encoder is missing or encodes
+    otherwise than ``json.dumps``; records are then encoded by ``json.dumps``.
+    """
+    from json.encoder import JSONEncoder, encode_basestring_ascii
+
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # not in the stubs
+    if c_make_encoder is None:
+        return None
+    try:
+        # markers, default, encoder, indent, key and item separators, sort_keys,
+        # skipkeys, allow_nan: what json.dumps passes, without the markers
+        default = JSONEncoder().default
+        encoder = c_make_encoder(
+            None, default, encode_basestring_ascii, None, ": ", ", ", False, False, True
+        )
+    except TypeError:  # another signature
+        return None
+    sample = {"a": [1, 2.5, None, True, "\u00e9\n"], "b": {"c": 10**20, "d": (1, 1e-05)}}
+    try:
+        if "".join(encoder(sample, 0)) != json.dumps(sample):
+            return None
+    except Exception:
+        return None
+    return encoder
+
+
+_encoder = _fast_encoder()
+
+
+def _encode(value: Any) -> str:
+    """``json.dumps(value)``, byte for byte."""
+    if isinstance(value, str):
+        return _quote(value)  # what json.dumps does for a string
+    if _encoder is None:
+        return json.dumps(value)
+    return "".join(_encoder(value, 0))
 
 
 @functools.lru_cache(maxsize=8192)
@@ -42,6 +85,22 @@ def _args(key: str) -> str:
     Cached: a key is written again in the record of every task downstream of it.
     """
     return _encode(json.loads(key))
+
+
+#: code digest -> (its parts, the record's "code" member): the same for every task of a class
+_code_texts: dict[str | None, tuple[dict[str, str], str]] = {}
+CODE_TEXTS = 1024
+
+
+def _code_text(code: str | None, parts: dict[str, str]) -> str:
+    known = _code_texts.get(code)
+    if known is not None and known[0] == parts:
+        return known[1]
+    text = _encode({"digest": code, "parts": parts})
+    if len(_code_texts) >= CODE_TEXTS:
+        _code_texts.clear()
+    _code_texts[code] = (dict(parts), text)
+    return text
 
 
 @dataclass(frozen=True)
@@ -133,7 +192,7 @@ class Record:
             f'{{\n "format": "{FORMAT}",\n'
             f' "task": {_encode(self.name)},\n'
             f' "args": {_args(self.key)},\n'
-            f' "code": {_encode({"digest": self.code, "parts": self.code_parts})},\n'
+            f' "code": {_code_text(self.code, self.code_parts)},\n'
             f' "upstream": [{f"{_NL}  {upstream}{_NL} " if upstream else ""}],\n'
             f' "inputs": {_encode([i.to_json() for i in self.inputs])},\n'
             f' "value": {_encode(value)},\n'
@@ -200,7 +259,9 @@ def _written(data: Any) -> dict[str, tuple[tuple[int, int, int, int], str]]:
 
 
 def new_lineage() -> str:
-    return uuid.uuid4().hex
+    """A new lineage: 128 random bits as 32 hex digits (as ``uuid4().hex``, at a third of
+    the cost: one is made per computed task)."""
+    return os.urandom(16).hex()
 
 
 @functools.cache
@@ -213,24 +274,75 @@ def _environment() -> dict[str, Any]:
     }
 
 
+#: The part of ``made`` that is the same for every record of one class in one
+#: run, by what it depends on (see ``_tail_key``).
+_tails: dict[tuple[Any, ...], dict[str, Any]] = {}
+MADE_TAILS = 256
+
+
+def _tail_key(run: str | None, cls: type | None) -> tuple[Any, ...]:
+    """What the environment of a class's records depends on, besides the run.
+
+    The same inputs ``distributions_for`` caches on (the module, its number
+    of globals, whether numpy is loaded), and the working directory where
+    the class's folder depends on it (a module without an absolute file).
+    """
+    module = sys.modules.get(cls.__module__) if cls is not None else None
+    file = getattr(module, "__file__", None)
+    here = None if isinstance(file, str) and os.path.isabs(file) else os.getcwd()
+    size = len(vars(module)) if module is not None else 0
+    return (cls, run, id(module), size, "numpy" in sys.modules, here)
+
+
+def _made_tail(run: str | None, cls: type | None) -> dict[str, Any]:
+    key = _tail_key(run, cls)
+    tail = _tails.get(key)
+    if tail is None:
+        from .environment import distributions_for, git_state, project_directory
+
+        tail = {
+            **_environment(),
+            "packages": distributions_for(cls),
+            "git": git_state(project_directory(cls), run),
+            "run": run,
+        }
+        if len(_tails) >= MADE_TAILS:
+            _tails.clear()
+        _tails[key] = tail
+    return tail
+
+
+#: (second, its UTC text): records made within the same second share the text
+_second: tuple[int, str] = (-1, "")
+
+
+def _timestamp() -> str:
+    """Now in UTC to the millisecond, ``2026-12-07T16:38:01.798Z`` (as ``datetime``'s
+    ``isoformat(timespec="milliseconds")``, which also truncates), at a fifth of its cost."""
+    global _second
+    second, milli = divmod(time.time_ns() // 1_000_000, 1000)
+    known, text = _second
+    if second != known:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = (second, text)
+    return f"{text}.{milli:03d}Z"
+
+
 def made_now(seconds: float, run: str | None, cls: type | None = None) -> dict[str, Any]:
     """The ``made`` part of a new record: when, how long, where, by which run and code.
 
     ``packages`` names the installed distributions the task class's modules
     import (see ``environment.distributions_for``);
     ``git`` the commit of the repository holding the class's file and whether
-    tracked files differed from it (None outside a repository).
+    tracked files differed from it (None outside a repository).  Both are
+    worked out once per class and run (``_made_tail``): a record is written
+    for every computed task.
     """
-    from .environment import distributions_for, git_state, project_directory
-
-    now = datetime.datetime.now(datetime.timezone.utc)
     made: dict[str, Any] = {
-        "at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "at": _timestamp(),
         "seconds": round(seconds, 6),
         "pid": os.getpid(),
     }
-    made.update(_environment())
-    made["packages"] = distributions_for(cls)
-    made["git"] = git_state(project_directory(cls), run)
-    made["run"] = run
+    # Shared with the other records of the class and run: records are not changed once made.
+    made.update(_made_tail(run, cls))
     return made

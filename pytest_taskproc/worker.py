@@ -18,8 +18,9 @@ from typing import Any
 import cloudpickle  # type: ignore[import-untyped]
 
 from .cache import ClassStore, get_store, root_path
+from .cancel import prepare_pool_process, running_note
 from .context import job_cache_root
-from .errors import CorruptResultError, UpstreamChangedError
+from .errors import CorruptResultError, TaskCancelled, UpstreamChangedError
 from .freshness import judge
 from .job import Job, Outcome, compute, describe, portable_error
 from .jobprefix import run_through_prefix
@@ -80,13 +81,20 @@ def _compute_under_lock(job: Job, store: ClassStore, created: bool = False) -> O
     try:
         if running is not None:
             os.makedirs(os.path.dirname(running), exist_ok=True)
-            # Only its existence counts, so no atomic write: one create, one unlink.
-            os.close(os.open(running, os.O_CREAT | os.O_WRONLY, 0o644))
+            # Its existence says the task is under way; what it holds, who to ask to
+            # stop it (cancel.request_stop), read only by a run that gives up on it.
+            fd = os.open(running, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, running_note().encode())
+            finally:
+                os.close(fd)
         with slot:
             if spec.config.job_prefix is not None and not job.in_prefix_child:
                 record = run_through_prefix(job, store)
             else:
                 record = compute(job, store, created)
+    except TaskCancelled:
+        raise  # the run that gave up on it recorded why (the timeout) in the marker
     except BaseException as exc:
         # Whatever ended run_task, pytest's outcomes and SystemExit included, is
         # the task's failure; KeyboardInterrupt stops the run without a verdict,
@@ -102,7 +110,8 @@ def _compute_under_lock(job: Job, store: ClassStore, created: bool = False) -> O
                 os.unlink(running)
     if marker is not None:
         note_computed(job.settings.failure_dir, store.name, job.task_id)
-    return Outcome.of(record, time.perf_counter() - start, computed=True)
+    seconds = time.perf_counter() - start
+    return Outcome.of(record, seconds, computed=True, handed=store.handed(job.task_id, record))
 
 
 #: next to the failure markers' folder: one ``class id`` line per task this run computed
@@ -185,6 +194,7 @@ def run_jobs_blob(blob: bytes, *, retried: bool = False) -> list[JobResult]:
     ``retried``: the executor runs a job again when its process dies (see
     :data:`executor_retries`).
     """
+    prepare_pool_process()  # a pool process (main thread): stoppable, ends with its parent
     jobs: list[Job] = cloudpickle.loads(blob)
     token = executor_retries.set(retried)
     try:

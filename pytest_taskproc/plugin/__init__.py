@@ -14,7 +14,6 @@ and ``crashes`` (a dead worker's task output).  Their state lives in ``config.st
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -137,9 +136,6 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     options = read_options(config)
     config.stash[OPTIONS] = options
-    if config.getoption("taskproc_no_read_audit"):
-        # Before any pool starts: its processes, and job_prefix children, inherit it.
-        os.environ["CP_AUDIT_READS"] = "0"
     if options.executor and not (options.worker_id or options.controller or options.collect_only):
         from ..executors import start_pool_server
 

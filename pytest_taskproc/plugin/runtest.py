@@ -17,20 +17,17 @@ in pytest.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..cache import STDERR_NAME, STDOUT_NAME
 from ..errors import (
     NotReproducibleError,
     ResultNotPicklableError,
     TaskFailedEarlierError,
     TaskprocError,
 )
-from ..execute import TaskState
 from ..ledger import Failure, Kind, marker_path, read_traceback
-from ..provenance import Status as Verified
 from .collect import PROTOCOL, TaskItem
 from .options import Options
 from .plan import PLAN, RunPlan
@@ -44,8 +41,15 @@ from .report import (
     status_line,
 )
 from .status import Status
-from .verdict import Fate, Verdict, decide
-from .verify import Checked
+
+if TYPE_CHECKING:
+    from ..execute import TaskState
+    from .verdict import Verdict
+    from .verify import Checked
+
+# ``verdict`` (and through it the scheduler and the cache) is imported when the
+# first item runs, not when pytest configures the plugin: a run that collects
+# no task item never needs it.
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
@@ -71,6 +75,8 @@ class ItemRunner:
         item.tp_status = {}
         item.tp_earlier_traceback = None
         rerun = item.tp_attempts > 1 or getattr(item, "execution_count", 1) > 1
+        from .verdict import decide
+
         report_verdict(item, decide(self.plan, item, rerun), self.plan)
 
     def repr_failure(
@@ -108,6 +114,8 @@ class ItemRunner:
 def report_verdict(item: TaskItem, verdict: Verdict, plan: RunPlan) -> None:
     """Turn what became of the item's task into the item's outcome, whatever it was."""
     __tracebackhide__ = True
+    from .verdict import Fate
+
     status = item.tp_status
     state = verdict.state
     status[TASK_ID] = state.task_id
@@ -176,6 +184,8 @@ def report_verdict(item: TaskItem, verdict: Verdict, plan: RunPlan) -> None:
 def _report_verification(item: TaskItem, checked: Checked) -> None:
     """Verified passes, not reproducible fails; one that could not be verified stays cached."""
     __tracebackhide__ = True
+    from ..provenance import Status as Verified
+
     status = item.tp_status
     if checked.status is Verified.VERIFIED:
         how = "the same bytes" if checked.same_bytes else "an equal value, pickled differently"
@@ -244,6 +254,8 @@ def output_files(state: TaskState | None, since_ns: int = 0) -> list[tuple[str, 
     """The task's stdout/stderr files written since ``since_ns`` (not a previous run's)."""
     if state is None or state.task_id is None:
         return []
+    from ..cache import STDERR_NAME, STDOUT_NAME
+
     folder = state.store.folder(state.task_id)  # a string: two Path objects per item cost more
     found = []
     for which, name in (("stdout", STDOUT_NAME), ("stderr", STDERR_NAME)):

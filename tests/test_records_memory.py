@@ -1,0 +1,174 @@
+"""Records a process wrote are not read back from disk, unless the file could have changed.
+
+A downstream task reads its upstream's record to find the value; when the
+same process committed that record (or the run's job handed its stamp on),
+the record is taken from memory while the file at its path is still the one
+the writer left.  These tests replace and damage the files behind that
+memory and expect what is on disk to win.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from conftest import TaskModules
+from conftest import run_on_threads as run
+
+from pytest_taskproc import CorruptResultError
+from pytest_taskproc import cache as cache_module
+from pytest_taskproc.atomic import write_text_atomic
+from pytest_taskproc.cache import ClassStore, get_store
+from pytest_taskproc.identity import encode_key
+from pytest_taskproc.record import (
+    InputRead,
+    Record,
+    UpstreamRead,
+    _encode,
+    _timestamp,
+    made_now,
+    new_lineage,
+    parse_record,
+)
+from pytest_taskproc.spec import spec_of
+
+TASKS = """
+class Up(TaskBase):
+    def build_task(self, n: int) -> None:
+        self.n = n
+
+    def run_task(self) -> list[int]:
+        log("run", "Up", self.n)
+        return list(range(self.n))
+
+
+class Down(TaskBase):
+    up: Requires[list[int]]
+
+    def build_task(self, n: int) -> None:
+        self.up = Up(n)
+
+    def run_task(self) -> int:
+        log("run", "Down")
+        return sum(self.up)
+"""
+
+
+@pytest.fixture
+def tasks(modules: TaskModules) -> ModuleType:
+    return modules.load("memory_tasks", TASKS)
+
+
+def committed(cache_root: Path, task: object) -> tuple[ClassStore, int, str, bytes, Record]:
+    """The store of ``task``, its id and key, and the text and record this process committed."""
+    spec = spec_of(task)
+    store = get_store(cache_root, spec.name)
+    task_id = store.known_id(spec.key)
+    assert task_id is not None
+    _, text, record = cache_module._committed[store.record_path(task_id)]
+    return store, task_id, spec.key, text, record
+
+
+def test_encoding_is_json_dumps_and_a_record_reads_back_equal() -> None:
+    for value in (
+        'caf\u00e9 \u2603\n"quoted"',
+        {"a": [1, 2.5, None, True, False], "b": {"c": 10**30, "d": -0.0}},
+        [1e-05, 1e300, math.inf, -math.inf],
+        {"nested": {"deep": [{"x": "y"}]}, "empty": {}, "list": []},
+    ):
+        assert _encode(value) == json.dumps(value)
+    assert _encode(math.nan) == json.dumps(math.nan)
+    record = Record(
+        name="pkg.Task",
+        key=encode_key({"alpha": 1e-05, "name": "caf\u00e9", "sizes": [1, 2]}),
+        code="c" * 64,
+        code_parts={"pkg.Task": "d" * 64, "pkg.helper": "e" * 64},
+        upstream=(UpstreamRead("pkg.Up", encode_key({"n": 3}), "f" * 64, new_lineage()),),
+        digest="a" * 64,
+        size=12,
+        file="result.pkl.gz",
+        stored_size=40,
+        lineage=new_lineage(),
+        made=made_now(0.1234567891, "run-1", Record),
+        inputs=(InputRead("data", "data/x.csv", "b" * 64), InputRead("k", None, "9" * 64)),
+        files="1" * 64,
+        stat=(1765000000123456789, 42, 1765000000123456789),
+        written={"out/a.txt": ((3, 1765000000123456789, 43, 1765000000123456789), "2" * 64)},
+    )
+    text = record.to_json()
+    assert parse_record(text) == record
+    assert parse_record(text.encode()).to_json() == text
+    document = json.loads(text)
+    assert document["made"]["seconds"] == 0.123457
+    assert re.fullmatch(r"[0-9a-f]{32}", record.lineage)
+
+
+def test_the_timestamp_is_isoformat_in_utc_to_the_millisecond() -> None:
+    before = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    stamp = _timestamp()
+    after = datetime.datetime.now(datetime.timezone.utc)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp)
+    when = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert before <= when <= after
+
+
+def test_a_record_replaced_on_disk_is_read_from_disk_not_from_memory(
+    tasks: ModuleType, cache_root: Path
+) -> None:
+    assert run(tasks.Down(3)) == 3
+    store, task_id, key, text, record = committed(cache_root, tasks.Up(3))
+    handed = store.handed(task_id, record)
+    assert handed is not None
+    assert store.load_value(task_id, key) == ([0, 1, 2], record)  # from memory: the same object
+    # Another process recomputes Up: same bytes, a new lineage, a new record file.
+    document = json.loads(text)
+    document["value"]["lineage"] = "0" * 32
+    write_text_atomic(store.record_path(task_id), json.dumps(document))
+    for given in (None, (handed, record.digest, record.lineage)):
+        value, found = store.load_value(task_id, key, given)
+        assert value == [0, 1, 2]
+        assert found.lineage == "0" * 32
+        assert found.made == record.made  # the whole record, read from the file
+    assert cache_module._committed.get(store.record_path(task_id)) is None
+
+
+def test_a_handed_record_is_taken_as_is_only_while_its_file_is_unchanged(
+    tasks: ModuleType, cache_root: Path
+) -> None:
+    assert run(tasks.Down(4)) == 6
+    store, task_id, key, _, record = committed(cache_root, tasks.Up(4))
+    handed = store.handed(task_id, record)
+    assert handed is not None
+    del cache_module._committed[store.record_path(task_id)]  # as in another process
+    given = (handed, record.digest, record.lineage)
+    value, partial = store.load_value(task_id, key, given)
+    assert value == [0, 1, 2, 3]
+    assert (partial.digest, partial.lineage, partial.made) == (record.digest, record.lineage, {})
+    # The value damaged in place (same size): its bytes are checked all the same.
+    path = Path(store.folder(task_id), record.file)
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptResultError, match="is damaged"):
+        store.load_value(task_id, key, given)
+
+
+def test_a_value_damaged_after_its_record_was_committed_is_not_served(
+    tasks: ModuleType, modules: TaskModules, cache_root: Path
+) -> None:
+    assert run(tasks.Down(5)) == 10
+    store, task_id, key, _, record = committed(cache_root, tasks.Up(5))
+    path = Path(store.folder(task_id), record.file)
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptResultError, match="is damaged"):
+        store.load_value(task_id, key)
+    modules.clear_log()
+    assert run(tasks.Down(5)) == 10  # the damaged result was withdrawn: computed again
+    assert sorted(modules.runs()) == ["run Down", "run Up 5"]
