@@ -288,6 +288,59 @@ def test_a_worker_killed_mid_task_crashes_one_item_and_leaves_nothing_partial(
     assert project.runs() == ["Doomed"]
 
 
+PRINTS_THEN_DIES = """
+import signal
+import sys
+
+
+class Steady(TaskBase):
+    def run_task(self) -> int:
+        print("steady and fine")
+        return 1
+
+
+class Doomed(TaskBase):
+    steady: Requires[int]
+
+    def build_task(self) -> None:
+        self.steady = Steady()
+
+    def run_task(self) -> int:
+        print("half-way through the data")
+        print("running low on memory", file=sys.stderr)
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGKILL)  # what the out-of-memory killer does
+        return 1
+"""
+
+
+def test_a_worker_killed_mid_task_shows_what_the_task_printed_in_the_crash_report(
+    project: Project,
+) -> None:
+    project.task_file("task_dies.py", PRINTS_THEN_DIES)
+    result = project.run("-n", "2", "-p", "no:randomly", "--junitxml=junit.xml")
+    assert result.parseoutcomes() == {"failed": 1, "passed": 1}, result.stdout.str()
+    folder = project.cache / "taskproc" / "task_dies.Doomed" / "results" / "0"
+    result.stdout.fnmatch_lines(
+        [
+            "*worker 'gw*' crashed while running 'task_dies.py::Doomed'",
+            "",
+            "the process computing task_dies.Doomed (task id 0) died",
+            "  arguments: {}",
+            f"  stdout:    {folder / 'stdout.txt'}",
+            f"  stderr:    {folder / 'stderr.txt'}",
+            "*- Captured stdout call -*",
+            "half-way through the data",
+            "*- Captured stderr call -*",
+            "running low on memory",
+        ]
+    )
+    assert "steady and fine" not in result.stdout.str()  # another task's, which passed
+    junit = (project.path / "junit.xml").read_text(encoding="utf-8")
+    assert "the process computing task_dies.Doomed (task id 0) died" in junit
+    assert str(folder / "stdout.txt") in junit
+
+
 #: Each process adds how many records it read to ``reads.txt``.
 COUNT_READS = """
 import os
