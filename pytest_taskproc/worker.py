@@ -83,14 +83,7 @@ def _compute_under_lock(job: Job, store: ClassStore, created: bool = False) -> O
     slot = slots.hold(spec.config.channels) if slots else contextlib.nullcontext()
     try:
         if running is not None:
-            os.makedirs(os.path.dirname(running), exist_ok=True)
-            # Its existence says the task is under way; what it holds, who to ask to
-            # stop it (cancel.request_stop), read only by a run that gives up on it.
-            fd = os.open(running, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-            try:
-                os.write(fd, running_note().encode())
-            finally:
-                os.close(fd)
+            _mark_running(running)
         with slot:
             if spec.config.job_prefix is not None and not job.in_prefix_child:
                 record = run_through_prefix(job, store)
@@ -115,6 +108,26 @@ def _compute_under_lock(job: Job, store: ClassStore, created: bool = False) -> O
         note_computed(job.settings.failure_dir, store.name, job.task_id)
     seconds = time.perf_counter() - start
     return Outcome.of(record, seconds, computed=True, handed=store.handed(job.task_id, record))
+
+
+def _mark_running(path: str) -> None:
+    """Create the running marker: its existence says the task is under way; what it
+    holds, who to ask to stop it (``cancel.request_stop``, read only by a run that
+    gives up on the task).
+
+    Its folder is made when the first marker finds it missing, not looked at
+    for every task (``os.makedirs`` is three system calls and an exception).
+    """
+    flags = os.O_CREAT | os.O_WRONLY | os.O_TRUNC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, flags, 0o644)
+    try:
+        os.write(fd, running_note().encode())
+    finally:
+        os.close(fd)
 
 
 #: next to the failure markers' folder: one ``class id`` line per task this run computed
