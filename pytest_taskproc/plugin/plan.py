@@ -154,6 +154,7 @@ class RunPlan:
         if exitstatus == pytest.ExitCode.INTERRUPTED:
             self.abandon()  # Ctrl+C: do not wait for the tasks under way
         self.stop(cancel=True)
+        self.reissue_warnings()  # tasks settled after the last item: pytest still records them
         count, seconds = self.take_upstream()
         if count and self.options.worker_id is None:
             self.reporter.tally.add_upstream(count, seconds)

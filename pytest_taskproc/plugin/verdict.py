@@ -100,6 +100,7 @@ def decide(plan: RunPlan, item: TaskItem, rerun: bool) -> Verdict:
     """
     __tracebackhide__ = True
     verdict = _settle(plan, item, rerun)
+    plan.reissue_warnings()  # of upstream tasks settled while this item waited
     verifier = plan.config.stash.get(VERIFIER, None)
     if verifier is not None:
         if verdict.fate is Fate.FRESH and verdict.made_before(plan.options.run_id):
