@@ -208,3 +208,31 @@ def test_a_stop_request_never_signals_a_process_outside_the_pool(tmp_path: objec
     finally:
         bystander.kill()
         bystander.wait()
+
+
+STUBBORN = """
+import signal
+
+
+class Stubborn(TaskBase):
+    def run_task(self) -> int:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # deaf to being asked to stop
+        log("Stubborn", os.getpid())
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        return 1
+"""
+
+
+def test_a_task_deaf_to_the_stop_is_ended_with_the_run(project: Project) -> None:
+    """The run does not wait for it: its pool process is killed when the run ends."""
+    project.task_file("task_stubborn.py", STUBBORN)
+    result = project.run(
+        "--timeout=3", "--timeout-method=signal", "--taskproc-executor=process:1", "-rf"
+    )
+    result.stdout.fnmatch_lines(["FAILED task_stubborn.py::Stubborn - Failed: Timeout*"])
+    (line,) = project.runs()
+    pid = int(line.split()[1])
+    assert not _alive(pid)  # ended before pytest exited, not 120 s later
+    assert list(project.cache.rglob("result.pkl*")) == []
