@@ -20,7 +20,7 @@ import pytest
 from conftest import TaskModules
 from conftest import run_on_threads as run
 
-from pytest_taskproc import CorruptResultError
+from pytest_taskproc import CorruptResultError, ResultMissingError
 from pytest_taskproc import cache as cache_module
 from pytest_taskproc.atomic import write_text_atomic
 from pytest_taskproc.cache import ClassStore, get_store
@@ -172,3 +172,26 @@ def test_a_value_damaged_after_its_record_was_committed_is_not_served(
     modules.clear_log()
     assert run(tasks.Down(5)) == 10  # the damaged result was withdrawn: computed again
     assert sorted(modules.runs()) == ["run Down", "run Up 5"]
+
+
+@pytest.mark.parametrize("how", ["deleted", "truncated"])
+@pytest.mark.parametrize("source", ["memory", "handed"])
+def test_a_value_file_gone_or_cut_behind_a_remembered_record_is_told_as_from_disk(
+    tasks: ModuleType, cache_root: Path, how: str, source: str
+) -> None:
+    assert run(tasks.Down(6)) == 15
+    store, task_id, key, _, record = committed(cache_root, tasks.Up(6))
+    handed = store.handed(task_id, record)
+    assert handed is not None
+    if source == "handed":
+        del cache_module._committed[store.record_path(task_id)]  # as in another process
+    given = (handed, record.digest, record.lineage)
+    path = Path(store.folder(task_id), record.file)
+    if how == "deleted":
+        path.unlink()
+        with pytest.raises(ResultMissingError, match="no cached result"):
+            store.load_value(task_id, key, given)
+    else:
+        path.write_bytes(path.read_bytes()[:-1])
+        with pytest.raises(CorruptResultError, match="bytes where its record says"):
+            store.load_value(task_id, key, given)
