@@ -529,7 +529,10 @@ class ClassStore:
                 memory = False  # the record was not read: judge the bytes by the record itself
                 continue
             if self._record_text(task_id) != text:
-                continue  # a writer committed in the meantime; the bytes were the new ones
+                # A writer committed in the meantime; the bytes were the new ones (and a
+                # record from memory is not taken again: read the file's record next).
+                memory = memory and not remembered
+                continue
             dropped = self._drop_damaged(task_id, text)
             raise CorruptResultError(
                 f"cached result {path} of {self.name} with arguments {key} is damaged: "

@@ -9,6 +9,7 @@ memory and expect what is on disk to win.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
@@ -195,3 +196,20 @@ def test_a_value_file_gone_or_cut_behind_a_remembered_record_is_told_as_from_dis
         path.write_bytes(path.read_bytes()[:-1])
         with pytest.raises(CorruptResultError, match="bytes where its record says"):
             store.load_value(task_id, key, given)
+
+
+def test_a_remembered_record_that_disagrees_with_the_file_gives_way_to_the_file(
+    tasks: ModuleType, cache_root: Path
+) -> None:
+    # Another process's record with the very same stamp (an inode reused within one tick of
+    # a coarse clock) is not something a test can make; a memory that disagrees with the
+    # file while its stamp matches stands for it: the file's record must win.
+    assert run(tasks.Down(7)) == 21
+    store, task_id, key, _, record = committed(cache_root, tasks.Up(7))
+    path = store.record_path(task_id)
+    stale = dataclasses.replace(record, digest="0" * 64, lineage="1" * 32)
+    stamp = cache_module._committed[path][0]
+    cache_module._committed[path] = (stamp, stale.to_json().encode(), stale)
+    value, found = store.load_value(task_id, key)
+    assert value == list(range(7))
+    assert (found.digest, found.lineage) == (record.digest, record.lineage)
