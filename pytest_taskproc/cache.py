@@ -42,7 +42,7 @@ from .errors import (
     UpstreamChangedError,
 )
 from .idtable import IdTable, access_error
-from .inputs import Stat, stat_cache, stat_key, written_changes
+from .inputs import stat_cache, stat_key, written_changes
 from .record import Record, parse_record
 
 __all__ = ["CacheCorruptionWarning", "ClassStore", "get_store"]
@@ -76,13 +76,15 @@ class StoredValue(NamedTuple):
     stat: tuple[int, int, int]
 
 
-#: Value files this process wrote, with the digest of their pickle and their
-#: stat then.  A file whose stat (ctime included, which no user can set) is
-#: unchanged still holds those bytes, so reading it back in this process need
-#: not hash it again.
-_written: dict[str, tuple[str, Stat]] = {}
-#: Only files this large are remembered: hashing a small one costs less than a look-up.
-TRUST_WRITTEN_FROM = 1 << 20
+#: A value file at least this large whose stat is the one its writer recorded
+#: (size, mtime, inode and ctime, which no user can set) is loaded without
+#: hashing it again, as planning already trusts it: every process writes a
+#: value into a new file, never into an old one, so those are the writer's
+#: bytes unless the disk changed them under the file system (bit rot).  A
+#: smaller one is hashed, which costs little; a large file changed since,
+#: copied or touched is hashed, and its stat remembered in the stat table when
+#: its bytes are the recorded ones (so a copied cache is hashed once).
+TRUST_STAT_FROM = 1 << 20
 
 
 def _writer_stat(st: os.stat_result) -> tuple[int, int, int]:
@@ -179,10 +181,24 @@ class Handed(NamedTuple):
     stamp: tuple[int, int, int, int, int]
     file: str
     stored_size: int
+    #: the value file's writer stat, so a large value is trusted by it as with the record
+    stat: tuple[int, int, int] | None = None
 
     def record(self, name: str, key: str, digest: str, lineage: str) -> Record:
         """The part of the record reading the value needs (the rest stays on disk)."""
-        return Record(name, key, None, {}, (), digest, -1, self.file, self.stored_size, lineage)
+        return Record(
+            name,
+            key,
+            None,
+            {},
+            (),
+            digest,
+            -1,
+            self.file,
+            self.stored_size,
+            lineage,
+            stat=self.stat,
+        )
 
 
 def ensure_directory(path: Path) -> None:
@@ -438,7 +454,7 @@ class ClassStore:
         known = _committed.get(self.record_path(task_id))
         if known is None or known[2] is not record:
             return None
-        return Handed(known[0], record.file, record.stored_size)
+        return Handed(known[0], record.file, record.stored_size, record.stat)
 
     def _current_record(
         self, task_id: int, key: str, handed: tuple[Handed, str, str] | None, memory: bool
@@ -471,6 +487,13 @@ class ClassStore:
         found = self._record_text(task_id)
         return found, None if found is None else self._check_record(task_id, key, found), False
 
+    def _stamped(self, task_id: int, handed: Handed) -> bool:
+        """Whether the record file is still the one ``handed`` describes."""
+        try:
+            return _stamp(os.stat(self.record_path(task_id))) == handed.stamp
+        except OSError:
+            return False
+
     def load_value(
         self, task_id: int, key: str, handed: tuple[Handed, str, str] | None = None
     ) -> tuple[Any, Record]:
@@ -492,14 +515,7 @@ class ClassStore:
                 raise ResultMissingError(self.missing_message(key))
             path = f"{self.folder(task_id)}{os.sep}{record.file}"
             try:
-                with open(path, "rb") as handle:
-                    blob = handle.read()
-                    written = _written.get(path)
-                    if written is not None and written != (
-                        record.digest,
-                        stat_key(os.fstat(handle.fileno())),
-                    ):
-                        written = None
+                value, problem, hashed = self._read_value(path, record)
             except FileNotFoundError:
                 # replaced just now: read the new record (a record from memory: the
                 # record file says whether there is a result at all)
@@ -507,25 +523,16 @@ class ClassStore:
                 continue
             except OSError as exc:
                 raise access_error("read", path, exc) from None
-            if remembered and len(blob) != record.stored_size:
-                memory = False  # judged by the record file and the value's stat, as any other
-                continue
-            problem = None
-            try:
-                if written is not None and text is not None and self._record_text(task_id) == text:
-                    # This process wrote these very bytes, nothing touched the
-                    # file since, and its record did not change while it was
-                    # read (a writer removes the record before the value).
-                    value, intact = serialize.decode(record.file, blob), True
-                else:
-                    value, intact = serialize.verified_load(
-                        serialize.unpack(record.file, blob), record.digest
-                    )
-            except ValueError as exc:
-                value, intact, problem = None, False, str(exc)
-            if intact:
+            if problem is None and hashed:
                 return value, record
+            if remembered and problem is not None:
+                # A record from memory whose value does not match it: judged next by
+                # the record file and the value file's stat, as any other result is.
+                memory = False
+                continue
             if text is None:
+                if problem is None and handed is not None and self._stamped(task_id, handed[0]):
+                    return value, record  # trusted by its stat; the handed record still stands
                 memory = False  # the record was not read: judge the bytes by the record itself
                 continue
             if self._record_text(task_id) != text:
@@ -533,10 +540,15 @@ class ClassStore:
                 # record from memory is not taken again: read the file's record next).
                 memory = memory and not remembered
                 continue
+            if problem is None:
+                # Trusted by its stat: the file read is the one the record
+                # describes, as its writer left it, and the record did not change
+                # while it was read (a writer removes the record before the value).
+                return value, record
             dropped = self._drop_damaged(task_id, text)
             raise CorruptResultError(
                 f"cached result {path} of {self.name} with arguments {key} is damaged: "
-                + (problem or "its bytes do not have the digest its record names")
+                + problem
                 + (
                     "; it is no longer trusted, so the next run recomputes it (run the task "
                     "again, e.g. task.run_graph(), to get a good value now)"
@@ -550,6 +562,41 @@ class ClassStore:
         raise ResultMissingError(
             f"the result of {self.name} with arguments {key} kept changing while it was read"
         )
+
+    def _read_value(self, path: str, record: Record) -> tuple[Any, str | None, bool]:
+        """The value in a value file: (value, what is wrong with it or None, whether it was hashed).
+
+        A file of at least ``TRUST_STAT_FROM`` bytes whose stat is the one its
+        writer recorded, or one whose bytes had the recorded digest at this
+        very stat (the stat table: a copied cache, hashed once by planning),
+        is unpickled straight from the file; any other is read, hashed and
+        compared with the recorded digest.  ``OSError`` propagates.
+        """
+        with open(path, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            large = st.st_size >= TRUST_STAT_FROM and st.st_size == record.stored_size
+            if large and (
+                _writer_stat(st) == record.stat
+                or stat_cache(self.root).lookup(path, stat_key(st)) == record.digest
+            ):
+                try:
+                    return serialize.load_file(record.file, handle), None, False
+                except ValueError as exc:
+                    return None, str(exc), False
+            blob = handle.read()
+            if large and stat_key(os.fstat(handle.fileno())) != stat_key(st):
+                large = False  # changed while it was read: its stat is not worth remembering
+        try:
+            value, intact = serialize.verified_load(
+                serialize.unpack(record.file, blob), record.digest
+            )
+        except ValueError as exc:
+            return None, str(exc), True
+        if not intact:
+            return None, "its bytes do not have the digest its record names", True
+        if large:
+            stat_cache(self.root).remember(path, stat_key(st), record.digest)
+        return value, None, True
 
     def _drop_damaged(self, task_id: int, text: bytes) -> bool:
         """Withdraw the record of a value found damaged, so planning never trusts it again
@@ -695,8 +742,6 @@ class ClassStore:
                 raise
             stat = os.fstat(writer.fileno())
         assert writer.name is not None
-        if writer.stored_size >= TRUST_WRITTEN_FROM:
-            _written[f"{folder}{os.sep}{writer.name}"] = (digest, stat_key(stat))
         return StoredValue(
             writer.name,
             digest,

@@ -140,10 +140,25 @@ def _process_context() -> BaseContext:
     import multiprocessing  # tens of ms to import: only when a pool is made
 
     methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and sys.platform.startswith("linux") and threading.active_count() == 1:
+    if "fork" in methods and sys.platform.startswith("linux") and _threads() == 1:
         return multiprocessing.get_context("fork")
     if "forkserver" in methods:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["pytest_taskproc.poolpreload"])
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def _threads() -> int:
+    """The threads of this process that run Python code.
+
+    ``threading`` knows only the threads it started, not those started with
+    ``_thread`` (execnet's in a pytest-xdist worker), whose locks a fork
+    copies all the same (Python 3.12+ warns of such a fork).  Every thread
+    that runs Python code has a frame here.  Threads of C libraries that
+    never run Python do not count: OpenBLAS (numpy) stops its own around a
+    fork, and counting them would make every script that imports numpy
+    start its pool from a fork server, which needs an ``if __name__ ==
+    "__main__"`` guard in the script.
+    """
+    return max(len(sys._current_frames()), threading.active_count())

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.metadata
+import logging
 import os
 import socket
 import sys
@@ -38,6 +39,7 @@ import distributed
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .cache import prepare_root
+from .cancel import stop_here
 from .errors import (
     CacheNotSharedError,
     NotImportableError,
@@ -50,6 +52,8 @@ from .worker import Job, JobResult, run_jobs_blob
 dask: Any = distributed
 
 #: Seconds to wait for a scheduler to answer before the run is a usage error.
+LOGGER = logging.getLogger("pytest_taskproc")
+
 CONNECT_SECONDS = 10.0
 #: Seconds a listener has to send Dask's handshake once it accepted the connection
 #: (a scheduler does so at once).
@@ -250,6 +254,14 @@ class DaskExecutor(Executor):
                 return
             self.client.register_plugin(ProjectCode(files, digest, name), name=name)
             _registered[(self.client.id, name)] = digest
+
+    def stop_job(self, marker: str) -> None:
+        """Ask every worker to stop the job with this failure marker, in the thread that runs
+        it (the scheduler of the run gave up on it); the job keeps nothing either way."""
+        try:
+            self.client.run(stop_here, marker)
+        except Exception:  # a worker gone meanwhile: its job ends with it
+            LOGGER.debug("could not ask the workers to stop %s", marker, exc_info=True)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if self._close is not None:

@@ -154,3 +154,13 @@ class SourceEditedWarning(CodeDigestWarning):
 
 class UndeclaredInputWarning(UserWarning):
     """A running task read a file that is not declared as its ``InputFile``."""
+
+
+class TaskCancelled(BaseException):
+    """Raised inside a running task that its run gave up on (a timeout ended the item
+    waiting for it): the task stops and nothing of it is cached.
+
+    The one exception here that is not a :class:`TaskprocError`: like
+    ``asyncio.CancelledError`` it derives from ``BaseException``, so an
+    ``except Exception`` in ``run_task`` does not swallow it.
+    """

@@ -209,6 +209,20 @@ class Run:
         """Stop the pass under way (from any thread): nothing more starts."""
         self._pass.cancel()
 
+    def abandon(self, node: NodeKey, error: BaseException) -> bool:
+        """Give up on the task's work under way (from any thread); False: it was settled.
+
+        For a caller whose wait for the task was ended by ``error`` (a
+        pytest-timeout timeout): the running tasks of its chain (or, if none
+        runs, the task itself) fail with ``error`` at once, are stopped where
+        they run, and keep nothing; what is downstream of them is blocked.
+        """
+        return self._pass.abandon(node, error)
+
+    def end_stragglers(self) -> None:
+        """End the pool processes of tasks given up on that did not stop when asked."""
+        self._pass.end_stragglers()
+
     # -- damage and failures ---------------------------------------------------------------
     def damage(self, node: NodeKey) -> str | None:
         """What is wrong with a fresh task's stored bytes (None: they load as recorded)."""

@@ -137,13 +137,22 @@ def _canonical_dict(value: dict[Any, Any], owner: str, where: str) -> Any:
     for key in value:
         if type(key) not in _SCALARS:
             _reject(owner, f"{where} key {key!r}", key, "dict keys must be str, int, bool or None")
-    if all(type(k) is str for k in value) and not RESERVED_KEYS.intersection(value):
+    keys = list(value)
+    # Key order is part of the identity: build_task sees the dict as given, and code
+    # that iterates it (layers of a model, steps of a pipeline) depends on the order,
+    # so {'b': 1, 'a': 2} and {'a': 2, 'b': 1} are two tasks.  A dict whose keys are
+    # in sorted order keeps the plain form (the encoder sorts object keys); any other
+    # order is spelt as its pairs, in order.
+    if (
+        all(type(k) is str for k in keys)
+        and not RESERVED_KEYS.intersection(keys)
+        and keys == sorted(keys)
+    ):
         return {k: _canonical(v, owner, f"{where}[{k!r}]") for k, v in value.items()}
     pairs = [
         [_canonical(k, owner, where), _canonical(v, owner, f"{where}[{k!r}]")]
         for k, v in value.items()
     ]
-    pairs.sort(key=lambda kv: json.dumps(kv[0]))
     return {DICT_TAG: pairs}
 
 

@@ -427,21 +427,26 @@ def _probe(database: Path) -> str | None:
 def _open_diskcache(path: Path) -> diskcache.Cache:
     import diskcache  # only to write: reading goes through sqlite3
 
-    table = diskcache.Cache(
-        str(path),
-        eviction_policy="none",
-        statistics=0,
-        tag_index=0,
-        timeout=60,
-        sqlite_journal_mode="delete",
-        # No fsync per transaction: a table lost in a crash is rebuilt from the
-        # result folders with the same ids, so durability buys nothing here.
-        sqlite_synchronous=0,
-    )
+    # Made in two steps so that a constructor that fails (a full disk while it
+    # creates the tables) can still be closed: it has opened its connection by
+    # then, and the exception's frames would keep it open until collected.
+    table = diskcache.Cache.__new__(diskcache.Cache)
     try:
+        table.__init__(
+            str(path),
+            eviction_policy="none",
+            statistics=0,
+            tag_index=0,
+            timeout=60,
+            sqlite_journal_mode="delete",
+            # No fsync per transaction: a table lost in a crash is rebuilt from the
+            # result folders with the same ids, so durability buys nothing here.
+            sqlite_synchronous=0,
+        )
         table.get(NEXT_ID)  # touches the database, so damage shows up here
     except BaseException:
-        table.close()
+        if hasattr(table, "_local"):  # set before the constructor connects
+            table.close()
         raise
     return table
 

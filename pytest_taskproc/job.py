@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import STDERR_NAME, STDOUT_NAME, ClassStore, Handed, get_store, root_path
+from .cancel import computing, raise_if_cancelled
 from .capture import captured_output
 from .errors import (
     CacheAccessError,
@@ -37,8 +38,10 @@ from .errors import (
     UpstreamChangedError,
 )
 from .inputs import input_reads, missing_inputs, persist_stat_cache, written_files
+from .ledger import marker_path
 from .readaudit import watching_reads
 from .record import InputRead, Record, UpstreamRead, made_now, new_lineage
+from .relay import Relayed
 from .requires import bound_slots, resolve_slot_value
 from .source import UNMATCHABLE, CodeDigest, code_digest, pickled_by_value
 from .spec import NodeKey, TaskObject, node_key, spec_of
@@ -63,6 +66,9 @@ class RunSettings:
     show_progress: bool = False
     #: log each failure (a library run); a pytest run reports it with its item instead
     log_failures: bool = True
+    #: warn about files a task reads without declaring them (``--taskproc-no-read-audit``:
+    #: off for this run only, in every process of it, without touching the environment)
+    audit_reads: bool = True
 
 
 @dataclass
@@ -101,6 +107,8 @@ class Outcome:
     run: str | None = None
     #: the record as the job committed it, for the jobs of downstream tasks (None: not known)
     handed: Handed | None = None
+    #: warnings ``run_task`` raised in a pool process, for the caller to issue (see ``relay``)
+    warnings: tuple[Relayed, ...] = ()
 
     @classmethod
     def of(
@@ -182,7 +190,19 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
     if config.detach_output:
         folder = store.folder(job.task_id)
         output = (f"{folder}{os.sep}{STDOUT_NAME}", f"{folder}{os.sep}{STDERR_NAME}")
-    value, seconds = run_bound(task, load, output, echo=job.settings.echo, new_folder=new_folder)
+    # A run that gives up on the task (a timeout) records its failure, then stops it here.
+    failure_dir = job.settings.failure_dir
+    marker = None if failure_dir is None else marker_path(failure_dir, store.name, job.task_id)
+    with computing(marker):
+        value, seconds = run_bound(
+            task,
+            load,
+            output,
+            echo=job.settings.echo,
+            new_folder=new_folder,
+            audit=job.settings.audit_reads,
+        )
+    raise_if_cancelled(marker)  # finished all the same: not kept
     try:
         stored = store.write_value(job.task_id, value, config.compress_level)
     except CacheAccessError:
@@ -190,8 +210,8 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
     except Exception as exc:
         raise ResultNotPicklableError(
             f"{task!r}: run_task returned a {type(value).__qualname__} that cloudpickle cannot "
-            f"serialise ({type(exc).__name__}: {exc}); nothing was cached for "
-            f"{describe(task, store, job.task_id)}"
+            f"serialise ({type(exc).__name__}: {exc}); nothing was cached for {task.task_name} "
+            f"(task id {job.task_id})"
         ) from None
     del value
     files, written = written_files(f"{store.folder(job.task_id)}{os.sep}data")  # no Path per task
@@ -238,6 +258,7 @@ def run_bound(
     *,
     echo: bool = False,
     new_folder: bool = False,
+    audit: bool = True,
 ) -> tuple[Any, float]:
     """Call ``run_task`` with its requirement slots bound to upstream values.
 
@@ -264,7 +285,7 @@ def run_bound(
     start = time.perf_counter()
     with bound_slots(task, resolved):
         del resolved
-        with watching_reads(task):
+        with watching_reads(task, audit):
             if output is not None:
                 with captured_output(output[0], output[1], echo, new_folder=new_folder):
                     value = task.run_task()

@@ -159,14 +159,15 @@ class watching_reads:  # used like a function: ``with watching_reads(task):``
     set-up and tear-down are a few attribute look-ups.
     """
 
-    __slots__ = ("task", "watch")
+    __slots__ = ("on", "task", "watch")
 
-    def __init__(self, task: Any) -> None:
+    def __init__(self, task: Any, on: bool = True) -> None:
         self.task = task
+        self.on = on
         self.watch: _Watch | None = None
 
     def __enter__(self) -> None:
-        if not enabled() or getattr(_local, "watch", None) is not None:
+        if not self.on or not enabled() or getattr(_local, "watch", None) is not None:
             return
         if not _installed:
             _install()

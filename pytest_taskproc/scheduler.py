@@ -10,8 +10,10 @@ thousands of tasks is scheduled in linear time.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sys
+import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Container, Iterable, Mapping
@@ -21,13 +23,16 @@ from types import MappingProxyType
 import cloudpickle  # type: ignore[import-untyped]
 
 from .cache import Handed
+from .cancel import request_stop
 from .errors import CacheAccessError
 from .executors import InlineExecutor, adapt, executor_width
 from .freshness import Reason, TaskState, judge, reads_of
 from .graph import NodeKey, TaskGraph
 from .job import RunSettings
+from .ledger import RUNNING_SUFFIX, Failure, marker_path
 from .ratelimit import ChannelLimiter
 from .record import UpstreamRead
+from .relay import reissue, relayed_by
 from .worker import REPLAN_ERRORS, Job, JobResult, Outcome, describe, run_jobs, run_jobs_blob
 
 LOGGER = logging.getLogger("pytest_taskproc")
@@ -89,6 +94,13 @@ class GraphRun:
         self._failures: list[tuple[NodeKey, BaseException]] = []
         self._cancelled = False
         self._done: _Done | None = None
+        #: tasks the run gave up on while they were under way: their jobs' ends are ignored
+        self._abandoned: set[NodeKey] = set()
+        #: jobs given up on that had not ended when their pass did
+        self._stragglers: list[Future[list[JobResult]]] = []
+        #: ``abandon`` calls from other threads, for the pass to serve: (target, error, served)
+        self._requests: list[tuple[NodeKey, BaseException, threading.Event]] = []
+        self._requests_lock = threading.Lock()
         #: how many tasks the latest ``run`` call set out to compute
         self.size = 0
 
@@ -133,6 +145,8 @@ class GraphRun:
         """
         __tracebackhide__ = True
         tell = listener or _nobody
+        if targets is not None:
+            targets = list(targets)
         todo = self._block(self._stale_part(targets), withheld, tell)
         self.size = len(todo)
         self._failures = []
@@ -157,7 +171,8 @@ class GraphRun:
                 return
         if self._executor is None:  # started by the first pass that has work for it
             self._executor = adapt(self._start_executor())
-        _Pass(self, todo, keep_going, tell, self._executor).drive()
+        wanted = None if targets is None else list(targets)
+        _Pass(self, todo, wanted, keep_going, tell, self._executor).drive()
 
     def cancel(self) -> None:
         """Stop the pass: submit nothing more, cancel what the executor has not started."""
@@ -166,9 +181,44 @@ class GraphRun:
         if done is not None:
             done.put(None)  # wakes the loop if it waits for a job
 
+    def abandon(self, target: NodeKey, error: BaseException) -> bool:
+        """Give up on the target's work under way, from any thread; False: it was settled.
+
+        Whatever ended the wait for the target (a pytest-timeout timeout) ends
+        the work: the tasks of the target's chain that are running fail with
+        ``error`` and are asked to stop (see ``cancel``), or, if none runs yet,
+        the target itself does; what is downstream of them is blocked.
+        """
+        if self._settled(target):
+            return False
+        request = (target, error, threading.Event())
+        with self._requests_lock:
+            done = self._done
+            if done is not None:  # a pass runs in another thread: it serves the request
+                self._requests.append(request)
+                done.put(None)
+        if done is None:
+            self._give_up_idle(target, error)
+        else:
+            request[2].wait()
+        return True
+
+    def end_stragglers(self) -> None:
+        """End the processes of jobs given up on that still run (the run is over)."""
+        pids = self._pool_pids()
+        for future in self._stragglers:
+            if future.done():
+                continue
+            for node in self._abandoned:
+                marker = self._marker(node)
+                if marker is not None:
+                    request_stop(marker, pids, hard=True)
+        self._stragglers = []
+
     def forget(self, node: NodeKey) -> None:
         """Let a failed task run again (a rerun of its item, or a recovery)."""
         self._failed.pop(node, None)
+        self._abandoned.discard(node)
 
     def forget_value(self, node: NodeKey) -> None:
         """The task's value is gone (damaged, say): it is to be made again, or judged again."""
@@ -193,6 +243,51 @@ class GraphRun:
                 self._blocked[node] = other._blocked[node]
         for name, count in other._ran.items():
             self._ran[name] += count
+
+    # -- giving up on work under way ------------------------------------------------------------
+    def _settled(self, node: NodeKey) -> bool:
+        return node in self._outcomes or node in self._failed or node in self._blocked
+
+    def _marker(self, node: NodeKey) -> str | None:
+        """The run's failure marker of the task (None: this run keeps none)."""
+        task_id = self.states[node].task_id
+        failure_dir = self.settings.failure_dir
+        if failure_dir is None or task_id is None:
+            return None
+        return marker_path(failure_dir, self.states[node].store.name, task_id)
+
+    def _pool_pids(self) -> frozenset[int]:
+        """The executor's own pool processes: the only ones ever signalled."""
+        processes = getattr(self._executor, "_processes", None) or {}
+        return frozenset(processes)
+
+    def _earlier_failure(self, node: NodeKey) -> BaseException | None:
+        """The failure another process of the run recorded for the task, if any."""
+        marker = self._marker(node)
+        failure = None if marker is None else Failure.read(marker)
+        return None if failure is None else failure.earlier(self.states[node].task)
+
+    def _under_way(self, node: NodeKey) -> bool:
+        marker = self._marker(node)
+        return marker is not None and os.path.exists(marker + RUNNING_SUFFIX)
+
+    def _give_up_on(self, node: NodeKey, error: BaseException) -> None:
+        """Fail the task with ``error`` now: recorded for the run first, then stopped."""
+        marker = self._marker(node)
+        if marker is not None:
+            # A job that has not started yet sees it and does not start; one under
+            # way is stopped, or finds it before it writes its value.
+            Failure.of(error).write(marker, error)
+            if not request_stop(marker, self._pool_pids()):
+                stop_job = getattr(self._executor, "stop_job", None)  # Dask: in its worker
+                if callable(stop_job):
+                    stop_job(marker)
+        self._abandoned.add(node)
+        self._record_failure(node, error)
+
+    def _give_up_idle(self, target: NodeKey, error: BaseException) -> None:
+        """No pass runs: nothing of the target is under way; it fails, and so it blocks."""
+        self._give_up_on(target, error)
 
     # -- planning a pass ------------------------------------------------------------------------
     def _open(self, node: NodeKey) -> bool:
@@ -310,12 +405,14 @@ class _Pass:
         self,
         run: GraphRun,
         todo: list[NodeKey],
+        targets: list[NodeKey] | None,
         keep_going: bool,
         tell: Listener,
         executor: Executor,
     ) -> None:
         self.run = run
         self.todo = todo
+        self.targets = targets
         self.keep_going = keep_going
         self.tell = tell
         self.failed = False
@@ -339,20 +436,28 @@ class _Pass:
             if self.waiting[k] == 0:
                 self._make_ready(k)
         done: _Done = queue.SimpleQueue()
-        run._done = done
+        with run._requests_lock:
+            run._done = done
         if run._cancelled:
             done.put(None)
         try:
             while self._step(done):
                 pass
         finally:
-            run._done = None
+            with run._requests_lock:
+                self._serve_requests()
+                run._done = None
+            # Jobs given up on that still run: nobody waits for them (see end_stragglers).
+            run._stragglers.extend(self.pending)
         if run.settings.show_progress and self.todo:
             print(file=sys.stderr)
 
     def _step(self, done: _Done) -> bool:
         """Settle what is settled, submit what is ready, take one finished chunk; False: done."""
         __tracebackhide__ = True
+        if self.run._requests:
+            with self.run._requests_lock:
+                self._serve_requests()
         while self.settled:  # found fresh once their upstream was done: nothing to run
             node = self.settled.popleft()
             self.finished += 1
@@ -360,9 +465,19 @@ class _Pass:
             self._release_downstream(node)
         if not self.run._cancelled and (self.keep_going or not self.failed):
             self._submit_ready(done)
-        if not self.pending:
+        if not self._awaited():
             return bool(self.settled)
-        future = self._next_done(done)
+        try:
+            future = self._next_done(done)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            # Whatever ended this thread's wait (a pytest-timeout timeout of the item
+            # that runs the pass) ends the work it waited for, as it would inline.
+            self._give_up(self.targets, exc)
+            for waiting_future in list(self.pending):
+                waiting_future.cancel()  # only those not started yet
+            return False
         if future is None:
             if self.run._cancelled:
                 for waiting_future in list(self.pending):
@@ -381,6 +496,10 @@ class _Pass:
             results = [(False, exc)] * len(nodes)
         for node, (ok, value) in zip(nodes, results, strict=True):
             run._limiter.release(run._channels(node))
+            if node in run._abandoned:
+                continue  # failed when the run gave up on it; how it ended is moot
+            if run.settings.log_failures:  # a library run: its caller sees the warnings
+                reissue(value.warnings if ok else relayed_by(value))
             if not ok:
                 if not (run._cancelled and isinstance(value, CancelledError)):
                     self.failed = True
@@ -392,6 +511,75 @@ class _Pass:
             run._learn(node, value)
             self.tell(node)
             self._release_downstream(node)
+
+    # -- giving up on work under way ----------------------------------------------------------
+    def _awaited(self) -> bool:
+        """Whether a job this pass still waits for is in flight (not one given up on)."""
+        abandoned = self.run._abandoned
+        return any(not abandoned.issuperset(nodes) for nodes in self.pending.values())
+
+    def _serve_requests(self) -> None:
+        """``abandon`` calls from other threads (the caller holds the requests lock)."""
+        run = self.run
+        requests, run._requests = run._requests, []
+        try:
+            for target, error, _ in requests:
+                if not run._settled(target):
+                    self._give_up([target], error)
+        finally:  # whatever happens here, no caller is left waiting
+            for _, _, served in requests:
+                served.set()
+
+    def _give_up(self, targets: list[NodeKey] | None, error: BaseException) -> None:
+        """Fail the running tasks of the targets' chains, else the targets themselves."""
+        run = self.run
+        chain = set(self.todo) if targets is None else self._chain(targets)
+        running = [
+            node
+            for nodes in self.pending.values()
+            for node in nodes
+            if node in chain and node not in run._abandoned and run._under_way(node)
+        ]
+        if not running and targets is not None:
+            # Nothing of the chain runs here.  An upstream task another process of
+            # the run saw fail (an xdist worker whose own item timed out on it) is
+            # what held the target up: it fails with that failure, and the target
+            # is blocked by it; otherwise the target itself ends with ``error``.
+            earlier = [(n, e) for n in chain if (e := run._earlier_failure(n)) is not None]
+            for node, failure in earlier:
+                if not run._settled(node):
+                    run._abandoned.add(node)
+                    run._record_failure(node, failure)
+                    self._settle_failed(node)
+            if earlier:
+                return
+            running = [t for t in targets if t in chain and not run._settled(t)]
+        for node in running:
+            run._give_up_on(node, error)
+            self._settle_failed(node)
+
+    def _settle_failed(self, node: NodeKey) -> None:
+        """A task failed outside the usual end of its job: nothing waits for it to run."""
+        self.failed = True
+        self.waiting[node] = -1  # never made ready, if it was not yet
+        for nodes in self.ready.values():
+            if node in nodes:
+                nodes.remove(node)
+        self.tell(node)
+        self._block_downstream(node)
+
+    def _chain(self, targets: list[NodeKey]) -> set[NodeKey]:
+        """The targets and their upstream tasks in this pass."""
+        planned = self.waiting
+        chain: set[NodeKey] = set()
+        stack = [t for t in targets if t in planned]
+        while stack:
+            node = stack.pop()
+            if node in chain:
+                continue
+            chain.add(node)
+            stack.extend(u for u in self.run.graph.upstream(node) if u in planned)
+        return chain
 
     def _show_progress(self) -> None:
         if not self.run.settings.show_progress:

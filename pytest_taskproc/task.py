@@ -18,8 +18,6 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar, cast
 
-from .cache import ClassStore, ensure_directory, get_store
-from .clearing import clear_all, clear_one
 from .context import cache_root, verify_scratch
 from .definition import check_run_task
 from .errors import (
@@ -29,7 +27,6 @@ from .errors import (
     TaskCycleError,
     TaskDefinitionError,
 )
-from .execute import run_graph as _run_graph
 from .identity import (
     TASK_ARGS_TAG,
     TASK_TAG,
@@ -39,13 +36,19 @@ from .identity import (
     encode_key,
     plain_value,
 )
-from .inputs import collect_inputs
 from .requires import INPUTS, Const, InputFile, MappedTask, Req, iter_slot_tasks
 from .source import code_digest, note_class_defined
 from .spec import SPEC_ATTR, TaskClassConfig, TaskObject, TaskSpec, is_task, spec_of
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+    from .cache import ClassStore
+
+# The cache, the scheduler and input hashing (``cache``, ``clearing``,
+# ``execute``, ``inputs``) are imported where they are first used, not here:
+# defining task classes, which every task file does when pytest imports it,
+# needs none of them, and together they are most of the library's import time.
 
 P = ParamSpec("P")
 R = TypeVar("R", covariant=True)
@@ -172,6 +175,8 @@ class TaskType(Generic[P, R]):
         return {TASK_TAG: self.task_name, TASK_ARGS_TAG: spec_of(self).canonical}
 
     def _tp_store(self) -> ClassStore:
+        from .cache import get_store
+
         return get_store(cache_root(), self.task_name)
 
     def _tp_own_folder(self) -> tuple[ClassStore, int]:
@@ -182,6 +187,8 @@ class TaskType(Generic[P, R]):
         task_id = store.task_id(spec.key)
         scratch = verify_scratch.get()
         if scratch is not None and scratch[0] == spec.node:
+            from .cache import ClassStore
+
             return ClassStore(scratch[1], spec.name), task_id
         return store, task_id
 
@@ -215,6 +222,8 @@ class TaskType(Generic[P, R]):
     @property
     def task_directory(self) -> Path:
         """A folder for files the task writes: created on access, emptied before each run."""
+        from .cache import ensure_directory
+
         store, task_id = self._tp_own_folder()
         path = store.data_dir(task_id)
         ensure_directory(path)
@@ -252,11 +261,16 @@ class TaskType(Generic[P, R]):
             return
         # Under the task's lock: a process computing this task finishes first,
         # so the clear is not undone by a result committed just after it.
+        from .clearing import clear_one
+
         clear_one(store, task_id)
 
     @classmethod
     def clear_all_tasks(cls) -> None:
         """Forget every result of the class, each under its task's lock (see clearing.py)."""
+        from .cache import get_store
+        from .clearing import clear_all
+
         clear_all(get_store(cache_root(), cls.task_name))
 
     # -- running ------------------------------------------------------------
@@ -290,7 +304,9 @@ class TaskType(Generic[P, R]):
     ) -> tuple[T, dict[str, Any]]:
         """Like :meth:`run_graph`; also returns ``{'stats': {class name: tasks run}}``."""
         del dump_generations  # accepted for compatibility; generations are not recorded
-        result, stats = _run_graph(
+        from .execute import run_graph
+
+        result, stats = run_graph(
             cast(TaskObject, self),
             executor=executor,
             max_workers=max_workers,
@@ -338,6 +354,8 @@ class _OriginalWorkerView:
 def _existing_output(path: Path) -> Path:
     """Output files are only written when a task prints; make the empty one on demand."""
     if not path.exists():
+        from .cache import ensure_directory
+
         ensure_directory(path.parent)
         try:
             with open(path, "x"):
@@ -379,7 +397,7 @@ def _build(task: Any) -> None:
         spec.building = False
     _refuse_undeclared(task)
     spec.upstream = _collect_upstream(task, spec.config)
-    spec.inputs = collect_inputs(task, spec.config.slots)
+    spec.inputs = _collect_inputs(task, spec.config.slots)
     spec.built = True
 
 
@@ -508,6 +526,12 @@ def _claim_name(cls: type) -> None:
             "used. Give each class its own name (e.g. set __qualname__ in the factory)."
         )
     _claims[name] = (weakref.ref(cls), module)
+
+
+def _collect_inputs(task: Any, slots: Any) -> tuple[tuple[str, Any, Any], ...]:
+    from .inputs import collect_inputs  # not at the top: see the note on imports there
+
+    return collect_inputs(task, slots)
 
 
 def _same_code(one: type, other: type) -> bool:

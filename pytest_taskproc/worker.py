@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import os
+import threading
 import time
 from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
 
 from .cache import ClassStore, get_store, root_path
+from .cancel import prepare_pool_process, running_note
 from .context import job_cache_root
-from .errors import CorruptResultError, UpstreamChangedError
+from .errors import CorruptResultError, TaskCancelled, UpstreamChangedError
 from .freshness import judge
 from .job import Job, Outcome, compute, describe, portable_error
 from .jobprefix import run_through_prefix
 from .ledger import RUNNING_SUFFIX, Failure, Kind, marker_path
 from .locks import task_lock
 from .record import Record
+from .relay import ATTRIBUTE, capturing
 from .source import code_digest
 from .spec import spec_of
 
@@ -79,14 +83,14 @@ def _compute_under_lock(job: Job, store: ClassStore, created: bool = False) -> O
     slot = slots.hold(spec.config.channels) if slots else contextlib.nullcontext()
     try:
         if running is not None:
-            os.makedirs(os.path.dirname(running), exist_ok=True)
-            # Only its existence counts, so no atomic write: one create, one unlink.
-            os.close(os.open(running, os.O_CREAT | os.O_WRONLY, 0o644))
+            _mark_running(running)
         with slot:
             if spec.config.job_prefix is not None and not job.in_prefix_child:
                 record = run_through_prefix(job, store)
             else:
                 record = compute(job, store, created)
+    except TaskCancelled:
+        raise  # the run that gave up on it recorded why (the timeout) in the marker
     except BaseException as exc:
         # Whatever ended run_task, pytest's outcomes and SystemExit included, is
         # the task's failure; KeyboardInterrupt stops the run without a verdict,
@@ -104,6 +108,26 @@ def _compute_under_lock(job: Job, store: ClassStore, created: bool = False) -> O
         note_computed(job.settings.failure_dir, store.name, job.task_id)
     seconds = time.perf_counter() - start
     return Outcome.of(record, seconds, computed=True, handed=store.handed(job.task_id, record))
+
+
+def _mark_running(path: str) -> None:
+    """Create the running marker: its existence says the task is under way; what it
+    holds, who to ask to stop it (``cancel.request_stop``, read only by a run that
+    gives up on the task).
+
+    Its folder is made when the first marker finds it missing, not looked at
+    for every task (``os.makedirs`` is three system calls and an exception).
+    """
+    flags = os.O_CREAT | os.O_WRONLY | os.O_TRUNC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, flags, 0o644)
+    try:
+        os.write(fd, running_note().encode())
+    finally:
+        os.close(fd)
 
 
 #: next to the failure markers' folder: one ``class id`` line per task this run computed
@@ -180,16 +204,33 @@ def run_jobs(jobs: list[Job]) -> list[JobResult]:
     return results
 
 
+def _run_relaying(job: Job) -> JobResult:
+    """Run one job, its warnings carried by its outcome or its error."""
+    with capturing() as relayed:
+        ((ok, value),) = run_jobs([job])
+    if relayed:
+        if ok:
+            value = dataclasses.replace(value, warnings=tuple(relayed))
+        else:
+            value.__dict__[ATTRIBUTE] = tuple(relayed)
+    return ok, value
+
+
 def run_jobs_blob(blob: bytes, *, retried: bool = False) -> list[JobResult]:
     """Pool entry point: jobs arrive cloudpickled, errors leave picklable with their traceback.
 
     ``retried``: the executor runs a job again when its process dies (see
     :data:`executor_retries`).
     """
+    prepare_pool_process()  # a pool process (main thread): stoppable, ends with its parent
     jobs: list[Job] = cloudpickle.loads(blob)
+    # Warnings are caught per job only in a pool process's main thread: catching
+    # them swaps process-wide state, which threads running jobs side by side
+    # (a Dask worker) would trample.
+    relay = threading.current_thread() is threading.main_thread()
     token = executor_retries.set(retried)
     try:
-        results = run_jobs(jobs)
+        results = [_run_relaying(job) for job in jobs] if relay else run_jobs(jobs)
     finally:
         executor_retries.reset(token)
     return [

@@ -161,6 +161,23 @@ def modules(tmp_path: Path) -> TaskModules:
     return TaskModules(tmp_path / "modules", tmp_path / "run.log")
 
 
+def open_tables(under: Path) -> list[str]:
+    """This process's open file descriptors on id tables under ``under`` (Linux: /proc/self/fd).
+
+    Only this test's cache: another test's table on a file system it unmounted shows as
+    a path outside it, and is that test's to account for.
+    """
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith(os.sep + "cache.db") and target.startswith(str(under) + os.sep):
+            found.append(target)
+    return found
+
+
 def release_locks(under: Path) -> None:
     """Close this process's lock files under ``under`` (they stay open for its life)."""
     for key, held in list(locks_module._class_locks.items()):

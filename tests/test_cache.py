@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import TaskModules, forget_stores, result_folder
+from conftest import TaskModules, forget_stores, open_tables, result_folder
 from conftest import run_on_threads as run
 
 from pytest_taskproc import Context
@@ -265,6 +265,120 @@ def test_a_large_value_changed_in_place_after_this_process_wrote_it_is_an_error(
         tasks.Noise().get_task_result()
 
 
+LARGE = """
+import random
+
+
+class Large(TaskBase):
+    def build_task(self, seed: int) -> None:
+        self.seed = seed
+
+    def run_task(self) -> bytes:
+        log("run", "Large", self.seed)
+        return random.Random(self.seed).randbytes(1_500_000)
+
+
+class LargeGzip(TaskBase, compress_level=9):
+    def run_task(self) -> bytes:
+        log("run", "LargeGzip")
+        return random.Random(7).randbytes(1_500_000)
+
+
+class Length(TaskBase):
+    large: Requires[bytes]
+
+    def build_task(self, seed: int) -> None:
+        self.seed = seed
+        self.large = Large(seed)
+
+    def run_task(self) -> int:
+        log("run", "Length", self.seed)
+        return len(self.large) + self.large[0]
+"""
+
+
+def test_a_large_value_another_process_wrote_is_loaded_whole_and_damage_is_still_found(
+    modules: TaskModules, cache_root: Path
+) -> None:
+    import random
+
+    from pytest_taskproc import CorruptResultError
+
+    mod = modules.load("large", LARGE)
+    expected = random.Random(3).randbytes(1_500_000)
+    assert mod.Length(3).run_graph(max_workers=2) == len(expected) + expected[0]
+    forget_stores()  # as a new process: nothing remembered of the pool's writes
+    assert mod.Large(3).get_task_result() == expected
+    assert mod.LargeGzip().run_graph(max_workers=2) == random.Random(7).randbytes(1_500_000)
+    forget_stores()
+    assert mod.LargeGzip().get_task_result() == random.Random(7).randbytes(1_500_000)
+    path = result_folder(cache_root, mod.Large(3)) / "result.pkl"
+    stat = path.stat()
+    with open(path, "r+b") as handle:  # same size, same inode, the old date: only ctime says it
+        handle.seek(stat.st_size // 2)
+        handle.write(bytes(b ^ 0xFF for b in expected[:16]))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    forget_stores()
+    with pytest.raises(CorruptResultError, match=r"result\.pkl of large\.Large .* is damaged"):
+        mod.Large(3).get_task_result()
+    modules.clear_log()
+    assert mod.Length(3).run_graph(max_workers=2) == len(expected) + expected[0]
+    assert sorted(modules.runs()) == ["run Large 3", "run Length 3"]
+
+
+def test_a_large_value_in_a_copied_cache_loads_and_damage_after_the_copy_is_found(
+    modules: TaskModules, cache_root: Path, tmp_path: Path
+) -> None:
+    import random
+
+    from pytest_taskproc import CorruptResultError
+    from pytest_taskproc.context import forget_fixed_root
+
+    mod = modules.load("large", LARGE)
+    expected = random.Random(5).randbytes(1_500_000)
+    run(mod.Length(5))
+    copy = tmp_path / "copied-cache"
+    shutil.copytree(cache_root, copy)  # new inodes and dates: no writer's stat matches
+    for path in copy.rglob("result.pkl"):
+        os.utime(path, (1_000_000_000, 1_000_000_000))  # not racily new: remembered
+    forget_stores()
+    Context.cache_dir = copy
+    forget_fixed_root()
+    modules.clear_log()
+    assert run(mod.Length(5)) == len(expected) + expected[0]  # hashed once by planning
+    assert mod.Large(5).get_task_result() == expected
+    assert modules.runs() == []
+    path = result_folder(copy, mod.Large(5)) / "result.pkl"
+    stat = path.stat()
+    with open(path, "r+b") as handle:  # same size, inode and date as remembered: not ctime
+        handle.seek(stat.st_size // 2)
+        handle.write(bytes(b ^ 0xFF for b in expected[:16]))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(CorruptResultError, match=r"result\.pkl of large\.Large .* is damaged"):
+        mod.Large(5).get_task_result()
+
+
+@pytest.mark.parametrize("how", ["truncated", "appended", "garbage"])
+def test_a_value_file_read_straight_from_disk_must_hold_one_whole_pickle(
+    tmp_path: Path, how: str
+) -> None:
+    from pytest_taskproc import serialize
+
+    blob = pickle.dumps(bytes(range(256)) * 5000, protocol=5)
+    path = tmp_path / "result.pkl"
+    damage_to = {
+        "truncated": blob[: len(blob) // 2],
+        "appended": blob + b"\x00",
+        "garbage": b"not a pickle" * 100,
+    }
+    path.write_bytes(blob)
+    with open(path, "rb") as handle:
+        assert serialize.load_file(serialize.RAW_NAME, handle) == bytes(range(256)) * 5000
+    path.write_bytes(damage_to[how])
+    with open(path, "rb") as handle, pytest.raises(ValueError):
+        serialize.load_file(serialize.RAW_NAME, handle)
+
+
 # -- damaged files -----------------------------------------------------------------------
 
 
@@ -390,23 +504,6 @@ def test_damaged_id_table_is_rebuilt_with_the_same_ids(
     assert {n: tasks.Value(n).task_id for n in range(3)} == ids
     # a connection leaked by the failed open would raise ResourceWarning (3.13+) here
     gc.collect()
-
-
-def open_tables(under: Path) -> list[str]:
-    """This process's open file descriptors on id tables under ``under`` (Linux: /proc/self/fd).
-
-    Only this test's cache: another test's table on a file system it unmounted shows as
-    a path outside it, and is that test's to account for.
-    """
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.endswith(os.sep + "cache.db") and target.startswith(str(under) + os.sep):
-            found.append(target)
-    return found
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")

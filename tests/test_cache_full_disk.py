@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import TaskModules, forget_stores, release_locks
+from conftest import TaskModules, forget_stores, open_tables, release_locks
 
 from pytest_taskproc import Context
 from pytest_taskproc.errors import CacheAccessError, ResultMissingError
@@ -95,6 +95,9 @@ def test_id_table_that_cannot_grow_is_an_access_error_naming_it(
     assert "id_table" in message and str(disk) in message, message
     assert "No space left" in message, message
     assert leftovers(disk) == []
+    # The connection diskcache opened before the disk stopped it is closed, not
+    # left to the exception's frames (a ResourceWarning whenever they are collected).
+    assert open_tables(disk) == []
     # With room again the same process goes on, without taking its table for damaged
     # (a CacheCorruptionWarning would be an error here: filterwarnings = error).
     filler.unlink()

@@ -132,7 +132,11 @@ def test_accepted_values_round_trip_through_the_cache_unchanged(tasks: ModuleTyp
     value = {"t": (1, (2.5, None)), 3: [True, {None: "n"}], "s": "text"}
     with ThreadPoolExecutor(1) as pool:
         assert tasks.T(value).run_graph(executor=pool) == value
-    assert tasks.T(value) is tasks.T({"s": "text", 3: [True, {None: "n"}], "t": (1, (2.5, None))})
+    assert tasks.T(value) is tasks.T({"t": (1, (2.5, None)), 3: [True, {None: "n"}], "s": "text"})
+    # Key order is part of the identity (build_task sees the dict as given).
+    assert tasks.T(value) is not tasks.T(
+        {"s": "text", 3: [True, {None: "n"}], "t": (1, (2.5, None))}
+    )
 
 
 # -- requirement slots ----------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -225,6 +227,37 @@ def test_process_pool_started_by_a_fork_server(modules: TaskModules) -> None:
     with ProcessPoolExecutor(2, mp_context=context) as pool:
         parts = mod.Gather(2).run_graph(executor=pool)
     check_where(mod, parts)
+
+
+START_METHOD = """
+import _thread, sys, threading
+from pytest_taskproc import Context
+Context.executor_name = "process"
+if sys.argv[1] == "numpy":
+    import numpy  # OpenBLAS's threads run no Python and stop around a fork
+elif sys.argv[1] == "_thread":
+    started = threading.Event()
+    # A thread that threading does not list, as execnet's in an xdist worker.
+    _thread.start_new_thread(lambda: (started.set(), threading.Event().wait()), ())
+    started.wait()
+with Context.get_executor(1) as pool:
+    print(pool._mp_context.get_start_method())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks only on Linux")
+@pytest.mark.parametrize(
+    ("threads", "method"), [("none", "fork"), ("numpy", "fork"), ("_thread", "forkserver")]
+)
+def test_a_pool_forks_only_from_a_process_running_no_other_python_thread(
+    threads: str, method: str
+) -> None:
+    if threads == "numpy":
+        pytest.importorskip("numpy")
+    done = subprocess.run(
+        [sys.executable, "-c", START_METHOD, threads], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == [method]
 
 
 # -- rate limits ---------------------------------------------------------------------

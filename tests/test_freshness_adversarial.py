@@ -404,15 +404,10 @@ def test_a_written_file_damaged_in_the_cache_is_recomputed(project: Project) -> 
     assert project.run("Use") == ("weights", ["Model", "Use"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="identity sorts dict keys (SPEC 1.2), but build_task receives the caller's order: "
-    "Stack({'b': 1, 'a': 2}) is served the value Stack({'a': 2, 'b': 1}) computed, though "
-    "its own build_task and run_task iterate the layers in another order",
-)
 def test_a_dict_argument_in_another_key_order_gives_what_its_own_run_would(
     project: Project,
 ) -> None:
+    """Key order is part of a task's identity: each order is a task of its own."""
     project.module(
         "tasks",
         """

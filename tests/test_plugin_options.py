@@ -233,6 +233,34 @@ def test_the_entry_point_imports_nothing_of_the_library() -> None:
     assert proc.stdout.strip() == "['pytest_taskproc', 'pytest_taskproc.plugin']"
 
 
+#: the scheduler, the cache and planning: imported when a task item runs or a task is built
+HEAVY = ("cache", "execute", "freshness", "inputs", "job", "scheduler", "idtable", "serialize")
+
+
+def test_a_run_without_task_items_imports_neither_the_cache_nor_the_scheduler(
+    pytester: pytest.Pytester,
+) -> None:
+    """``--taskproc`` with task files that build no task costs the start-up of a plain run."""
+    pytester.makepyfile(task_empty="from pytest_taskproc import TaskBase\n")
+    pytester.makepyfile(test_one="def test_one() -> None:\n    pass\n")
+    pytester.makeconftest(
+        f"""
+        import sys
+
+        def pytest_sessionfinish(session):
+            loaded = [m for m in {HEAVY!r} if "pytest_taskproc." + m in sys.modules]
+            print("heavy modules:", loaded)
+        """
+    )
+    result = run(pytester, "--taskproc", "-s")
+    result.assert_outcomes(passed=1)
+    assert "heavy modules: []" in result.stdout.str()
+    # Once a task item runs, they are there (the probe sees them).
+    write_tasks(pytester)
+    result = run(pytester, "--taskproc", "-s", "-k", "Root")
+    assert f"heavy modules: {list(HEAVY)}" in result.stdout.str()
+
+
 # -- rate limits in pyproject.toml, and limits that limit nothing ------------------------------
 
 GPU_TASK = """

@@ -117,6 +117,54 @@ def test_upstream_of_a_selection_runs_in_parallel_shows_progress_and_is_counted(
     )
 
 
+SLOW_THEN_WRONG = """
+class Slow(TaskBase):
+    def build_task(self, fail: bool) -> None:
+        self.fail = fail
+
+    def run_task(self) -> int:
+        time.sleep(1.0)  # long enough for the progress line to be shown
+        if self.fail:
+            raise ValueError("slow and wrong")
+        return 1
+
+
+class Broken(TaskBase):
+    slow: Requires[int]
+
+    def build_task(self) -> None:
+        self.slow = Slow(False)
+
+    def run_task(self) -> int:
+        raise ValueError("broken")
+
+
+class After(TaskBase):
+    slow: Requires[int]
+
+    def build_task(self) -> None:
+        self.slow = Slow(True)
+
+    def run_task(self) -> int:
+        return self.slow + 1
+"""
+
+
+@pytest.mark.parametrize("selected", ["Broken", "After"])
+def test_the_last_progress_line_says_what_became_of_a_task_that_did_not_pass(
+    project: Project, selected: str
+) -> None:
+    project.task_file("task_slow.py", SLOW_THEN_WRONG)
+    result = project.run("--taskproc-executor=thread:2", "-k", selected)
+    ending = {
+        "Broken": "Broken failed (ValueError)",
+        "After": "After is skipped: upstream task Slow(True) failed",
+    }[selected]
+    result.stdout.fnmatch_lines([f"[[]taskproc[]] *; {selected} waits for its task*"])
+    result.stdout.fnmatch_lines([f"[[]taskproc[]] *stale tasks done; {ending} (*"])
+    assert "has its result" not in result.stdout.str()
+
+
 def test_upstream_of_a_selection_computed_inline_is_counted_and_shown(project: Project) -> None:
     project.task_file(
         "task_chain.py",

@@ -233,6 +233,11 @@ def test_cached_items_are_cached_in_pytest_html_json_report_and_sugar(project: P
     assert lines[0][:2] == ["task_mixed.py", "c"]  # Loud
     assert lines[-1][1].endswith("sxc")  # ..., AfterBad skipped, Known xfailed, Quiet cached
     assert not any("✓" in part for line in lines for part in line)
+    # Its "Results" block counts them, where it would count passes.
+    sugar.stdout.fnmatch_lines(
+        ["Results (*", "* 2 cached", "* 1 failed", "* - *Bad()", "* 1 xfailed", "* 1 skipped"],
+        consecutive=True,
+    )
 
 
 # -- short errors --------------------------------------------------------------------------

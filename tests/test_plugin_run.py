@@ -473,6 +473,7 @@ class Recorder:
         pass
 
     def interaction(self, frame, tb) -> None:
+        tb = getattr(tb, "__traceback__", tb)  # pytest on Python 3.13 hands the exception
         while tb.tb_next is not None:
             tb = tb.tb_next
         code = tb.tb_frame.f_code

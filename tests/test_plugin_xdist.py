@@ -157,6 +157,22 @@ def test_two_runs_started_at_once_compute_each_task_once(project: Project) -> No
     assert result.parseoutcomes() == {"cached": SHARED_TASKS}
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 12), reason="Python warns of forks with threads from 3.12"
+)
+def test_a_worker_does_not_fork_its_pool_from_a_threaded_process(project: Project) -> None:
+    """An xdist worker runs a thread that ``threading`` does not list (execnet's): its
+    pool's processes start from a fork server, so Python has no fork to warn about."""
+    project.task_file("task_shared.py", SHARED)
+    result = project.run(
+        "-n", "2", "--taskproc-executor=process:2", "-W", "always::DeprecationWarning"
+    )
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    output = result.stdout.str() + result.stderr.str()
+    assert "multi-threaded, use of fork()" not in output, output
+    assert_each_once(project.runs(), SHARED_TASKS)
+
+
 def test_a_rate_limit_holds_across_workers(project: Project) -> None:
     project.task_file("task_gpu.py", GPU)
     result = project.run("-n", "2", '--taskproc-rate-limits={"<gpu>": 1}')
@@ -270,6 +286,59 @@ def test_a_worker_killed_mid_task_crashes_one_item_and_leaves_nothing_partial(
     second = project.run("-n", "2")
     assert second.parseoutcomes() == {"passed": 1, "cached": 7}
     assert project.runs() == ["Doomed"]
+
+
+PRINTS_THEN_DIES = """
+import signal
+import sys
+
+
+class Steady(TaskBase):
+    def run_task(self) -> int:
+        print("steady and fine")
+        return 1
+
+
+class Doomed(TaskBase):
+    steady: Requires[int]
+
+    def build_task(self) -> None:
+        self.steady = Steady()
+
+    def run_task(self) -> int:
+        print("half-way through the data")
+        print("running low on memory", file=sys.stderr)
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGKILL)  # what the out-of-memory killer does
+        return 1
+"""
+
+
+def test_a_worker_killed_mid_task_shows_what_the_task_printed_in_the_crash_report(
+    project: Project,
+) -> None:
+    project.task_file("task_dies.py", PRINTS_THEN_DIES)
+    result = project.run("-n", "2", "-p", "no:randomly", "--junitxml=junit.xml")
+    assert result.parseoutcomes() == {"failed": 1, "passed": 1}, result.stdout.str()
+    folder = project.cache / "taskproc" / "task_dies.Doomed" / "results" / "0"
+    result.stdout.fnmatch_lines(
+        [
+            "*worker 'gw*' crashed while running 'task_dies.py::Doomed'",
+            "",
+            "the process computing task_dies.Doomed (task id 0) died",
+            "  arguments: {}",
+            f"  stdout:    {folder / 'stdout.txt'}",
+            f"  stderr:    {folder / 'stderr.txt'}",
+            "*- Captured stdout call -*",
+            "half-way through the data",
+            "*- Captured stderr call -*",
+            "running low on memory",
+        ]
+    )
+    assert "steady and fine" not in result.stdout.str()  # another task's, which passed
+    junit = (project.path / "junit.xml").read_text(encoding="utf-8")
+    assert "the process computing task_dies.Doomed (task id 0) died" in junit
+    assert str(folder / "stdout.txt") in junit
 
 
 #: Each process adds how many records it read to ``reads.txt``.

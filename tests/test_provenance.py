@@ -312,6 +312,11 @@ def test_first_difference_names_the_place_and_the_values() -> None:
         == "value: key 'b' only in the recomputed value"
     )
     assert first_difference({"x", "y"}, {"y", "x"}) is None
+    # A path is its text, however it was joined (Python 3.13 keeps the pieces).
+    assert first_difference(Path("/r") / "sub" / "m.bin", Path("/r/sub/m.bin")) is None
+    assert first_difference(Path("/r/a"), Path("/r/b")) == (
+        "value: cached PosixPath('/r/a'), recomputed PosixPath('/r/b')"
+    )
     assert first_difference({"x", "y"}, {"x", "z"}) == (
         "value: set differs: 'y' only in the cached value; 'z' only in the recomputed value"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -132,6 +133,19 @@ def test_the_plugin_names_an_undeclared_read_unless_told_not_to(
     assert quiet.ret == 0
     assert project.runs() == ["Reader", "Reader"]
     assert "UndeclaredInputWarning" not in quiet.stdout.str()
+    # On a pool too (the setting travels with each job), and only for that run:
+    # an in-process run leaves this process's environment as it was.
+    pool = project.run(
+        "--taskproc-clear", "--taskproc-no-read-audit", "--taskproc-executor=process:1"
+    )
+    assert pool.ret == 0 and "UndeclaredInputWarning" not in pool.stdout.str()
+    assert project.runs() == ["Reader"]
+    before = os.environ.get("CP_AUDIT_READS")
+    inline = pytester.runpytest_inprocess(
+        *project.options(), "--taskproc-clear", "--taskproc-no-read-audit"
+    )
+    assert inline.ret == 0
+    assert os.environ.get("CP_AUDIT_READS") == before
 
 
 def test_library_caches_and_settings_are_not_a_task_s_data(

@@ -159,6 +159,52 @@ def test_a_handed_record_is_taken_as_is_only_while_its_file_is_unchanged(
         store.load_value(task_id, key, given)
 
 
+LARGE = """
+import random
+
+
+class BigUp(TaskBase):
+    def run_task(self) -> bytes:
+        return random.Random(1).randbytes(1_500_000)
+
+
+class BigDown(TaskBase):
+    up: Requires[bytes]
+
+    def build_task(self) -> None:
+        self.up = BigUp()
+
+    def run_task(self) -> int:
+        return len(self.up)
+"""
+
+
+def test_a_large_value_under_a_handed_record_is_trusted_by_its_stat_and_damage_is_found(
+    modules: TaskModules, cache_root: Path
+) -> None:
+    import os
+    import random
+
+    mod = modules.load("memory_large", LARGE)
+    assert run(mod.BigDown()) == 1_500_000
+    store, task_id, key, _, record = committed(cache_root, mod.BigUp())
+    handed = store.handed(task_id, record)
+    assert handed is not None and handed.stat == record.stat is not None
+    del cache_module._committed[store.record_path(task_id)]  # as in another process
+    given = (handed, record.digest, record.lineage)
+    value, partial = store.load_value(task_id, key, given)
+    assert value == random.Random(1).randbytes(1_500_000)
+    assert partial.made == {}  # the record was not read
+    path = Path(store.folder(task_id), record.file)
+    stat = path.stat()
+    with open(path, "r+b") as handle:  # same size, inode and date: only ctime says it
+        handle.seek(stat.st_size // 2)
+        handle.write(b"\x00" * 16)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(CorruptResultError, match="is damaged"):
+        store.load_value(task_id, key, given)
+
+
 def test_a_value_damaged_after_its_record_was_committed_is_not_served(
     tasks: ModuleType, modules: TaskModules, cache_root: Path
 ) -> None:

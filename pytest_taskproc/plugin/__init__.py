@@ -7,13 +7,13 @@ registered as plugins, each in its own module: ``collect`` (task files to
 items), ``plan`` (the run's graph, planned once, and the executor),
 ``runtest`` (one item's outcome) and ``report`` (statuses and the summary
 line); with their options, ``verify`` (``--taskproc-verify``) and
-``manifest`` (``--taskproc-manifest``).  Their state lives in ``config.stash``.
+``manifest`` (``--taskproc-manifest``); on the xdist controller, ``interrupt``
+and ``crashes`` (a dead worker's task output).  Their state lives in ``config.stash``.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -136,9 +136,6 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     options = read_options(config)
     config.stash[OPTIONS] = options
-    if config.getoption("taskproc_no_read_audit"):
-        # Before any pool starts: its processes, and job_prefix children, inherit it.
-        os.environ["CP_AUDIT_READS"] = "0"
     if options.executor and not (options.worker_id or options.controller or options.collect_only):
         from ..executors import start_pool_server
 
@@ -166,6 +163,9 @@ def pytest_configure(config: pytest.Config) -> None:
         from .interrupt import InterruptedWorkers
 
         config.pluginmanager.register(InterruptedWorkers(config), "taskproc-interrupt")
+        from .crashes import CrashOutput
+
+        config.pluginmanager.register(CrashOutput(options), "taskproc-crash-output")
         return
     from .collect import Collector
     from .plan import RunPlan

@@ -149,6 +149,11 @@ class ItemProtocol(Protocol):
 PROTOCOL = pytest.StashKey[ItemProtocol]()
 
 
+#: every task item's ``taskproc`` mark, made once: by name, add_marker would look the
+#: name up among the registered markers and make a new one for each item
+_TASKPROC_MARK = pytest.mark.taskproc
+
+
 class TaskItem(pytest.Item):
     """One task of the graph as a pytest item."""
 
@@ -161,7 +166,7 @@ class TaskItem(pytest.Item):
         self.tp_attempts = 0
         #: the traceback of the task's failure when another item computed it first
         self.tp_earlier_traceback: str | None = None
-        self.add_marker("taskproc")
+        self.add_marker(_TASKPROC_MARK)
         for mark in [*class_marks(type(task)), *marks]:
             mark = getattr(mark, "mark", mark)  # a MarkDecorator or the Mark it holds
             # What add_marker does for a MarkDecorator; it takes no bare Mark.

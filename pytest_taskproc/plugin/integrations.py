@@ -80,9 +80,11 @@ class ReportingPlugins:
             return original(report)
 
         setattr(sugar, "pytest_report_teststatus", with_task_statuses)  # noqa: B010
+        reporter.summary_stats = _with_own_counts(reporter, reporter.summary_stats, sugar)
 
         def restore() -> None:
             setattr(sugar, "pytest_report_teststatus", original)  # noqa: B010
+            del reporter.summary_stats  # the instance's: the class's is back
 
         self._sugar_restore = restore
 
@@ -90,3 +92,46 @@ class ReportingPlugins:
         if self._sugar_restore is not None:
             self._sugar_restore()
             self._sugar_restore = None
+
+
+def _with_own_counts(reporter: Any, summary: Callable[[], None], sugar: Any) -> Callable[[], None]:
+    """pytest-sugar's "Results" block, with a line for cached (and verified) items.
+
+    Sugar writes a line for each of pytest's categories it knows, so items
+    in a category of ours would be missing from it: ``12 cached`` goes
+    where sugar would count them as passes, after its ``passed`` line (or
+    first, when nothing else passed).
+    """
+
+    def ours() -> list[str]:
+        lines = []
+        for status in OWN_CATEGORIES:
+            count = reporter.count(status.word)
+            if count:
+                lines.append(sugar.colored(f"   {count: 5d} {status.word}", status.colour))
+        return lines
+
+    def summary_stats() -> None:
+        pending = ours()
+        write_line = reporter.write_line
+
+        def write_ours_around(line: str, **markup: Any) -> None:
+            passed_line = not pending or " passed" in line
+            if not passed_line:
+                for own in pending:
+                    write_line(own)
+                pending.clear()
+            write_line(line, **markup)
+            for own in pending:
+                write_line(own)
+            pending.clear()
+
+        reporter.write_line = write_ours_around
+        try:
+            summary()
+        finally:
+            del reporter.write_line  # the instance's: the class's is back
+        for own in pending:  # no line of sugar's at all
+            write_line(own)
+
+    return summary_stats

@@ -37,6 +37,8 @@ class Options:
     verify: bool = False
     #: ``-s``: a task's prints also reach the terminal
     echo: bool = False
+    #: warn about undeclared reads (not ``--taskproc-no-read-audit``)
+    audit_reads: bool = True
     collect_only: bool = False
     #: the run this process belongs to: shared by the xdist controller and its workers
     run_id: str = ""
@@ -253,6 +255,7 @@ def read_options(config: pytest.Config) -> Options:
         manifest=_manifest(config),
         verify=bool(config.getoption("taskproc_verify")),
         echo=config.getoption("capture") == "no",
+        audit_reads=not config.getoption("taskproc_no_read_audit"),
         collect_only=bool(config.getoption("collectonly")),
         run_id=info["run_id"] if info else uuid.uuid4().hex,
         started_ns=info["started_ns"] if info else time.time_ns(),

@@ -28,24 +28,27 @@ import traceback
 import warnings
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from ..atomic import write_text_atomic
-from ..cache import ensure_directory, get_store, prepare_root
 from ..context import Context
-from ..execute import InlineExecutor, NodeKey, Run, RunSettings, TaskState
-from ..freshness import plan
-from ..graph import TaskGraph
-from ..inputs import persist_stat_cache
-from ..ratelimit import FileSlots
+from ..graph import NodeKey, TaskGraph
+from ..relay import category_of, relayed_by
 from ..spec import spec_of
 from .collect import COLLECTION, Collection, TaskItem
 from .options import Options
 from .params import skip_by_marks
-from .progress import Estimate
 from .report import CLEARED_FILE, GRAPH_FILE, TaskprocReporter, outside_capture
+
+if TYPE_CHECKING:
+    from ..execute import Run, RunSettings, TaskState
+    from .progress import Estimate
+
+# The scheduler, the cache and planning (``execute``, ``cache``, ``freshness``,
+# ``inputs``) are imported when the first task is planned, not when pytest
+# configures the plugin: a run that collects no task item never needs them.
 
 
 class _MarkSkipped:
@@ -70,17 +73,6 @@ class RunPlan:
         # The process's cache root, for what tasks do outside a job (clear_task,
         # get_task_result in a plain test): fixed before any task uses it.
         Context.cache_dir = options.cache_root
-        limits = options.rate_limits
-        root = options.cache_root
-        self.settings = RunSettings(
-            str(root),
-            run_id=options.run_id,
-            detect_source_change=options.detect_source_change,
-            echo=options.echo,
-            slots=FileSlots(root / "taskproc" / ".ratelimits", limits) if limits else None,
-            failure_dir=str(options.failure_dir),
-            log_failures=False,  # each failure is its item's report
-        )
         self.selected: set[NodeKey] = set()
         self.cleared: set[NodeKey] = set()
         self.withheld = _MarkSkipped(self)
@@ -170,6 +162,8 @@ class RunPlan:
             # It broke down after the last item that could have raised it: still said.
             self._report_late_error(session, error)
         if not self.options.collect_only and self.collection.selected:
+            from ..inputs import persist_stat_cache
+
             # Digests of input files (and of copied values) learned by this run
             # are kept, so the next run need not read those files again.
             persist_stat_cache(self.options.cache_root)
@@ -188,13 +182,36 @@ class RunPlan:
     def close_executor(self) -> None:
         close, self._close_executor = self._close_executor, None
         if close is not None:
+            if self.run is not None:
+                self.run.end_stragglers()  # a task given up on that ignored being asked to stop
             close()
 
     # -- the plan ---------------------------------------------------------------------------
+    def settings(self) -> RunSettings:
+        """What every job of this run shares."""
+        from ..execute import RunSettings
+        from ..ratelimit import FileSlots
+
+        options = self.options
+        limits = options.rate_limits
+        root = options.cache_root
+        return RunSettings(
+            str(root),
+            run_id=options.run_id,
+            detect_source_change=options.detect_source_change,
+            echo=options.echo,
+            slots=FileSlots(root / "taskproc" / ".ratelimits", limits) if limits else None,
+            failure_dir=str(options.failure_dir),
+            log_failures=False,  # each failure is its item's report
+            audit_reads=options.audit_reads,
+        )
+
     def ensure_planned(self) -> Run:
         """Plan the selection's graph, once per process: one record read per task."""
         if self.run is not None:
             return self.run
+        from ..execute import Run
+
         found = self.collection
         self.selected = {i.key for i in found.selected}
         if len(self.selected) == len(found.itemized):
@@ -205,7 +222,7 @@ class RunPlan:
         background = options.executor is not None and options.worker_id is None
         self.run = Run(
             graph,
-            self.settings,
+            self.settings(),
             executor=self._executor_or_inline,
             # In-process limits for the background pass, so no pool worker sits
             # waiting for a slot; items computed one by one need only the slots.
@@ -256,6 +273,8 @@ class RunPlan:
         return self._executor
 
     def _executor_or_inline(self) -> Executor:
+        from ..execute import InlineExecutor
+
         return self.executor() or InlineExecutor()
 
     def _start_background(self) -> None:
@@ -268,6 +287,8 @@ class RunPlan:
         self.stale_count = run.stale_count
         if not self.stale_count:
             return
+        from .progress import Estimate
+
         self.estimate = Estimate(run, self.collection.graph.order)
         self.executor()  # a scheduler that cannot be reached is a usage error, here
         withheld = self.withheld
@@ -328,7 +349,18 @@ class RunPlan:
 
     def on_settled(self, node: NodeKey) -> None:
         run = self.run
-        outcome = None if run is None else run.outcome(node).value
+        found = None if run is None else run.outcome(node)
+        outcome = None if found is None else found.value
+        if found is not None and node not in self.selected:
+            # Warnings a pool process carried back for a task no item reports:
+            # issued by the next item, where pytest records warnings.
+            relayed = outcome.warnings if outcome is not None else ()
+            if found.error is not None:
+                relayed = relayed_by(found.error)
+            self.deferred_warnings += [
+                warnings.WarningMessage(message, category_of(module, name), filename, line)
+                for module, name, message, filename, line in relayed
+            ]
         with self.changed:
             self.settled_count += 1
             self.last_settled = node
@@ -351,6 +383,8 @@ def clear_selected(selected: list[TaskItem], options: Options) -> set[NodeKey]:
     """Clear the selected tasks once per run, even with several xdist workers."""
     from filelock import FileLock
 
+    from ..cache import ensure_directory, prepare_root
+
     prepare_root(options.cache_root)
     run_dir = options.run_dir
     ensure_directory(run_dir)
@@ -371,6 +405,8 @@ def clear_selected(selected: list[TaskItem], options: Options) -> set[NodeKey]:
 
 
 def _has_result(task: Any, root: Path) -> bool:
+    from ..cache import get_store
+
     spec = spec_of(task)
     store = get_store(root, spec.name)
     task_id = store.known_id(spec.key)
@@ -381,6 +417,8 @@ def dry_run(selected: list[TaskItem], options: Options) -> dict[str, Any]:
     """The selected tasks a run would compute, each with its reason, in item order."""
     stale: list[tuple[str, str]] = []
     if selected:
+        from ..freshness import plan
+
         cleared = frozenset(i.key for i in selected) if options.clear else frozenset()
         graph = TaskGraph([i.task for i in selected])
         states = plan(graph, options.cache_root, options.detect_source_change, cleared)
@@ -392,7 +430,9 @@ def write_graph_structure(found: Collection, options: Options) -> None:
     """The collected graph (with planned states in a dry run) for the reporter to render."""
     if options.graph is None or not found.itemized:
         return
+    from ..cache import ensure_directory
     from ..export import graph_structure
+    from ..freshness import plan
 
     path = options.run_dir / GRAPH_FILE
     ensure_directory(path.parent)

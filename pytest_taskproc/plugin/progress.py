@@ -14,12 +14,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..execute import NodeKey, Run
+from ..graph import NodeKey
 from .report import outside_capture
+
+if TYPE_CHECKING:
+    from ..execute import Run
 
 #: seconds between two lines when the output is not a terminal
 QUIET_SECONDS = 10.0
@@ -70,8 +73,8 @@ class StatusLine:
 
     def finish(self, text: str) -> None:
         """Erase the live status; elsewhere, a last line if any was written."""
-        if self.reporter is None:
-            return
+        if self.reporter is None or not (self.drawn or self.shown):
+            return  # nothing on the screen: no need to suspend pytest's capture
         with outside_capture(self.config):
             if self.drawn:
                 self._write("\x1b[K")

@@ -109,18 +109,21 @@ def count_of(report: Any) -> Status | None:
     pytest-rerunfailures reports each retry as ``rerun``.
     """
     outcome = report.outcome  # pytest's word
-    if outcome == "rerun":
-        return Status.RERUN
-    wasxfail = hasattr(report, "wasxfail")
-    if outcome == "skipped":
-        return Status.XFAILED if wasxfail else Status.SKIPPED
-    if outcome == "failed":
-        return Status.ERRORS if report.when in ("setup", "teardown") else Status.FAILED
-    if outcome == "passed" and report.when == "call":
-        if wasxfail:
+    if outcome == "passed":
+        # Most reports: a passing setup or teardown counts for nothing (checked
+        # first, since asking a report for a missing wasxfail costs an exception).
+        if report.when != "call":
+            return None
+        if hasattr(report, "wasxfail"):
             return Status.XPASSED
         kind = Status.of(_status(report).get(STATUS))
         return kind if kind in OWN_CATEGORIES else Status.COMPUTED
+    if outcome == "rerun":
+        return Status.RERUN
+    if outcome == "skipped":
+        return Status.XFAILED if hasattr(report, "wasxfail") else Status.SKIPPED
+    if outcome == "failed":
+        return Status.ERRORS if report.when in ("setup", "teardown") else Status.FAILED
     return None
 
 

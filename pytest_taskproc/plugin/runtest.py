@@ -17,20 +17,18 @@ in pytest.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..cache import STDERR_NAME, STDOUT_NAME
 from ..errors import (
     NotReproducibleError,
     ResultNotPicklableError,
     TaskFailedEarlierError,
     TaskprocError,
 )
-from ..execute import TaskState
 from ..ledger import Failure, Kind, marker_path, read_traceback
-from ..provenance import Status as Verified
+from ..relay import reissue, relayed_by
 from .collect import PROTOCOL, TaskItem
 from .options import Options
 from .plan import PLAN, RunPlan
@@ -44,8 +42,15 @@ from .report import (
     status_line,
 )
 from .status import Status
-from .verdict import Fate, Verdict, decide
-from .verify import Checked
+
+if TYPE_CHECKING:
+    from ..execute import TaskState
+    from .verdict import Verdict
+    from .verify import Checked
+
+# ``verdict`` (and through it the scheduler and the cache) is imported when the
+# first item runs, not when pytest configures the plugin: a run that collects
+# no task item never needs it.
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
@@ -71,6 +76,8 @@ class ItemRunner:
         item.tp_status = {}
         item.tp_earlier_traceback = None
         rerun = item.tp_attempts > 1 or getattr(item, "execution_count", 1) > 1
+        from .verdict import decide
+
         report_verdict(item, decide(self.plan, item, rerun), self.plan)
 
     def repr_failure(
@@ -108,8 +115,13 @@ class ItemRunner:
 def report_verdict(item: TaskItem, verdict: Verdict, plan: RunPlan) -> None:
     """Turn what became of the item's task into the item's outcome, whatever it was."""
     __tracebackhide__ = True
+    from .verdict import Fate
+
     status = item.tp_status
     state = verdict.state
+    # What run_task warned in a pool process is this item's, as it would be inline.
+    carried = verdict.outcome.warnings if verdict.outcome is not None else ()
+    reissue(relayed_by(verdict.error) if verdict.error is not None else carried)
     status[TASK_ID] = state.task_id
     if verdict.upstream[0]:
         status[UPSTREAM] = list(verdict.upstream)
@@ -176,6 +188,8 @@ def report_verdict(item: TaskItem, verdict: Verdict, plan: RunPlan) -> None:
 def _report_verification(item: TaskItem, checked: Checked) -> None:
     """Verified passes, not reproducible fails; one that could not be verified stays cached."""
     __tracebackhide__ = True
+    from ..provenance import Status as Verified
+
     status = item.tp_status
     if checked.status is Verified.VERIFIED:
         how = "the same bytes" if checked.same_bytes else "an equal value, pickled differently"
@@ -244,6 +258,8 @@ def output_files(state: TaskState | None, since_ns: int = 0) -> list[tuple[str, 
     """The task's stdout/stderr files written since ``since_ns`` (not a previous run's)."""
     if state is None or state.task_id is None:
         return []
+    from ..cache import STDERR_NAME, STDOUT_NAME
+
     folder = state.store.folder(state.task_id)  # a string: two Path objects per item cost more
     found = []
     for which, name in (("stdout", STDOUT_NAME), ("stderr", STDERR_NAME)):

@@ -135,22 +135,43 @@ def _wait(plan: RunPlan, item: TaskItem) -> Verdict:
     __tracebackhide__ = True
     run = plan.ensure_planned()
     key = item.key
-    status = StatusLine(plan.config)
+    # Made only for a wait long enough to show: most items find their task done.
+    status: StatusLine | None = None
     start = time.monotonic()
-    with plan.changed:
-        while run.outcome(key).kind is Settled.PENDING:
-            thread = plan.background
-            if thread is None or not thread.is_alive():
-                break
-            plan.changed.wait(timeout=0.2)
-            waited = time.monotonic() - start
-            if waited > PROGRESS_AFTER_SECONDS:
-                status.update(_progress_text(plan, run, item, waited, status.live))
-    status.finish(_progress_text(plan, run, item, time.monotonic() - start, False, done=True))
+    try:
+        with plan.changed:
+            while run.outcome(key).kind is Settled.PENDING:
+                thread = plan.background
+                if thread is None or not thread.is_alive():
+                    break
+                plan.changed.wait(timeout=0.2)
+                waited = time.monotonic() - start
+                if waited > PROGRESS_AFTER_SECONDS:
+                    if status is None:
+                        status = StatusLine(plan.config)
+                    status.update(_progress_text(plan, run, item, waited, status.live))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        # A pytest-timeout timeout ended the wait: it ends the task's work under
+        # way, as it would inline (outside the lock, which the pass's report needs).
+        if not run.abandon(key, exc):
+            raise  # settled just now: the item still took too long
+        _finish(status, plan, run, item, start)
+        return _judged(plan, read_verdict(run, item, earlier=False))
+    _finish(status, plan, run, item, start)
     plan.raise_background_error()
     if run.outcome(key).kind is Settled.PENDING:
         return _compute(plan, item)  # the pass ended without it (it was stopped)
     return _judged(plan, read_verdict(run, item, earlier=False))
+
+
+def _finish(
+    status: StatusLine | None, plan: RunPlan, run: Run, item: TaskItem, start: float
+) -> None:
+    """The progress line's last word, if the wait drew one."""
+    if status is not None:
+        status.finish(_progress_text(plan, run, item, time.monotonic() - start, False, done=True))
 
 
 def _progress_text(
@@ -166,10 +187,24 @@ def _progress_text(
         return f"[taskproc: {counted}{', ' + left if left else ''}]"
     last = plan.last_settled
     named = "" if last is None else f"; last done: {run.task(last)!r}"
-    what = "has its result" if done else "waits for its task"
+    what = _ended(run, item) if done else "waits for its task"
     return f"[taskproc] {counted}; {item.name} {what} ({waited:.1f} s){named}" + (
         f"; {left}" if left else ""
     )
+
+
+def _ended(run: Run, item: TaskItem) -> str:
+    """What the wait ended with, as the progress line's last word on it."""
+    found = run.outcome(item.key)
+    if found.kind is Settled.FAILED:
+        return f"failed ({type(found.error).__name__})"
+    if found.kind is Settled.BLOCKED:
+        if found.culprit is None:
+            return "is skipped by its marks"
+        return f"is skipped: upstream task {run.task(found.culprit)!r} failed"
+    if found.kind is Settled.PENDING:
+        return "was not reached by the background pass; computing it here"
+    return "has its result"
 
 
 def _compute(plan: RunPlan, item: TaskItem) -> Verdict:
@@ -179,18 +214,21 @@ def _compute(plan: RunPlan, item: TaskItem) -> Verdict:
     key = item.key
     if run.outcome(key).value is not None:  # done earlier, as another item's upstream
         return _judged(plan, read_verdict(run, item, earlier=True))
-    status = StatusLine(plan.config)
+    # Made only once there is upstream work long enough to show (see settled).
+    status: StatusLine | None = None
     start = time.monotonic()
     upstream_done = 0
 
     def settled(node: NodeKey) -> None:
-        nonlocal upstream_done
+        nonlocal upstream_done, status
         plan.on_settled(node)
         if node != key and node not in plan.selected:
             upstream_done += 1
             elapsed = time.monotonic() - start
             if elapsed < PROGRESS_AFTER_SECONDS:
                 return  # quick work needs no word
+            if status is None:
+                status = StatusLine(plan.config)
             todo = run.todo - 1
             left = f"about {duration(elapsed * (todo - upstream_done) / upstream_done)} left"
             status.update(
@@ -201,8 +239,11 @@ def _compute(plan: RunPlan, item: TaskItem) -> Verdict:
             )
 
     run.settle([key], withheld=plan.withheld, listener=settled)
-    elapsed = time.monotonic() - start
-    status.finish(f"[taskproc] {item.name}: {upstream_done} upstream tasks done in {elapsed:.1f} s")
+    if status is not None:
+        elapsed = time.monotonic() - start
+        status.finish(
+            f"[taskproc] {item.name}: {upstream_done} upstream tasks done in {elapsed:.1f} s"
+        )
     return _judged(plan, read_verdict(run, item, earlier=False))
 
 
