@@ -365,9 +365,16 @@ class ClassStore:
         return self._check_parsed(task_id, key, record, text, rehash)
 
     def _check_parsed(
-        self, task_id: int, key: str, record: Record, text: bytes, rehash: bool = False
+        self,
+        task_id: int,
+        key: str,
+        record: Record,
+        text: bytes,
+        rehash: bool = False,
+        stat_value: bool = True,
     ) -> Record | str | None:
-        """``_check_record`` of a record already parsed from ``text``."""
+        """``_check_record`` of a record already parsed from ``text``; without ``stat_value``
+        the value file is not looked at (its reader checks its size)."""
         path = self.record_path(task_id)
         if record.name != self.name or record.key != key:
             return (
@@ -376,6 +383,8 @@ class ClassStore:
             )
         if record.file not in (serialize.RAW_NAME, serialize.GZIP_NAME):
             return f"{path} of {self.name} {key} names no result file"
+        if not stat_value:
+            return record
         value_path = f"{self.folder(task_id)}{os.sep}{record.file}"
         try:
             st = os.stat(value_path)
@@ -448,25 +457,35 @@ class ClassStore:
         return Handed(known[0], record.file, record.stored_size, record.stat)
 
     def _current_record(
-        self, task_id: int, key: str, handed: tuple[Handed, str, str] | None
-    ) -> tuple[bytes | None, Record | str | None]:
-        """The record to read the value by, and its text (None: vouched for by ``handed``)."""
+        self, task_id: int, key: str, handed: tuple[Handed, str, str] | None, memory: bool
+    ) -> tuple[bytes | None, Record | str | None, bool]:
+        """The record to read the value by, its text (None: vouched for by ``handed``), and
+        whether it came from memory (then the value file's size is left to the reader).
+
+        ``memory``: take the record this process committed, or ``handed``, while
+        the record file is still that one; else read and check it.
+        """
         path = self.record_path(task_id)
-        committed = _committed_record(path)
-        if committed is not None:
-            text, parsed = committed
-            return text, self._check_parsed(task_id, key, parsed, text)
-        if handed is not None:
-            given, digest, lineage = handed
-            try:
-                st = os.stat(path)
-            except OSError:
-                st = None
-            if st is not None and _stamp(st) == given.stamp:
-                partial = given.record(self.name, key, digest, lineage)
-                return None, self._check_parsed(task_id, key, partial, b"")
+        if memory:
+            committed = _committed_record(path)
+            if committed is not None:
+                text, parsed = committed
+                return text, self._check_parsed(task_id, key, parsed, text, stat_value=False), True
+            if handed is not None:
+                given, digest, lineage = handed
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    st = None
+                if st is not None and _stamp(st) == given.stamp:
+                    partial = given.record(self.name, key, digest, lineage)
+                    return (
+                        None,
+                        self._check_parsed(task_id, key, partial, b"", stat_value=False),
+                        True,
+                    )
         found = self._record_text(task_id)
-        return found, None if found is None else self._check_record(task_id, key, found)
+        return found, None if found is None else self._check_record(task_id, key, found), False
 
     def _stamped(self, task_id: int, handed: Handed) -> bool:
         """Whether the record file is still the one ``handed`` describes."""
@@ -487,8 +506,9 @@ class ClassStore:
         the record file is that one, its record is not read, and only the
         part of it reading the value needs is returned.
         """
+        memory = True
         for _ in range(READ_ATTEMPTS):
-            text, record = self._current_record(task_id, key, handed)
+            text, record, remembered = self._current_record(task_id, key, handed, memory)
             if isinstance(record, str):
                 raise CorruptResultError(record, self.name, key)
             if record is None:
@@ -497,18 +517,29 @@ class ClassStore:
             try:
                 value, problem, hashed = self._read_value(path, record)
             except FileNotFoundError:
-                continue  # replaced just now: read the new record
+                # replaced just now: read the new record (a record from memory: the
+                # record file says whether there is a result at all)
+                memory = memory and not remembered
+                continue
             except OSError as exc:
                 raise access_error("read", path, exc) from None
             if problem is None and hashed:
                 return value, record
+            if remembered and problem is not None:
+                # A record from memory whose value does not match it: judged next by
+                # the record file and the value file's stat, as any other result is.
+                memory = False
+                continue
             if text is None:
                 if problem is None and handed is not None and self._stamped(task_id, handed[0]):
                     return value, record  # trusted by its stat; the handed record still stands
-                handed = None  # the record was not read: judge the bytes by the record itself
+                memory = False  # the record was not read: judge the bytes by the record itself
                 continue
             if self._record_text(task_id) != text:
-                continue  # a writer committed in the meantime; the bytes were the new ones
+                # A writer committed in the meantime; the bytes were the new ones (and a
+                # record from memory is not taken again: read the file's record next).
+                memory = memory and not remembered
+                continue
             if problem is None:
                 # Trusted by its stat: the file read is the one the record
                 # describes, as its writer left it, and the record did not change

@@ -139,11 +139,13 @@ def _imports_of_module(name: str) -> frozenset[str]:
     """
     module = sys.modules.get(name)
     size = len(vars(module)) if module is not None else 0
-    return _imports_of_module_cached(name, id(module), size)
+    # The module itself in the key, not its id(): with a read audit on, every id() call is an
+    # audit event, and a module object compares by identity all the same.
+    return _imports_of_module_cached(name, module, size)
 
 
 @functools.lru_cache(maxsize=1024)
-def _imports_of_module_cached(name: str, ident: int, size: int) -> frozenset[str]:
+def _imports_of_module_cached(name: str, _module: object, _size: int) -> frozenset[str]:
     found: set[str] = set()
     seen: set[str] = set()
     todo = [name]
@@ -185,12 +187,12 @@ def distributions_for(cls: type | None) -> dict[str, str | None]:
     # its number of globals (as _imports_of_module is) and numpy stays as loaded.
     module = sys.modules.get(cls.__module__) if cls is not None else None
     size = len(vars(module)) if module is not None else 0
-    return dict(_distributions_for(cls, id(module), size, "numpy" in sys.modules))
+    return dict(_distributions_for(cls, module, size, "numpy" in sys.modules))
 
 
 @functools.lru_cache(maxsize=1024)
 def _distributions_for(
-    cls: type | None, _module: int, _size: int, _numpy: bool
+    cls: type | None, _module: object, _size: int, _numpy: bool
 ) -> tuple[tuple[str, str | None], ...]:
     packages: dict[str, str | None] = {name: version_of(name) for name in ALWAYS}
     if "numpy" in sys.modules:

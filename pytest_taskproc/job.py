@@ -43,7 +43,7 @@ from .readaudit import watching_reads
 from .record import InputRead, Record, UpstreamRead, made_now, new_lineage
 from .relay import Relayed
 from .requires import bound_slots, resolve_slot_value
-from .source import UNMATCHABLE, code_digest, pickled_by_value
+from .source import UNMATCHABLE, CodeDigest, code_digest, pickled_by_value
 from .spec import NodeKey, TaskObject, node_key, spec_of
 
 
@@ -138,8 +138,9 @@ def describe(task: TaskObject, store: ClassStore, task_id: int | None) -> str:
     )
 
 
-def check_plan(job: Job) -> None:
-    """Refuse to compute a task that differs here from what the planner saw."""
+def check_plan(job: Job) -> CodeDigest:
+    """Refuse to compute a task that differs here from what the planner saw; returns the
+    code digest of its class here (which the record names)."""
     spec = spec_of(job.task)
     planned = [(r.name, r.key) for r in job.reads]
     rebuilt = [node_key(u) for u in spec.upstream]
@@ -164,6 +165,7 @@ def check_plan(job: Job) -> None:
             "code the planner saw (another version of the task file or of a helper it uses); "
             "nothing was computed or cached for it."
         )
+    return code
 
 
 def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
@@ -173,7 +175,7 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
     spec = spec_of(task)
     config = spec.config
     root = root_path(job.settings.cache_root)
-    check_plan(job)
+    code = check_plan(job)  # looked up once: checking it is valid costs per call
     inputs = read_inputs(task, root)
     new_folder, previous = store.begin_run(job.task_id, spec.key, created)
     expected = {(r.name, r.key): r for r in job.reads}
@@ -230,8 +232,8 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
         name=spec.name,
         key=spec.key,
         # the planner's digest: check_plan made sure this process runs that code
-        code=job.code if job.code is not None else code_digest(type(task)).digest,
-        code_parts=code_digest(type(task)).parts,
+        code=job.code if job.code is not None else code.digest,
+        code_parts=code.parts,
         upstream=job.reads,
         digest=digest,
         size=stored.size,

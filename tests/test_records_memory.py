@@ -9,6 +9,7 @@ memory and expect what is on disk to win.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
@@ -20,7 +21,7 @@ import pytest
 from conftest import TaskModules
 from conftest import run_on_threads as run
 
-from pytest_taskproc import CorruptResultError
+from pytest_taskproc import CorruptResultError, ResultMissingError
 from pytest_taskproc import cache as cache_module
 from pytest_taskproc.atomic import write_text_atomic
 from pytest_taskproc.cache import ClassStore, get_store
@@ -218,3 +219,43 @@ def test_a_value_damaged_after_its_record_was_committed_is_not_served(
     modules.clear_log()
     assert run(tasks.Down(5)) == 10  # the damaged result was withdrawn: computed again
     assert sorted(modules.runs()) == ["run Down", "run Up 5"]
+
+
+@pytest.mark.parametrize("how", ["deleted", "truncated"])
+@pytest.mark.parametrize("source", ["memory", "handed"])
+def test_a_value_file_gone_or_cut_behind_a_remembered_record_is_told_as_from_disk(
+    tasks: ModuleType, cache_root: Path, how: str, source: str
+) -> None:
+    assert run(tasks.Down(6)) == 15
+    store, task_id, key, _, record = committed(cache_root, tasks.Up(6))
+    handed = store.handed(task_id, record)
+    assert handed is not None
+    if source == "handed":
+        del cache_module._committed[store.record_path(task_id)]  # as in another process
+    given = (handed, record.digest, record.lineage)
+    path = Path(store.folder(task_id), record.file)
+    if how == "deleted":
+        path.unlink()
+        with pytest.raises(ResultMissingError, match="no cached result"):
+            store.load_value(task_id, key, given)
+    else:
+        path.write_bytes(path.read_bytes()[:-1])
+        with pytest.raises(CorruptResultError, match="bytes where its record says"):
+            store.load_value(task_id, key, given)
+
+
+def test_a_remembered_record_that_disagrees_with_the_file_gives_way_to_the_file(
+    tasks: ModuleType, cache_root: Path
+) -> None:
+    # Another process's record with the very same stamp (an inode reused within one tick of
+    # a coarse clock) is not something a test can make; a memory that disagrees with the
+    # file while its stamp matches stands for it: the file's record must win.
+    assert run(tasks.Down(7)) == 21
+    store, task_id, key, _, record = committed(cache_root, tasks.Up(7))
+    path = store.record_path(task_id)
+    stale = dataclasses.replace(record, digest="0" * 64, lineage="1" * 32)
+    stamp = cache_module._committed[path][0]
+    cache_module._committed[path] = (stamp, stale.to_json().encode(), stale)
+    value, found = store.load_value(task_id, key)
+    assert value == list(range(7))
+    assert (found.digest, found.lineage) == (record.digest, record.lineage)
