@@ -43,7 +43,15 @@ from .errors import (
 )
 from .idtable import IdTable, access_error
 from .inputs import stat_cache, stat_key, written_changes
-from .record import Record, parse_record
+from .record import Record
+from .recordmemory import (
+    Handed,
+    committed_entry,
+    committed_record,
+    file_stamp,
+    parsed_record,
+    remember_committed,
+)
 
 __all__ = ["CacheCorruptionWarning", "ClassStore", "get_store"]
 
@@ -96,109 +104,6 @@ def _writer_stat(st: os.stat_result) -> tuple[int, int, int]:
 def root_path(root: str) -> Path:
     """The cache root of a job as a ``Path``, made once per process: pathlib costs per task."""
     return Path(root)
-
-
-#: Records parsed lately, by their exact bytes: a computed task's record is read
-#: again by each of its downstream tasks.  Parsing is a function of the bytes
-#: alone, so the same bytes always give an equal record.
-_records: dict[bytes, Record] = {}
-_records_lock = threading.Lock()
-PARSED_RECORDS = 4096
-PARSED_RECORD_SIZE = 16 * 1024
-
-
-def _parsed(text: bytes) -> Record:
-    record = _records.get(text)
-    if record is None:
-        record = parse_record(text)
-        if len(text) > PARSED_RECORD_SIZE:
-            return record  # a large fan-in's record: kept out, to bound the memory held
-        with _records_lock:
-            if len(_records) >= PARSED_RECORDS:
-                del _records[next(iter(_records))]
-            _records[text] = record
-    return record
-
-
-#: Records this process committed, by path: the record file's stamp right after
-#: the rename put it there, its text and the record.  A downstream task computed
-#: in the same process reads its upstream's record from here instead of the
-#: file, while the file's stamp is unchanged: any write, replacement or removal
-#: of the file changes it (a new inode, or new mtime and ctime, which no user
-#: can set).  The value's bytes are checked against the record's digest as
-#: before, so even a stamp that lied could not serve a wrong value.
-_committed: dict[str, tuple[tuple[int, int, int, int, int], bytes, Record]] = {}
-_committed_lock = threading.Lock()
-
-
-def _stamp(st: os.stat_result) -> tuple[int, int, int, int, int]:
-    """(device, inode, size, mtime_ns, ctime_ns): what a rewritten or replaced file changes."""
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _remember_committed(path: str, written: os.stat_result, text: bytes, record: Record) -> None:
-    if len(text) > PARSED_RECORD_SIZE:
-        return  # a large fan-in's record: kept out, to bound the memory held
-    try:
-        st = os.stat(path)
-    except OSError:
-        return
-    if (st.st_dev, st.st_ino) != (written.st_dev, written.st_ino):
-        return  # replaced by another writer already: not ours to vouch for
-    with _committed_lock:
-        if len(_committed) >= PARSED_RECORDS:
-            del _committed[next(iter(_committed))]
-        _committed[path] = (_stamp(st), text, record)
-
-
-def _committed_record(path: str) -> tuple[bytes, Record] | None:
-    """The text and record this process committed at ``path``, if the file is still that one."""
-    known = _committed.get(path)
-    if known is None:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        st = None
-    if st is None or _stamp(st) != known[0]:
-        with _committed_lock:
-            if _committed.get(path) is known:
-                del _committed[path]
-        return None
-    return known[1], known[2]
-
-
-class Handed(NamedTuple):
-    """An upstream's record as its writer left it, handed to the downstream task in its job.
-
-    The writer took the record file's stamp right after the rename; a reader in
-    any process that finds the same stamp at the path knows the file is that
-    very record, unchanged, so it need not read and parse it again.  Only what
-    reading the value needs is carried: the digest and lineage are the
-    planned read's (the scheduler hands both on from the same outcome).
-    """
-
-    stamp: tuple[int, int, int, int, int]
-    file: str
-    stored_size: int
-    #: the value file's writer stat, so a large value is trusted by it as with the record
-    stat: tuple[int, int, int] | None = None
-
-    def record(self, name: str, key: str, digest: str, lineage: str) -> Record:
-        """The part of the record reading the value needs (the rest stays on disk)."""
-        return Record(
-            name,
-            key,
-            None,
-            {},
-            (),
-            digest,
-            -1,
-            self.file,
-            self.stored_size,
-            lineage,
-            stat=self.stat,
-        )
 
 
 def ensure_directory(path: Path) -> None:
@@ -359,7 +264,7 @@ class ClassStore:
         """
         path = self.record_path(task_id)
         try:
-            record = _parsed(text)
+            record = parsed_record(text)
         except RecordError as exc:
             return f"{path} of {self.name} {key} is damaged ({exc})"
         return self._check_parsed(task_id, key, record, text, rehash)
@@ -451,7 +356,7 @@ class ClassStore:
 
     def handed(self, task_id: int, record: Record) -> Handed | None:
         """What a downstream job needs to trust ``record``, just committed here, unread."""
-        known = _committed.get(self.record_path(task_id))
+        known = committed_entry(self.record_path(task_id))
         if known is None or known[2] is not record:
             return None
         return Handed(known[0], record.file, record.stored_size, record.stat)
@@ -467,7 +372,7 @@ class ClassStore:
         """
         path = self.record_path(task_id)
         if memory:
-            committed = _committed_record(path)
+            committed = committed_record(path)
             if committed is not None:
                 text, parsed = committed
                 return text, self._check_parsed(task_id, key, parsed, text, stat_value=False), True
@@ -477,7 +382,7 @@ class ClassStore:
                     st = os.stat(path)
                 except OSError:
                     st = None
-                if st is not None and _stamp(st) == given.stamp:
+                if st is not None and file_stamp(st) == given.stamp:
                     partial = given.record(self.name, key, digest, lineage)
                     return (
                         None,
@@ -490,7 +395,7 @@ class ClassStore:
     def _stamped(self, task_id: int, handed: Handed) -> bool:
         """Whether the record file is still the one ``handed`` describes."""
         try:
-            return _stamp(os.stat(self.record_path(task_id))) == handed.stamp
+            return file_stamp(os.stat(self.record_path(task_id))) == handed.stamp
         except OSError:
             return False
 
@@ -762,7 +667,7 @@ class ClassStore:
             with contextlib.suppress(CacheAccessError):
                 self.discard_value(task_id)
             raise access_error("write", path, exc) from None
-        _remember_committed(path, written, text, record)
+        remember_committed(path, written, text, record)
 
     def discard_value(self, task_id: int) -> None:
         folder = self.folder(task_id)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import STDERR_NAME, STDOUT_NAME, ClassStore, Handed, get_store, root_path
+from .cache import STDERR_NAME, STDOUT_NAME, ClassStore, get_store, root_path
 from .cancel import computing, raise_if_cancelled
 from .capture import captured_output
 from .errors import (
@@ -41,6 +41,7 @@ from .inputs import input_reads, missing_inputs, persist_stat_cache, written_fil
 from .ledger import marker_path
 from .readaudit import watching_reads
 from .record import InputRead, Record, UpstreamRead, made_now, new_lineage
+from .recordmemory import Handed
 from .relay import Relayed
 from .requires import bound_slots, resolve_slot_value
 from .source import UNMATCHABLE, CodeDigest, code_digest, pickled_by_value

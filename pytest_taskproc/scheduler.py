@@ -22,7 +22,6 @@ from types import MappingProxyType
 
 import cloudpickle  # type: ignore[import-untyped]
 
-from .cache import Handed
 from .cancel import request_stop
 from .errors import CacheAccessError
 from .executors import InlineExecutor, adapt, executor_width
@@ -32,6 +31,7 @@ from .job import RunSettings
 from .ledger import RUNNING_SUFFIX, Failure, marker_path
 from .ratelimit import ChannelLimiter
 from .record import UpstreamRead
+from .recordmemory import Handed
 from .relay import reissue, relayed_by
 from .worker import REPLAN_ERRORS, Job, JobResult, Outcome, describe, run_jobs, run_jobs_blob
 

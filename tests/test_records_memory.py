@@ -21,8 +21,7 @@ import pytest
 from conftest import TaskModules
 from conftest import run_on_threads as run
 
-from pytest_taskproc import CorruptResultError, ResultMissingError
-from pytest_taskproc import cache as cache_module
+from pytest_taskproc import CorruptResultError, ResultMissingError, recordmemory
 from pytest_taskproc.atomic import write_text_atomic
 from pytest_taskproc.cache import ClassStore, get_store
 from pytest_taskproc.identity import encode_key
@@ -71,7 +70,7 @@ def committed(cache_root: Path, task: object) -> tuple[ClassStore, int, str, byt
     store = get_store(cache_root, spec.name)
     task_id = store.known_id(spec.key)
     assert task_id is not None
-    _, text, record = cache_module._committed[store.record_path(task_id)]
+    _, text, record = recordmemory._committed[store.record_path(task_id)]
     return store, task_id, spec.key, text, record
 
 
@@ -135,7 +134,7 @@ def test_a_record_replaced_on_disk_is_read_from_disk_not_from_memory(
         assert value == [0, 1, 2]
         assert found.lineage == "0" * 32
         assert found.made == record.made  # the whole record, read from the file
-    assert cache_module._committed.get(store.record_path(task_id)) is None
+    assert recordmemory._committed.get(store.record_path(task_id)) is None
 
 
 def test_a_handed_record_is_taken_as_is_only_while_its_file_is_unchanged(
@@ -145,7 +144,7 @@ def test_a_handed_record_is_taken_as_is_only_while_its_file_is_unchanged(
     store, task_id, key, _, record = committed(cache_root, tasks.Up(4))
     handed = store.handed(task_id, record)
     assert handed is not None
-    del cache_module._committed[store.record_path(task_id)]  # as in another process
+    del recordmemory._committed[store.record_path(task_id)]  # as in another process
     given = (handed, record.digest, record.lineage)
     value, partial = store.load_value(task_id, key, given)
     assert value == [0, 1, 2, 3]
@@ -190,7 +189,7 @@ def test_a_large_value_under_a_handed_record_is_trusted_by_its_stat_and_damage_i
     store, task_id, key, _, record = committed(cache_root, mod.BigUp())
     handed = store.handed(task_id, record)
     assert handed is not None and handed.stat == record.stat is not None
-    del cache_module._committed[store.record_path(task_id)]  # as in another process
+    del recordmemory._committed[store.record_path(task_id)]  # as in another process
     given = (handed, record.digest, record.lineage)
     value, partial = store.load_value(task_id, key, given)
     assert value == random.Random(1).randbytes(1_500_000)
@@ -231,7 +230,7 @@ def test_a_value_file_gone_or_cut_behind_a_remembered_record_is_told_as_from_dis
     handed = store.handed(task_id, record)
     assert handed is not None
     if source == "handed":
-        del cache_module._committed[store.record_path(task_id)]  # as in another process
+        del recordmemory._committed[store.record_path(task_id)]  # as in another process
     given = (handed, record.digest, record.lineage)
     path = Path(store.folder(task_id), record.file)
     if how == "deleted":
@@ -254,8 +253,8 @@ def test_a_remembered_record_that_disagrees_with_the_file_gives_way_to_the_file(
     store, task_id, key, _, record = committed(cache_root, tasks.Up(7))
     path = store.record_path(task_id)
     stale = dataclasses.replace(record, digest="0" * 64, lineage="1" * 32)
-    stamp = cache_module._committed[path][0]
-    cache_module._committed[path] = (stamp, stale.to_json().encode(), stale)
+    stamp = recordmemory._committed[path][0]
+    recordmemory._committed[path] = (stamp, stale.to_json().encode(), stale)
     value, found = store.load_value(task_id, key)
     assert value == list(range(7))
     assert (found.digest, found.lineage) == (record.digest, record.lineage)
