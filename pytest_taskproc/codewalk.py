@@ -87,6 +87,8 @@ class Walker:
         self.undigestable: list[str] = []
         #: files whose kept text is not the code in memory
         self.stale_files: list[str] = []
+        #: parts that import modules by computed names when they run (not followed)
+        self.dynamic_imports: list[str] = []
         self._seen: set[int] = set()
         self._seen_names: set[tuple[int, str]] = set()
         self._values = ValueText(self._follow_value)
@@ -238,6 +240,12 @@ class Walker:
             imports = dict(self._local_imports(summary.imports, scope))
             for path in summary.references:
                 self._resolve(path, scope, imports)
+            for module_name in summary.dynamic_imports:
+                module = None if module_name is None else self._user_module(module_name)
+                if module is not None:
+                    self._whole_module(module)  # named by a constant: followed whole
+                elif module_name is None and name not in self.dynamic_imports:
+                    self.dynamic_imports.append(name)
 
     def _resolve(
         self, path: Sequence[str], scope: Any, imports: dict[str, tuple[Any, str, Any]]

@@ -26,6 +26,9 @@ class Summary:
     references: tuple[tuple[str, ...], ...]
     #: ``import`` statements inside it (names imported where they are used)
     imports: tuple[ast.Import | ast.ImportFrom, ...]
+    #: modules it imports by name when it runs (``importlib.import_module(...)``,
+    #: ``__import__(...)``): the name when it is a constant, None when it is computed
+    dynamic_imports: tuple[str | None, ...] = ()
 
 
 def summarize(node: ast.AST) -> Summary:
@@ -33,7 +36,33 @@ def summarize(node: ast.AST) -> Summary:
     stripped = node
     references = tuple(dict.fromkeys(tuple(p) for p in _references(stripped)))
     imports = tuple(n for n in ast.walk(stripped) if isinstance(n, (ast.Import, ast.ImportFrom)))
-    return Summary(ast.unparse(stripped), references, imports)
+    return Summary(ast.unparse(stripped), references, imports, tuple(_dynamic_imports(stripped)))
+
+
+#: callables that import a module named by a string
+_IMPORTERS = frozenset({"import_module", "__import__"})
+
+
+def _dynamic_imports(tree: ast.AST) -> Iterator[str | None]:
+    """The modules a call imports by name: the constant name, or None when it is computed."""
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if called not in _IMPORTERS:
+            continue
+        first = node.args[0] if node.args else None
+        relative = any(k.arg == "package" for k in node.keywords) or len(node.args) > 1
+        if (
+            isinstance(first, ast.Constant)
+            and isinstance(first.value, str)
+            and not first.value.startswith(".")
+            and (called == "__import__" or not relative)
+        ):
+            yield first.value
+        else:
+            yield None
 
 
 def _is_mark(decorator: ast.expr) -> bool:

@@ -139,6 +139,18 @@ def _compute(cls: type) -> _Entry:
             stacklevel=3,
         )
         digest = UNMATCHABLE + uuid.uuid4().hex
+    if walker.dynamic_imports:
+        shown = ", ".join(walker.dynamic_imports[:3])
+        warnings.warn(
+            CodeDigestWarning(
+                f"{cls.__qualname__} (in {cls.__module__}): {shown} imports modules by a name "
+                "computed when it runs (importlib.import_module, __import__), so their code is "
+                "not part of the task's code digest and editing them does not make the task "
+                "stale. Import them with import statements (or a constant name), or clear the "
+                "task after editing them."
+            ),
+            stacklevel=3,
+        )
     for filename in sorted(set(walker.stale_files)):
         # The kept text is not what runs (read after an edit): nothing is known of that code.
         if filename not in _warned_files:

@@ -436,3 +436,59 @@ def test_a_dict_argument_in_another_key_order_gives_what_its_own_run_would(
     )
     assert project.run("Main", LAYERS='{"a": 2, "b": 1}')[0] == ["a", "b"]
     assert project.run("Main", LAYERS='{"b": 1, "a": 2}')[0] == ["b", "a"]
+
+
+def test_a_module_imported_by_a_constant_name_when_the_task_runs_is_followed(
+    project: Project,
+) -> None:
+    # Plugin-style code: ``importlib.import_module("models.linear")`` inside run_task.
+    (project.dir / "models").mkdir()
+    (project.dir / "models" / "__init__.py").write_text("")
+    (project.dir / "models" / "linear.py").write_text("def fit(x):\n    return x * 2\n")
+    project.module(
+        "tasks",
+        """
+        import importlib
+
+        class Fit(TaskBase):
+            def run_task(self) -> int:
+                log("Fit")
+                return importlib.import_module("models.linear").fit(21)
+        """,
+        header=True,
+    )
+    assert project.run("Fit") == (42, ["Fit"])
+    assert project.run("Fit") == (42, [])
+    (project.dir / "models" / "linear.py").write_text("def fit(x):\n    return x * 3\n")
+    assert project.run("Fit") == (63, ["Fit"])
+
+
+def test_a_module_imported_by_a_computed_name_is_named_in_a_warning(project: Project) -> None:
+    """Its code cannot be known before the task runs: the user is told, once."""
+    (project.dir / "model_linear.py").write_text("def fit(x):\n    return x * 2\n")
+    project.module(
+        "tasks",
+        """
+        import importlib
+
+        KIND = "linear"
+
+        class Fit(TaskBase):
+            def run_task(self) -> int:
+                log("Fit")
+                return importlib.import_module(f"model_{KIND}").fit(21)
+        """,
+        header=True,
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(project.dir), str(project.cache), "Fit"],
+        capture_output=True,
+        text=True,
+        cwd=project.dir,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == 42
+    assert done.stderr.count("CodeDigestWarning") == 1
+    expected = "Fit (in tasks): tasks.Fit imports modules by a name computed when it runs"
+    assert expected in done.stderr
