@@ -74,7 +74,13 @@ class Context:
                 from .environment import warm_up
 
                 warm_up()
-            return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+            from .cancel import prepare_pool_process
+
+            # Each pool process can be asked to stop a task, and ends with its parent,
+            # from its start: an idle one, too, must not outlive a run killed outright.
+            return ProcessPoolExecutor(
+                max_workers=workers, mp_context=context, initializer=prepare_pool_process
+            )
         raise ValueError(
             f"unknown executor name {cls.executor_name!r} (CP_EXECUTOR); use 'process' or 'thread'"
         )
