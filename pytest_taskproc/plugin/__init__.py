@@ -13,7 +13,9 @@ line); with their options, ``verify`` (``--taskproc-verify``) and
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +30,19 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     imports while they load (ready about a tenth of a second sooner).
     """
     config = pluginmanager.get_plugin("pytestconfig")
-    if config is not None:
-        spec = _pool_on_command_line(config.invocation_params.args)
-        if spec is not None:
-            from ..executors import start_pool_server
+    if config is None:
+        return
+    try:
+        # pytest puts the ini file's addopts and $PYTEST_ADDOPTS before the arguments
+        # (an -n there makes this process xdist's controller, which runs no task).
+        added = [*config.getini("addopts"), *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
+    except ValueError:
+        return  # registered before pytest read its ini file (pytest.main(plugins=...))
+    spec = _pool_on_command_line((*added, *config.invocation_params.args))
+    if spec is not None:
+        from ..executors import start_pool_server
 
-            start_pool_server(spec)
+        start_pool_server(spec)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -159,9 +168,9 @@ _NO_TASKS_HERE = frozenset(
 def _pool_on_command_line(args: tuple[object, ...]) -> str | None:
     """The valid ``process`` executor spec of a command line that will run tasks here, else None.
 
-    Only the command line itself is read, early: a spec from an ini file or
-    ``PYTEST_ADDOPTS``, or one this misreads, still starts the pool server in
-    ``pytest_configure`` (starting it twice is harmless).
+    Only the arguments are read, early: a spec from the ini option
+    ``taskproc_executor``, or one this misreads, still starts the pool server
+    in ``pytest_configure`` (starting it twice is harmless).
     """
     spec = None
     words = [str(a) for a in args]
