@@ -222,3 +222,27 @@ def test_pytest_cov_measures_the_code_run_on_the_process_pool(project: Project) 
     run_task = lines.index("        return helper(self.i)") + 1
     assert never in measured["missing_lines"]
     assert pool_only in measured["executed_lines"] and run_task in measured["executed_lines"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--taskproc-executor=process:2"], "process:2"),
+        (["--taskproc-executor", "process"], "process"),
+        (["--taskproc-executor=thread:2", "--taskproc-executor=process"], "process"),
+        (["--taskproc-executor=process", "--taskproc-executor=thread"], None),
+        (["--taskproc-executor=process:0"], None),  # invalid: pytest_configure says so
+        (["--color=yes", "--taskproc-executor=process"], "process"),
+        (["-n", "2", "--taskproc-executor=process"], None),  # the xdist controller
+        (["-nauto", "--taskproc-executor=process"], None),
+        (["--co", "--taskproc-executor=process"], None),
+        (["--collect-only", "--taskproc-executor=process"], None),
+        (["--taskproc"], None),
+    ],
+)
+def test_the_pool_server_starts_early_only_for_a_process_pool_that_will_run_here(
+    args: list[str], expected: str | None
+) -> None:
+    from pytest_taskproc.plugin import _pool_on_command_line
+
+    assert _pool_on_command_line(tuple(args)) == expected
