@@ -41,7 +41,6 @@ from .collect import COLLECTION, Collection, TaskItem
 from .options import Options
 from .params import skip_by_marks
 from .report import CLEARED_FILE, GRAPH_FILE, TaskprocReporter, outside_capture
-from .rundirs import hold
 
 if TYPE_CHECKING:
     from ..execute import Run, RunSettings, TaskState
@@ -130,7 +129,6 @@ class RunPlan:
             return
         if session.testsfailed and not self.config.option.continue_on_collection_errors:
             return  # pytest is about to stop the run
-        hold(self.options.run_dir)  # not swept by another run while this one lives
         if self.options.clear:
             self.cleared.update(clear_selected(self.collection.selected, self.options))
         if self.options.executor is not None and self.options.worker_id is None:

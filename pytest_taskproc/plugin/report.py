@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from .options import Options
-from .rundirs import hold, sweep
 from .status import EXTRA_COUNTS, MAIN_COUNTS, OWN_CATEGORIES, Status
 
 #: keys of a task item's status: a dict on each of its reports (``report.taskproc``),
@@ -266,8 +265,6 @@ class TaskprocReporter:
             self.config, report.nodeid
         ):
             self.tally.add(report)
-            if not self.is_worker:
-                hold(self.run_dir)  # an xdist controller reads it until the end
 
     def pytest_collectreport(self, report: Any) -> None:
         # A root whose build_task raised (a collection error in pytest's line).
@@ -336,7 +333,6 @@ class TaskprocReporter:
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         if not self.is_worker:
             shutil.rmtree(self.run_dir, ignore_errors=True)
-            sweep(self.run_dir.parent, self.run_dir)  # folders of runs that were killed
             with contextlib.suppress(OSError):
                 os.rmdir(self.run_dir.parent)  # only when no other run is going on
 
