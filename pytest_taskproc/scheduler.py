@@ -32,7 +32,7 @@ from .ledger import RUNNING_SUFFIX, Failure, marker_path
 from .ratelimit import ChannelLimiter
 from .record import UpstreamRead
 from .recordmemory import Handed
-from .relay import reissue, relayed_by
+from .relay import carried_by, reissue
 from .worker import REPLAN_ERRORS, Job, JobResult, Outcome, describe, run_jobs, run_jobs_blob
 
 LOGGER = logging.getLogger("pytest_taskproc")
@@ -197,23 +197,22 @@ class GraphRun:
             if done is not None:  # a pass runs in another thread: it serves the request
                 self._requests.append(request)
                 done.put(None)
-        if done is None:
-            self._give_up_idle(target, error)
+        if done is None:  # no pass runs: nothing of the target is under way; it fails
+            self._give_up_on(target, error)
         else:
             request[2].wait()
         return True
 
     def end_stragglers(self) -> None:
         """End the processes of jobs given up on that still run (the run is over)."""
+        stragglers, self._stragglers = self._stragglers, []
+        if all(future.done() for future in stragglers):
+            return
         pids = self._pool_pids()
-        for future in self._stragglers:
-            if future.done():
-                continue
-            for node in self._abandoned:
-                marker = self._marker(node)
-                if marker is not None:
-                    request_stop(marker, pids, hard=True)
-        self._stragglers = []
+        for node in self._abandoned:
+            marker = self._marker(node)
+            if marker is not None:  # its .running marker is gone once its job ended
+                request_stop(marker, pids, hard=True)
 
     def forget(self, node: NodeKey) -> None:
         """Let a failed task run again (a rerun of its item, or a recovery)."""
@@ -284,10 +283,6 @@ class GraphRun:
                     stop_job(marker)
         self._abandoned.add(node)
         self._record_failure(node, error)
-
-    def _give_up_idle(self, target: NodeKey, error: BaseException) -> None:
-        """No pass runs: nothing of the target is under way; it fails, and so it blocks."""
-        self._give_up_on(target, error)
 
     # -- planning a pass ------------------------------------------------------------------------
     def _open(self, node: NodeKey) -> bool:
@@ -499,7 +494,7 @@ class _Pass:
             if node in run._abandoned:
                 continue  # failed when the run gave up on it; how it ended is moot
             if run.settings.log_failures:  # a library run: its caller sees the warnings
-                reissue(value.warnings if ok else relayed_by(value))
+                reissue(carried_by(value))
             if not ok:
                 if not (run._cancelled and isinstance(value, CancelledError)):
                     self.failed = True
