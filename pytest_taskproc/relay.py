@@ -26,7 +26,7 @@ Relayed = tuple[str, str, str, str, int]
 #: the attribute of an error that carries the warnings of the job it ended
 ATTRIBUTE = "taskproc_warnings"
 
-__all__ = ["ATTRIBUTE", "Relayed", "capturing", "category_of", "reissue", "relayed_by"]
+__all__ = ["ATTRIBUTE", "Relayed", "as_messages", "capturing", "carried_by", "reissue"]
 
 
 @contextlib.contextmanager
@@ -51,16 +51,24 @@ def capturing() -> Iterator[list[Relayed]]:
             found.append(item)
 
 
-def relayed_by(error: BaseException) -> tuple[Relayed, ...]:
-    """The warnings carried by an error from a pool process (none for any other)."""
-    found = getattr(error, ATTRIBUTE, ())
+def carried_by(end: object) -> tuple[Relayed, ...]:
+    """The warnings a job's end carries: its outcome's, or its error's (none for others)."""
+    found = getattr(end, ATTRIBUTE if isinstance(end, BaseException) else "warnings", ())
     return tuple(found) if isinstance(found, (tuple, list)) else ()
+
+
+def as_messages(relayed: Iterable[Relayed]) -> list[warnings.WarningMessage]:
+    """Carried warnings as the records ``warnings.catch_warnings`` keeps."""
+    return [
+        warnings.WarningMessage(message, category_of(module, qualname), filename, lineno)
+        for module, qualname, message, filename, lineno in relayed
+    ]
 
 
 def reissue(relayed: Iterable[Relayed]) -> None:
     """Issue carried warnings here, as if raised where they were first."""
-    for module, qualname, message, filename, lineno in relayed:
-        warnings.warn_explicit(message, category_of(module, qualname), filename, lineno)
+    for found in as_messages(relayed):
+        warnings.warn_explicit(found.message, found.category, found.filename, found.lineno)
 
 
 def category_of(module: str, qualname: str) -> type[Warning]:

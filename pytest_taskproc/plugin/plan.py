@@ -35,7 +35,7 @@ import pytest
 from ..atomic import write_text_atomic
 from ..context import Context
 from ..graph import NodeKey, TaskGraph
-from ..relay import category_of, relayed_by
+from ..relay import as_messages, carried_by
 from ..spec import spec_of
 from .collect import COLLECTION, Collection, TaskItem
 from .options import Options
@@ -355,13 +355,8 @@ class RunPlan:
         if found is not None and node not in self.selected:
             # Warnings a pool process carried back for a task no item reports:
             # issued by the next item, where pytest records warnings.
-            relayed = outcome.warnings if outcome is not None else ()
-            if found.error is not None:
-                relayed = relayed_by(found.error)
-            self.deferred_warnings += [
-                warnings.WarningMessage(message, category_of(module, name), filename, line)
-                for module, name, message, filename, line in relayed
-            ]
+            ended = found.error if found.error is not None else outcome
+            self.deferred_warnings += as_messages(carried_by(ended))
         with self.changed:
             self.settled_count += 1
             self.last_settled = node

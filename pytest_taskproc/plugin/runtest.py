@@ -28,7 +28,7 @@ from ..errors import (
     TaskprocError,
 )
 from ..ledger import Failure, Kind, marker_path, read_traceback
-from ..relay import reissue, relayed_by
+from ..relay import carried_by, reissue
 from .collect import PROTOCOL, TaskItem
 from .options import Options
 from .plan import PLAN, RunPlan
@@ -120,8 +120,7 @@ def report_verdict(item: TaskItem, verdict: Verdict, plan: RunPlan) -> None:
     status = item.tp_status
     state = verdict.state
     # What run_task warned in a pool process is this item's, as it would be inline.
-    carried = verdict.outcome.warnings if verdict.outcome is not None else ()
-    reissue(relayed_by(verdict.error) if verdict.error is not None else carried)
+    reissue(carried_by(verdict.error if verdict.error is not None else verdict.outcome))
     status[TASK_ID] = state.task_id
     if verdict.upstream[0]:
         status[UPSTREAM] = list(verdict.upstream)
