@@ -211,8 +211,13 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     try:
         yield mount
     finally:
-        forget_stores()
-        for target in mounted:
-            release_locks(target)
-            if subprocess.run(["umount", str(target)], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", str(target)], check=True)
+        unmount_all(mounted)
+
+
+def unmount_all(mounted: list[Path]) -> None:
+    """Let go of the caches on the mounts, then unmount them (lazily, if still busy)."""
+    forget_stores()
+    for target in mounted:
+        release_locks(target)
+        if subprocess.run(["umount", str(target)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(target)], check=True)

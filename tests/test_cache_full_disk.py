@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import TaskModules, forget_stores, open_tables, release_locks
+from conftest import TaskModules, forget_stores, open_tables, unmount_all
 
 from pytest_taskproc import Context
 from pytest_taskproc.errors import CacheAccessError, ResultMissingError
@@ -172,11 +172,7 @@ def read_only_bind(tmp_path: Path) -> Iterator[Callable[[Path], None]]:
     try:
         yield make_read_only
     finally:
-        forget_stores()
-        for target in mounted:
-            release_locks(target)
-            if subprocess.run(["umount", str(target)], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", str(target)], check=True)
+        unmount_all(mounted)
 
 
 READ_ONLY_TASKS = """
