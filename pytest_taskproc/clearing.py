@@ -9,11 +9,9 @@ one at a time, so clearing never deadlocks with a run that holds several.
 
 from __future__ import annotations
 
-import os
-
 from .atomic import remove_tree
 from .cache import ClassStore
-from .idtable import access_error
+from .idtable import listed
 from .locks import task_lock
 
 __all__ = ["clear_all", "clear_one", "remove_result", "result_ids"]
@@ -41,10 +39,4 @@ def clear_all(store: ClassStore) -> int:
 
 def result_ids(store: ClassStore) -> list[int]:
     """The ids of the class's result folders, in order."""
-    try:
-        names = os.listdir(store.results_dir)
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise access_error("list", store.results_dir, exc) from None
-    return sorted(int(name) for name in names if name.isdigit())
+    return sorted(int(name) for name in listed(store.results_dir) if name.isdigit())

@@ -50,6 +50,16 @@ def access_error(action: str, path: Path | str, exc: OSError) -> CacheAccessErro
     return CacheAccessError(f"cannot {action} {path}: {reason}{hint}")
 
 
+def listed(folder: Path | str) -> list[str]:
+    """The names in a folder of the cache; none if it does not exist, else an access error."""
+    try:
+        return os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise access_error("list", folder, exc) from None
+
+
 class IdTable:
     """The id table of one task class under one cache root."""
 
@@ -453,14 +463,8 @@ def _open_diskcache(path: Path) -> diskcache.Cache:
 
 def result_folders(results_dir: Path) -> list[tuple[int, str | None]]:
     """``(task id, args.json text or None)`` of every result folder."""
-    try:
-        names = os.listdir(results_dir)
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise access_error("list", results_dir, exc) from None
     found: list[tuple[int, str | None]] = []
-    for name in names:
+    for name in listed(results_dir):
         if not name.isdigit():
             continue
         key: str | None

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .identity import encode_key
-from .idtable import access_error
+from .idtable import access_error, listed
 from .record import FORMAT
 
 __all__ = ["Entry", "class_names", "folder_size", "scan_class"]
@@ -62,25 +62,13 @@ class Entry:
 def class_names(root: Path) -> list[str]:
     """The task classes with a folder under the cache root, sorted."""
     top = root / "taskproc"
-    try:
-        names = os.listdir(top)
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise access_error("list", top, exc) from None
-    return sorted(n for n in names if not n.startswith(".") and os.path.isdir(top / n))
+    return sorted(n for n in listed(top) if not n.startswith(".") and os.path.isdir(top / n))
 
 
 def scan_class(root: Path, name: str) -> list[Entry]:
     """Every result folder of one class, in id order."""
     results = root / "taskproc" / name / "results"
-    try:
-        names = os.listdir(results)
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise access_error("list", results, exc) from None
-    ids = sorted(int(n) for n in names if n.isdigit())
+    ids = sorted(int(n) for n in listed(results) if n.isdigit())
     prefix = f"{results}{os.sep}"
     return [_entry(name, task_id, f"{prefix}{task_id}") for task_id in ids]
 
