@@ -71,7 +71,7 @@ class Context:
                 # Every worker writes records naming the installed distributions:
                 # found once here, forked workers inherit the table instead of
                 # each reading every distribution's metadata again.
-                from .environment import warm_up
+                from .installed import warm_up
 
                 warm_up()
             from .cancel import prepare_pool_process

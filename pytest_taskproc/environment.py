@@ -3,8 +3,8 @@
 A reviewer asking "which code made this number?" needs more than the task's
 code digest: the versions of the libraries its code calls, and the commit of
 the project it lives in.  Both are found cheaply and cached for the life of
-the process: the distributions from ``sys.modules`` and
-``importlib.metadata.packages_distributions()`` (read once), the commit from
+the process: the distributions from ``sys.modules`` and the table of
+installed distributions (``installed``, read once), the commit from
 one ``git status`` per repository and run.  Each process that computes a task names
 its own environment, so a Dask worker on another machine records the
 versions and the checkout that really ran the task.
@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .installed import installed, version_of
 from .sourcefiles import nested_codes
 
 #: Always recorded: what wrote the record and what pickled the value.
@@ -31,71 +32,6 @@ MAX_USER_MODULES = 200
 GIT_TIMEOUT = 10.0
 
 _lock = threading.Lock()
-
-
-@functools.cache
-def _distributions_of_top_level() -> dict[str, tuple[str, ...]]:
-    """Top-level import name -> names of the installed distributions that provide it."""
-    return {top: tuple(dict.fromkeys(names)) for top, names in _packages_distributions().items()}
-
-
-def _packages_distributions() -> dict[str, list[str]]:
-    """``importlib.metadata.packages_distributions()``, at about half the cost.
-
-    The same walk over the installed distributions with the same helpers,
-    except that each distribution's name comes from the ``Name:`` line of its
-    metadata instead of a full e-mail parse of it (most of the time, in every
-    process that writes a record).  Where the helpers differ (Python 3.10) or
-    the line is not found, the standard library's own answer is used.
-    """
-    from importlib import metadata  # 10 ms to import: only once something is computed
-
-    declared = getattr(metadata, "_top_level_declared", None)
-    inferred = getattr(metadata, "_top_level_inferred", None)
-    if declared is None or inferred is None:
-        return {top: list(names) for top, names in metadata.packages_distributions().items()}
-    table: dict[str, list[str]] = {}
-    for dist in metadata.distributions():
-        tops = declared(dist) or inferred(dist)
-        if not tops:
-            continue
-        name = _name_line(dist.read_text("METADATA") or dist.read_text("PKG-INFO"))
-        if name is None:
-            name = dist.metadata["Name"]
-        for top in tops:
-            table.setdefault(top, []).append(name)
-    return table
-
-
-def _name_line(text: str | None) -> str | None:
-    """The ``Name`` header of a metadata file (headers end at the first empty line)."""
-    for line in (text or "").splitlines():
-        if not line.strip():
-            break
-        if line[0] in " \t":
-            continue  # the continuation of a folded header
-        field, colon, value = line.partition(":")
-        if colon and field.strip().lower() == "name" and value.strip():
-            return value.strip()
-    return None
-
-
-def warm_up() -> None:
-    """Find the installed distributions now, for processes forked from this one to inherit."""
-    _distributions_of_top_level()
-    for name in ALWAYS:
-        version_of(name)
-
-
-@functools.cache
-def version_of(distribution: str) -> str | None:
-    """The installed version of a distribution, None when it is not installed."""
-    from importlib import metadata
-
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _top(name: object) -> str | None:
@@ -127,7 +63,7 @@ def _is_user_module(name: str) -> bool:
     top = name.partition(".")[0]
     if top in sys.stdlib_module_names or top in sys.builtin_module_names:
         return False
-    return top not in _distributions_of_top_level()
+    return top not in installed().tops
 
 
 def _imports_of_module(name: str) -> frozenset[str]:
@@ -170,7 +106,7 @@ def _imports_of_module_cached(name: str, _module: object, _size: int) -> frozens
                         # A user module reached by name is followed as a whole.
                         if used in sys.modules and used not in seen:
                             todo.append(used)
-                    elif top in _distributions_of_top_level() and top in sys.modules:
+                    elif top in installed().tops and top in sys.modules:
                         found.add(top)
     return frozenset(found)
 
@@ -204,7 +140,7 @@ def _distributions_for(
                 top = _top(used)
                 if top and not _is_user_module(used) and top in sys.modules:
                     tops.add(top)
-        table = _distributions_of_top_level()
+        table = installed().tops
         for top in tops:
             for distribution in table.get(top, ()):
                 packages[distribution] = version_of(distribution)

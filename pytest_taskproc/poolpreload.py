@@ -9,6 +9,6 @@ record.
 from __future__ import annotations
 
 from . import worker  # noqa: F401  (imported for the workers to inherit)
-from .environment import warm_up
+from .installed import warm_up
 
 warm_up()

@@ -109,15 +109,96 @@ def test_outside_a_repository_git_is_none(modules: TaskModules, tmp_path: Path) 
 
 def test_the_table_of_installed_distributions_is_the_standard_librarys() -> None:
     # Worked out with a cheaper name lookup than importlib.metadata's: the same answer.
-    from pytest_taskproc import environment
+    from pytest_taskproc import installed
 
-    assert environment._packages_distributions() == metadata.packages_distributions()
+    assert installed._packages_distributions() == metadata.packages_distributions()
 
 
 def test_a_distribution_name_is_read_from_the_headers_only() -> None:
-    from pytest_taskproc.environment import _name_line
+    from pytest_taskproc.installed import _header_line
 
     text = "Metadata-Version: 2.1\nSummary: a\n  Name: folded\nName: real-name\n\nName: body\n"
-    assert _name_line(text) == "real-name"
-    assert _name_line("Metadata-Version: 2.1\n\nName: body\n") is None
-    assert _name_line(None) is None
+    assert _header_line(text, "name") == "real-name"
+    assert _header_line("Metadata-Version: 2.1\n\nName: body\n", "name") is None
+    assert _header_line(None, "name") is None
+
+
+def _distribution(site: Path, folder: str, files: dict[str, str]) -> None:
+    (site / folder).mkdir(parents=True)
+    for name, text in files.items():
+        (site / folder / name).write_text(text)
+
+
+RECORD = "\n".join(
+    [
+        "beta/__init__.py,sha256=x,1",
+        "beta/sub/deep.py,,",
+        "beta_single.py,,",
+        "beta.pth,,",
+        "../../bin/beta-tool,,",
+        '"comma,name.py",,',
+        "_native.cpython-311-x86_64-linux-gnu.so,,",
+        "./dotted/inside.py,,",
+        "trailing/,,",
+        "/absolute/path.py,,",
+        "Beta_Pkg-2.0.dist-info/METADATA,,",
+        "ghost/listed_but_missing.py,,",
+    ]
+)
+
+
+def _fake_sites(tmp_path: Path, with_old_egg: bool) -> list[str]:
+    first, second = tmp_path / "first", tmp_path / "second"
+    meta = "Metadata-Version: 2.1\nName: {}\nVersion: {}\n\nName: not-a-header\n"
+    _distribution(
+        first,
+        "alpha-1.0.dist-info",
+        {"METADATA": meta.format("alpha", "1.0"), "top_level.txt": "alpha\nalpha_extra\n"},
+    )
+    _distribution(
+        first,
+        "Beta_Pkg-2.0.dist-info",
+        {"METADATA": meta.format("Beta_Pkg", "2.0"), "RECORD": RECORD},
+    )
+    for present in ("beta/__init__.py", "beta_single.py", "dotted/inside.py", "trailing"):
+        (first / present).parent.mkdir(parents=True, exist_ok=True)
+        (first / present).write_text("")
+    _distribution(
+        first,
+        "gamma-3.0.egg-info",
+        {"PKG-INFO": meta.format("gamma", "3.0"), "top_level.txt": "gamma\n"},
+    )
+    _distribution(
+        second,
+        "alpha-9.0.dist-info",
+        {"METADATA": meta.format("alpha", "9.0"), "top_level.txt": "alpha\n"},
+    )
+    if with_old_egg:
+        (second / "delta-0.1.egg-info").write_text(meta.format("delta", "0.1"))
+    return [str(first), str(second), str(tmp_path / "missing")]
+
+
+@pytest.mark.parametrize("with_old_egg", [False, True], ids=["quick-walk", "single-file-egg-info"])
+def test_the_quick_walk_answers_as_importlib_metadata_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_old_egg: bool
+) -> None:
+    # Top-level names by this Python's rules (nested files, single modules, .pth and
+    # native files, paths outside the folder, quoted names), versions from the first
+    # folder on sys.path, and a layout the quick walk leaves to the standard library.
+    from pytest_taskproc import installed
+
+    monkeypatch.setattr(sys, "path", _fake_sites(tmp_path, with_old_egg))
+    if not with_old_egg and sys.version_info >= (3, 11):
+
+        def not_used() -> object:
+            raise AssertionError("the quick walk gave up")
+
+        monkeypatch.setattr(installed, "_scan_with_importlib", not_used)
+    tops, versions = installed._scan_distributions()
+    assert tops == metadata.packages_distributions()
+    assert tops["alpha"] == ["alpha", "alpha"]
+    if sys.version_info >= (3, 11):  # 3.10 reads top_level.txt only
+        assert "beta" in tops and "beta_single" in tops
+    names = {d.metadata["Name"] for d in metadata.distributions()}
+    assert versions == {installed._normalized(n): metadata.version(n) for n in names}
+    assert versions["alpha"] == "1.0"  # the first on sys.path, as metadata.version says
