@@ -1,4 +1,4 @@
-"""Atomic file replacement.
+"""Whole files: replaced atomically, and read in one go.
 
 A reader of the cache must see a whole old file, a whole new file, or none;
 never a prefix.  Writing a temporary file in the same directory and renaming
@@ -80,3 +80,15 @@ def remove_tree(path: Path) -> None:
 def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def read_to_end(fd: int, size_hint: int) -> bytes:
+    """The rest of an open file, in one read when it has the size its ``fstat`` gave.
+
+    Read until the end, as ``FileIO.readall`` does: a file that grew
+    meanwhile is read whole.
+    """
+    chunks = [os.read(fd, size_hint + 1)]
+    while chunks[-1]:
+        chunks.append(os.read(fd, max(size_hint, 1 << 16)))
+    return chunks[0] if len(chunks) == 2 else b"".join(chunks)

@@ -322,25 +322,37 @@ def _read_upstream(
     spec = spec_of(upstream)
     store = get_store(root, spec.name)
     if task_id is not None:
+        # The planner's id, taken without asking the id table whether it is still the
+        # one the id came from: the record read must name this very task (by its
+        # arguments, or by the stamp of the file its writer handed on), so a folder
+        # that changed hands is never read as this task's value.
         store.remember_id(spec.key, task_id)
-    found = store.known_id(spec.key)
+        found: int | None = task_id
+    else:
+        found = store.known_id(spec.key)
     try:
         if found is None:
             raise ResultMissingError(f"no cached result for {spec.name} {spec.key}")
         given = None if handed is None else (handed, expected.digest, expected.lineage)
         value, record = store.load_value(found, spec.key, given)
     except ResultMissingError:
-        raise UpstreamChangedError(
-            f"{upstream!r}: its result vanished while a downstream task was about to read it "
-            "(cleared by another process?)"
-        ) from None
+        raise _vanished(upstream) from None
     except CorruptResultError:
+        if task_id is not None and not store.ids.confirms(spec.key, task_id):
+            raise _vanished(upstream) from None  # its folder holds another task's result now
         raise
     if record.digest != expected.digest or record.lineage != expected.lineage:
         raise UpstreamChangedError(
             f"{upstream!r}: its value changed after it was planned (recomputed by another process?)"
         )
     return value
+
+
+def _vanished(upstream: Any) -> UpstreamChangedError:
+    return UpstreamChangedError(
+        f"{upstream!r}: its result vanished while a downstream task was about to read it "
+        "(cleared by another process?)"
+    )
 
 
 class RemoteTraceback(Exception):

@@ -129,6 +129,8 @@ class ValueWriter:
             self.write_error = exc
             raise
         pending, self._pending = self._pending, []
+        if len(pending) > 1 and self._pending_size < SMALL_RESULT:
+            pending = [memoryview(b"".join(pending))]  # a small result: one write
         for view in pending:
             self._emit(view)
 
@@ -138,8 +140,10 @@ class ValueWriter:
             if not data:
                 return
         assert self._out is not None
+        view = memoryview(data)
         try:
-            self._out.write(data)
+            while view:  # an unbuffered file may take part of it
+                view = view[self._out.write(view) :]
         except OSError as exc:
             self.write_error = exc
             raise

@@ -258,3 +258,24 @@ def test_a_remembered_record_that_disagrees_with_the_file_gives_way_to_the_file(
     value, found = store.load_value(task_id, key)
     assert value == list(range(7))
     assert (found.digest, found.lineage) == (record.digest, record.lineage)
+
+
+def test_a_planned_id_whose_folder_holds_another_task_reads_as_vanished_not_as_its_value(
+    tasks: ModuleType, cache_root: Path
+) -> None:
+    # A downstream job reads its upstream by the planner's id without asking the id
+    # table again; when another process rebuilt the table meanwhile and that folder
+    # went to another task, the record there names the other task: the read fails as
+    # a vanished upstream, and the other task's value is neither served nor dropped.
+    from pytest_taskproc.errors import UpstreamChangedError
+    from pytest_taskproc.job import _read_upstream
+
+    assert run(tasks.Down(2)) == 1 and run(tasks.Down(5)) == 10
+    store, two_id, two_key, _, two = committed(cache_root, tasks.Up(2))
+    _, five_id, _, five_text, _ = committed(cache_root, tasks.Up(5))
+    recordmemory._committed.clear()  # as in another process: the files are read
+    read = UpstreamRead(store.name, two_key, two.digest, two.lineage)
+    assert _read_upstream(cache_root, tasks.Up(2), read, two_id) == [0, 1]
+    with pytest.raises(UpstreamChangedError, match="vanished"):
+        _read_upstream(cache_root, tasks.Up(2), read, five_id)
+    assert Path(store.record_path(five_id)).read_bytes() == five_text
