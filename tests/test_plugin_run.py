@@ -519,3 +519,43 @@ def test_the_taskproc_marker_selects_task_items(project: Project) -> None:
     only_tasks = project.run("-m", "taskproc", "-k", "Good")
     only_tasks.assert_outcomes(passed=1, deselected=3)
     assert project.runs() == ["Good"]
+
+
+GC_TASKS = """
+import gc
+
+
+class Counted(TaskBase):
+    def run_task(self) -> int:
+        log("during", gc.get_freeze_count() > 0)
+        return 1
+"""
+
+GC_CONFTEST = """
+import gc
+
+FREEZE_FIRST = {freeze_first}
+
+
+def pytest_configure(config):
+    if FREEZE_FIRST:
+        gc.freeze()
+
+
+def pytest_sessionfinish(session):
+    with open({log!r}, "a", encoding="utf-8") as handle:
+        handle.write(f"after {{gc.get_freeze_count() > 0}}\\n")
+"""
+
+
+@pytest.mark.parametrize("freeze_first", [False, True], ids=["unfrozen", "frozen-by-the-user"])
+def test_collected_objects_are_left_out_of_gc_scans_during_the_run_only(
+    pytester: pytest.Pytester, freeze_first: bool
+) -> None:
+    # The run loop keeps what collection made in the permanent generation and gives it
+    # back afterwards; a freeze somebody else made is left as it is.
+    project = Project(pytester)
+    project.task_file("task_gc.py", GC_TASKS)
+    pytester.makeconftest(GC_CONFTEST.format(freeze_first=freeze_first, log=str(project.log)))
+    project.run().assert_outcomes(passed=1)
+    assert project.runs() == ["during True", f"after {freeze_first}"]

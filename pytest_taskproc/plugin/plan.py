@@ -21,6 +21,7 @@ tasks run in one of two ways:
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
@@ -112,11 +113,33 @@ class RunPlan:
         # pool with the loop rather than at unconfigure, since its workers write
         # their coverage data as they exit and pytest-cov combines it as soon
         # as the loop is over (in its own wrapper, outside this one).
-        self._before_items(session)
-        outcome = yield
-        if outcome.excinfo is None and not session.shouldstop:
-            self.stop(cancel=True)
-            self.close_executor()
+        frozen = self._freeze_collected()
+        try:
+            self._before_items(session)
+            outcome = yield
+            if outcome.excinfo is None and not session.shouldstop:
+                self.stop(cancel=True)
+                self.close_executor()
+        finally:
+            if frozen:
+                gc.unfreeze()
+
+    def _freeze_collected(self) -> bool:
+        """Leave what collection made out of the garbage collector's scans during the run.
+
+        A computed task allocates enough for the collector's full scans to come
+        round several times per thousand items, and each one walks every object
+        of the session: the items, their tasks, the modules collected.  Those
+        live until the session ends anyway, so they are moved to the permanent
+        generation (``gc.freeze``) for the run loop and given back after it;
+        reference counting frees everything as before, and a cycle made
+        unreachable meanwhile is collected after the loop.  Left alone when
+        someone else froze objects already, or when no task item runs.
+        """
+        if self.options.collect_only or not self.collection.selected or gc.get_freeze_count():
+            return False
+        gc.freeze()
+        return True
 
     def _before_items(self, session: pytest.Session) -> None:
         self.session = session
