@@ -102,9 +102,18 @@ def _scan_distributions() -> tuple[dict[str, list[str]], dict[str, str]]:
 
 
 def _is_path_finder(finder: object) -> bool:
+    """The standard library's walk of ``sys.path``, or the ``importlib_metadata``
+    backport's copy of it (which Dask, among others, puts on ``sys.meta_path`` in
+    the standard library's place)."""
     from importlib.machinery import PathFinder
 
-    return finder is PathFinder
+    if finder is PathFinder:
+        return True
+    kind = finder if isinstance(finder, type) else type(finder)
+    return kind.__name__ == "MetadataPathFinder" and kind.__module__ in (
+        "importlib.metadata",
+        "importlib_metadata",
+    )
 
 
 def _distribution_folders() -> Iterator[str]:

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
@@ -107,11 +108,17 @@ def test_outside_a_repository_git_is_none(modules: TaskModules, tmp_path: Path) 
     assert compute(load(modules, 3))["git"] is None
 
 
+def once(table: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """A table with each distribution once per name: the ``importlib_metadata`` backport,
+    once imported (by Dask, say), makes the standard library find every one twice."""
+    return {top: list(dict.fromkeys(names)) for top, names in table.items()}
+
+
 def test_the_table_of_installed_distributions_is_the_standard_librarys() -> None:
     # Worked out with a cheaper name lookup than importlib.metadata's: the same answer.
     from pytest_taskproc import installed
 
-    assert installed._packages_distributions() == metadata.packages_distributions()
+    assert once(installed._packages_distributions()) == once(metadata.packages_distributions())
 
 
 def test_a_distribution_name_is_read_from_the_headers_only() -> None:
@@ -188,6 +195,9 @@ def test_the_quick_walk_answers_as_importlib_metadata_does(
     from pytest_taskproc import installed
 
     monkeypatch.setattr(sys, "path", _fake_sites(tmp_path, with_old_egg))
+    # this Python's own rules, even where the importlib_metadata backport (imported by
+    # Dask) took the standard library's place on sys.meta_path
+    monkeypatch.setattr(sys, "meta_path", [metadata.MetadataPathFinder])
     if not with_old_egg and sys.version_info >= (3, 11):
 
         def not_used() -> object:
@@ -195,10 +205,36 @@ def test_the_quick_walk_answers_as_importlib_metadata_does(
 
         monkeypatch.setattr(installed, "_scan_with_importlib", not_used)
     tops, versions = installed._scan_distributions()
-    assert tops == metadata.packages_distributions()
-    assert tops["alpha"] == ["alpha", "alpha"]
+    assert once(tops) == once(metadata.packages_distributions())
+    assert tops["alpha"] == ["alpha", "alpha"]  # one from each folder
     if sys.version_info >= (3, 11):  # 3.10 reads top_level.txt only
         assert "beta" in tops and "beta_single" in tops
     names = {d.metadata["Name"] for d in metadata.distributions()}
     assert versions == {installed._normalized(n): metadata.version(n) for n in names}
     assert versions["alpha"] == "1.0"  # the first on sys.path, as metadata.version says
+
+
+def test_the_quick_walk_is_kept_beside_the_importlib_metadata_backport(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Dask imports the backport, which adds its own copy of the sys.path walk to
+    # sys.meta_path; any other finder that provides distributions is left to the
+    # standard library, which asks it.
+    from pytest_taskproc import installed
+
+    if sys.version_info < (3, 11):
+        pytest.skip("Python 3.10 always asks importlib.metadata")
+    backport = pytest.importorskip("importlib_metadata")
+    monkeypatch.setattr(sys, "path", _fake_sites(tmp_path, False))
+    finders = [metadata.MetadataPathFinder, backport.MetadataPathFinder]
+    monkeypatch.setattr(sys, "meta_path", finders)
+    monkeypatch.setattr(installed, "_scan_with_importlib", lambda: ({}, {}))
+    assert installed._scan_distributions()[1]["alpha"] == "1.0"
+
+    class Elsewhere:
+        @staticmethod
+        def find_distributions(context: object = None) -> list[object]:
+            return []
+
+    monkeypatch.setattr(sys, "meta_path", [*sys.meta_path, Elsewhere])
+    assert installed._scan_distributions() == ({}, {})
