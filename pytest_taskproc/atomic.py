@@ -9,6 +9,7 @@ killed half-way leaves only a temporary file that no reader ever opens.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import uuid
@@ -82,12 +83,20 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
 
 
+#: Files at least this large are read by ``FileIO.readall``, which grows one buffer.
+ONE_READ_LIMIT = 1 << 20
+
+
 def read_to_end(fd: int, size_hint: int) -> bytes:
     """The rest of an open file, in one read when it has the size its ``fstat`` gave.
 
     Read until the end, as ``FileIO.readall`` does: a file that grew
-    meanwhile is read whole.
+    meanwhile is read whole.  Large files go to ``readall`` itself, which
+    never holds more than the file's bytes and one spare buffer.
     """
+    if size_hint >= ONE_READ_LIMIT:
+        with io.FileIO(fd, "rb", closefd=False) as raw:
+            return raw.readall()
     chunks = [os.read(fd, size_hint + 1)]
     while chunks[-1]:
         chunks.append(os.read(fd, max(size_hint, 1 << 16)))

@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 import json
 import math
+import os
 import re
 from pathlib import Path
 from types import ModuleType
@@ -22,7 +23,7 @@ from conftest import TaskModules
 from conftest import run_on_threads as run
 
 from pytest_taskproc import CorruptResultError, ResultMissingError, recordmemory
-from pytest_taskproc.atomic import write_text_atomic
+from pytest_taskproc.atomic import read_to_end, write_text_atomic
 from pytest_taskproc.cache import ClassStore, get_store
 from pytest_taskproc.identity import encode_key
 from pytest_taskproc.record import (
@@ -279,3 +280,21 @@ def test_a_planned_id_whose_folder_holds_another_task_reads_as_vanished_not_as_i
     with pytest.raises(UpstreamChangedError, match="vanished"):
         _read_upstream(cache_root, tasks.Up(2), read, five_id)
     assert Path(store.record_path(five_id)).read_bytes() == five_text
+
+
+@pytest.mark.parametrize("size", [0, 15, 70_000, (1 << 20) - 1, 1 << 20, 3 << 20])
+def test_a_value_file_is_read_whole_even_when_it_grew_after_its_stat(
+    tmp_path: Path, size: int
+) -> None:
+    # Small files in one read of the size fstat gave (and one more to see the end),
+    # large ones by FileIO.readall; either way a file longer than its stat said is
+    # read to its end, so a changed file shows up as bytes without the digest.
+    data = os.urandom(size)
+    path = tmp_path / "value"
+    path.write_bytes(data)
+    for hint in (size, max(size - 100, 0)):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert read_to_end(fd, hint) == data
+        finally:
+            os.close(fd)
