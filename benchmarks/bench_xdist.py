@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,18 +98,24 @@ def test_trivial(i: int) -> None:
 """
 
 
-def calibrate(seconds: float) -> int:
-    """Iterations of the tasks' own ``burn`` loop that take about ``seconds`` here."""
+def calibrate(seconds: float, samples: int = 5) -> int:
+    """Iterations of the tasks' own ``burn`` loop that take about ``seconds`` here.
+
+    The median of ``samples`` timings of a loop of at least 0.1 s: on a machine
+    whose speed comes and goes, one timing can be off by a third.
+    """
     namespace: dict[str, Any] = {}
     exec(BURN, namespace)
-    n = 200_000
-    while True:
+
+    def timed(n: int) -> float:
         start = time.perf_counter()
         namespace["burn"](3, n)
-        elapsed = time.perf_counter() - start
-        if elapsed > 0.1:
-            return int(n * seconds / elapsed)
+        return time.perf_counter() - start
+
+    n = 200_000
+    while timed(n) <= 0.1:
         n *= 2
+    return int(n * seconds / statistics.median(timed(n) for _ in range(samples)))
 
 
 def timed_pytest(source: str, filename: str, *args: str) -> float:
