@@ -9,13 +9,14 @@ first used, which lets the pytest plugin and the app choose it first.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import sys
 import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
@@ -78,12 +79,54 @@ class Context:
 
             # Each pool process can be asked to stop a task, and ends with its parent,
             # from its start: an idle one, too, must not outlive a run killed outright.
-            return ProcessPoolExecutor(
-                max_workers=workers, mp_context=context, initializer=prepare_pool_process
-            )
+            pool = ProcessPoolExecutor if sys.version_info >= (3, 12) else _break_tolerant_pool()
+            return pool(max_workers=workers, mp_context=context, initializer=prepare_pool_process)
         raise ValueError(
             f"unknown executor name {cls.executor_name!r} (CP_EXECUTOR); use 'process' or 'thread'"
         )
+
+
+def _break_tolerant_pool() -> Any:
+    """A process pool that survives its own breakdown with cancelled jobs pending.
+
+    Before Python 3.12 a pool whose process was killed (Ctrl+C ends the workers
+    at once; a straggler is killed at the end of a run) sets its error on every
+    pending job, and one cancelled meanwhile makes that raise in the pool's
+    manager thread, which pytest reports as an unhandled thread exception
+    (3.12 ignores the cancelled ones; this does the same).
+    """
+    from concurrent.futures import InvalidStateError, ProcessPoolExecutor
+
+    class Settled:
+        """A job's future whose error is not set once it is cancelled."""
+
+        def __init__(self, future: Any) -> None:
+            self.future = future
+
+        def set_exception(self, error: BaseException) -> None:
+            with contextlib.suppress(InvalidStateError):
+                self.future.set_exception(error)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.future, name)
+
+    class Pool(ProcessPoolExecutor):
+        def _start_executor_manager_thread(self) -> None:
+            super()._start_executor_manager_thread()
+            manager: Any = self._executor_manager_thread
+            if manager is None or getattr(manager, "_tolerant", False):
+                return
+            broken = manager.terminate_broken
+
+            def terminate_broken(cause: Any) -> None:
+                for item in list(manager.pending_work_items.values()):
+                    item.future = Settled(item.future)
+                broken(cause)
+
+            manager.terminate_broken = terminate_broken
+            manager._tolerant = True
+
+    return Pool
 
 
 #: The cache root of the job running in this thread (set by the worker for the

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -644,3 +645,39 @@ def test_an_invalidated_result_is_made_again_and_so_is_what_was_made_from_it(
     assert run.outcome(node_key(table)).kind is Settled.COMPUTED
     assert run.outcome(node_key(choose.Choose(2, 0))).kind is Settled.FRESH
     assert run.value(node_key(table)) == [1, 2, 1]
+
+
+def _wait_for(path: str) -> int:
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    return 1
+
+
+def test_a_process_pool_broken_with_cancelled_jobs_pending_raises_nothing_in_its_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl+C cancels the jobs not started and ends the pool's processes; before
+    # Python 3.12 the pool then set its error on the cancelled jobs too, which raised
+    # in its manager thread (reported by pytest as an unhandled thread exception).
+    import threading
+    from concurrent.futures import BrokenExecutor, CancelledError
+
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(args.exc_value))
+    monkeypatch.setattr(Context, "executor_name", "process")
+    pool = Context.get_executor(1)
+    gate = str(tmp_path / "never")
+    try:
+        futures = [pool.submit(_wait_for, gate) for _ in range(8)]
+        cancelled = [f for f in futures[3:] if f.cancel()]
+        assert cancelled  # jobs beyond the call queue were still pending
+        for process in list(pool._processes.values()):  # type: ignore[attr-defined]
+            process.kill()
+        with pytest.raises(BrokenExecutor):
+            futures[0].result(timeout=60)
+    finally:
+        pool.shutdown(wait=True)
+    assert raised == []
+    for future in cancelled:
+        with pytest.raises(CancelledError):
+            future.result()
