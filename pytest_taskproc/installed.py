@@ -56,11 +56,6 @@ def _normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _packages_distributions() -> dict[str, list[str]]:
-    """``importlib.metadata.packages_distributions()``, at a fraction of the cost."""
-    return _scan_distributions()[0]
-
-
 #: Files a distribution's folder may hold, read as ``importlib.metadata`` reads them.
 _UNREADABLE = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
@@ -134,8 +129,8 @@ def _distribution_folders() -> Iterator[str]:
             low = child.lower()
             if low.endswith((".dist-info", ".egg-info")):
                 name = low.rpartition(".")[0].partition("-")[0]
-                normalized = re.sub(r"[-_.]+", "-", name).lower().replace("-", "_")
-                by_name.setdefault(normalized, []).append(os.path.join(entry, child))
+                # grouped by name as importlib.metadata groups them
+                by_name.setdefault(_normalized(name), []).append(os.path.join(entry, child))
         for folders in by_name.values():
             yield from folders
 
@@ -153,7 +148,7 @@ def _read_distribution(folder: str) -> tuple[str, str | None, list[str]]:
     if not os.path.isdir(folder):
         raise _Unusual(folder)  # an old single-file .egg-info
     text = _read_text(folder, "METADATA") or _read_text(folder, "PKG-INFO")
-    headers = _headers(text, ("name", "version"))
+    headers = _headers(text)
     name, version = headers.get("name"), headers.get("version")
     if name is None:
         raise _Unusual(folder)
@@ -219,11 +214,11 @@ def _scan_with_importlib() -> tuple[dict[str, list[str]], dict[str, str]]:
     table: dict[str, list[str]] = {}
     versions: dict[str, str] = {}
     for dist in metadata.distributions():
-        text = dist.read_text("METADATA") or dist.read_text("PKG-INFO")
-        name = _header_line(text, "name") or dist.metadata["Name"]
+        headers = _headers(dist.read_text("METADATA") or dist.read_text("PKG-INFO"))
+        name = headers.get("name") or dist.metadata["Name"]
         if name is None:
             continue
-        version = _header_line(text, "version") or dist.version
+        version = headers.get("version") or dist.version
         if version is not None:
             versions.setdefault(_normalized(name), version)
     for top, names in metadata.packages_distributions().items():
@@ -231,13 +226,9 @@ def _scan_with_importlib() -> tuple[dict[str, list[str]], dict[str, str]]:
     return table, versions
 
 
-def _header_line(text: str | None, field: str) -> str | None:
-    """One header of a metadata file (headers end at the first empty line)."""
-    return _headers(text, (field,)).get(field)
-
-
-def _headers(text: str | None, fields: tuple[str, ...]) -> dict[str, str]:
-    """The first value of each of ``fields`` (lower case) among a metadata file's headers."""
+def _headers(text: str | None, fields: tuple[str, ...] = ("name", "version")) -> dict[str, str]:
+    """The first value of each of ``fields`` (lower case) among a metadata file's headers
+    (they end at the first empty line)."""
     found: dict[str, str] = {}
     end = (text or "").find("\n\n")  # a long description follows the headers
     for line in (text or "")[: None if end < 0 else end + 1].splitlines():

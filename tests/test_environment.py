@@ -118,16 +118,16 @@ def test_the_table_of_installed_distributions_is_the_standard_librarys() -> None
     # Worked out with a cheaper name lookup than importlib.metadata's: the same answer.
     from pytest_taskproc import installed
 
-    assert once(installed._packages_distributions()) == once(metadata.packages_distributions())
+    assert once(installed._scan_distributions()[0]) == once(metadata.packages_distributions())
 
 
 def test_a_distribution_name_is_read_from_the_headers_only() -> None:
-    from pytest_taskproc.installed import _header_line
+    from pytest_taskproc.installed import _headers
 
     text = "Metadata-Version: 2.1\nSummary: a\n  Name: folded\nName: real-name\n\nName: body\n"
-    assert _header_line(text, "name") == "real-name"
-    assert _header_line("Metadata-Version: 2.1\n\nName: body\n", "name") is None
-    assert _header_line(None, "name") is None
+    assert _headers(text).get("name") == "real-name"
+    assert _headers("Metadata-Version: 2.1\n\nName: body\n").get("name") is None
+    assert _headers(None).get("name") is None
 
 
 def _distribution(site: Path, folder: str, files: dict[str, str]) -> None:
