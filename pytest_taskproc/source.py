@@ -122,34 +122,35 @@ def _warn_edited(filename: str) -> None:
     )
 
 
+def _warn_about(cls: type, problem: str) -> None:
+    """A ``CodeDigestWarning`` naming the task class, from the code that defines the task."""
+    # stacklevel: this helper, _compute, its caller
+    warnings.warn(
+        CodeDigestWarning(f"{cls.__qualname__} (in {cls.__module__}): {problem}"), stacklevel=4
+    )
+
+
 def _compute(cls: type) -> _Entry:
     walker = Walker(cls)
     walker.walk()
     parts = dict(sorted(walker.parts.items()))
     digest = sha("".join(f"{name}={value}\n" for name, value in parts.items()))
     if walker.undigestable:
-        shown = "; ".join(walker.undigestable[:3])
-        warnings.warn(
-            CodeDigestWarning(
-                f"{cls.__qualname__} (in {cls.__module__}): cannot digest {shown}, neither by "
-                "content nor pickled, so the task counts as changed and is recomputed by every "
-                "new process. Make the value a plain one (numbers, strings, containers) or pass "
-                "it as an argument."
-            ),
-            stacklevel=3,
+        _warn_about(
+            cls,
+            f"cannot digest {'; '.join(walker.undigestable[:3])}, neither by content nor "
+            "pickled, so the task counts as changed and is recomputed by every new process. "
+            "Make the value a plain one (numbers, strings, containers) or pass it as an "
+            "argument.",
         )
         digest = UNMATCHABLE + uuid.uuid4().hex
     if walker.dynamic_imports:
-        shown = ", ".join(walker.dynamic_imports[:3])
-        warnings.warn(
-            CodeDigestWarning(
-                f"{cls.__qualname__} (in {cls.__module__}): {shown} imports modules by a name "
-                "computed when it runs (importlib.import_module, __import__), so their code is "
-                "not part of the task's code digest and editing them does not make the task "
-                "stale. Import them with import statements (or a constant name), or clear the "
-                "task after editing them."
-            ),
-            stacklevel=3,
+        _warn_about(
+            cls,
+            f"{', '.join(walker.dynamic_imports[:3])} imports modules by a name computed when "
+            "it runs (importlib.import_module, __import__), so their code is not part of the "
+            "task's code digest and editing them does not make the task stale. Import them "
+            "with import statements (or a constant name), or clear the task after editing them.",
         )
     for filename in sorted(set(walker.stale_files)):
         # The kept text is not what runs (read after an edit): nothing is known of that code.
