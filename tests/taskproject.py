@@ -33,6 +33,21 @@ def log(*parts: object) -> None:
 """
 
 
+#: Two items downstream of a task class ``Slow`` the test defines (timeout tests).
+AFTER_SLOW = """
+@pytest.mark.parametrize("i", [1, 2])
+class After(TaskBase):
+    slow: Requires[int]
+
+    def build_task(self, i: int) -> None:
+        self.slow = Slow()
+
+    def run_task(self) -> int:
+        log("After", self.task_args["i"])
+        return self.slow
+"""
+
+
 class Project:
     """Task files, a run log and a cache in one pytester directory."""
 

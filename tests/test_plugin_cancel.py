@@ -16,14 +16,15 @@ import sys
 import time
 
 import pytest
-from taskproject import Project, assert_counts_agree
+from taskproject import AFTER_SLOW, Project, assert_counts_agree
 
 from pytest_taskproc.cancel import request_stop, running_note
 from pytest_taskproc.ledger import RUNNING_SUFFIX
 
 pytest.importorskip("pytest_timeout")
 
-SLOW = """
+SLOW = (
+    """
 class Slow(TaskBase):
     def run_task(self) -> int:
         log("Slow", os.getpid())
@@ -35,17 +36,9 @@ class Slow(TaskBase):
             log("Slow stopped")
         return 1
 
-
-@pytest.mark.parametrize("i", [1, 2])
-class After(TaskBase):
-    slow: Requires[int]
-
-    def build_task(self, i: int) -> None:
-        self.slow = Slow()
-
-    def run_task(self) -> int:
-        log("After", self.task_args["i"])
-        return self.slow
+"""
+    + AFTER_SLOW
+    + """
 
 
 @pytest.mark.timeout(60)
@@ -62,6 +55,7 @@ class Beside(TaskBase):
             time.sleep(0.01)
         return 0
 """
+)
 
 
 @pytest.fixture

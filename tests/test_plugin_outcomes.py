@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from taskproject import Project, assert_counts_agree
+from taskproject import AFTER_SLOW, Project, assert_counts_agree
 
 ENDINGS = """
 import sys
@@ -130,7 +130,8 @@ def test_pytest_outcomes_end_a_task_once_across_xdist_workers(
 
 # -- pytest-timeout ----------------------------------------------------------------------
 
-SLOW = """
+SLOW = (
+    """
 class Slow(TaskBase):
     def run_task(self) -> int:
         log("Slow")
@@ -139,17 +140,9 @@ class Slow(TaskBase):
             time.sleep(0.01)
         return 1
 
-
-@pytest.mark.parametrize("i", [1, 2])
-class After(TaskBase):
-    slow: Requires[int]
-
-    def build_task(self, i: int) -> None:
-        self.slow = Slow()
-
-    def run_task(self) -> int:
-        log("After", self.task_args["i"])
-        return self.slow
+"""
+    + AFTER_SLOW
+    + """
 
 
 class Quick(TaskBase):
@@ -157,6 +150,7 @@ class Quick(TaskBase):
         log("Quick")
         return 1
 """
+)
 
 
 def test_a_timeout_fails_the_task_once_and_skips_its_downstream(project: Project) -> None:
