@@ -90,14 +90,19 @@ ONE_READ_LIMIT = 1 << 20
 def read_to_end(fd: int, size_hint: int) -> bytes:
     """The rest of an open file, in one read when it has the size its ``fstat`` gave.
 
-    Read until the end, as ``FileIO.readall`` does: a file that grew
-    meanwhile is read whole.  Large files go to ``readall`` itself, which
+    Otherwise read until the end, as ``FileIO.readall`` does: a file that
+    grew meanwhile is read whole.  Large files go to ``readall`` itself, which
     never holds more than the file's bytes and one spare buffer.
     """
     if size_hint >= ONE_READ_LIMIT:
         with io.FileIO(fd, "rb", closefd=False) as raw:
             return raw.readall()
     chunks = [os.read(fd, size_hint + 1)]
+    if len(chunks[0]) == size_hint:
+        # Exactly the size ``fstat`` gave, one byte short of what was asked: the
+        # end, without a second call to see it.  A shorter read (a network or
+        # FUSE file may give one mid-file) still reads on.
+        return chunks[0]
     while chunks[-1]:
         chunks.append(os.read(fd, max(size_hint, 1 << 16)))
     return chunks[0] if len(chunks) == 2 else b"".join(chunks)

@@ -64,11 +64,19 @@ def _compute_under_lock(job: Job, store: ClassStore, created: bool = False) -> O
     task = job.task
     spec = spec_of(task)
     marker = failure_marker(job, store)
-    earlier = None if marker is None else Failure.read(marker)
+    # Every attempt at a task starts by making its result folder: one this job
+    # made just now was tried by nobody before it, so no marker can tell of an
+    # earlier failure or a death (two system calls and an exception saved per task).
+    earlier = None if marker is None or created else Failure.read(marker)
     if earlier is not None:
         raise earlier.earlier(task)
     running = None if marker is None else marker + RUNNING_SUFFIX
-    if running is not None and os.path.exists(running) and not executor_retries.get():
+    if (
+        running is not None
+        and not created
+        and os.path.exists(running)
+        and not executor_retries.get()
+    ):
         # Its last holder of the lock died computing it (a timeout, the OOM
         # killer): recomputing would only pay for that again in this run.
         died = Failure(

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import fcntl
 import json
 import math
 import os
 import re
+import struct
+import termios
+import threading
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -286,9 +291,9 @@ def test_a_planned_id_whose_folder_holds_another_task_reads_as_vanished_not_as_i
 def test_a_value_file_is_read_whole_even_when_it_grew_after_its_stat(
     tmp_path: Path, size: int
 ) -> None:
-    # Small files in one read of the size fstat gave (and one more to see the end),
-    # large ones by FileIO.readall; either way a file longer than its stat said is
-    # read to its end, so a changed file shows up as bytes without the digest.
+    # Small files in one read of the size fstat gave, large ones by FileIO.readall;
+    # either way a file longer than its stat said is read to its end, so a changed
+    # file shows up as bytes without the digest.
     data = os.urandom(size)
     path = tmp_path / "value"
     path.write_bytes(data)
@@ -298,3 +303,33 @@ def test_a_value_file_is_read_whole_even_when_it_grew_after_its_stat(
             assert read_to_end(fd, hint) == data
         finally:
             os.close(fd)
+
+
+def test_a_short_read_before_the_end_reads_on() -> None:
+    # A network or FUSE file may give fewer bytes than asked before its end: only
+    # a read of exactly the size fstat gave is taken for the whole file.  A pipe
+    # forces it: the reader gets the first half, and the second half is written
+    # only once the reader has taken the first (the pipe is empty).
+    data = os.urandom(3000)
+    read_end, write_end = os.pipe()
+    got: list[bytes] = []
+    try:
+        os.write(write_end, data[:1000])
+        reader = threading.Thread(target=lambda: got.append(read_to_end(read_end, len(data))))
+        reader.start()
+        while _unread(read_end):
+            time.sleep(0.001)  # polls the pipe's own count, not a guess at timing
+        os.write(write_end, data[1000:])
+        os.close(write_end)
+        write_end = -1
+        reader.join(timeout=30)
+        assert got == [data]
+    finally:
+        os.close(read_end)
+        if write_end != -1:
+            os.close(write_end)
+
+
+def _unread(fd: int) -> int:
+    """The bytes waiting in a pipe (``FIONREAD``)."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
