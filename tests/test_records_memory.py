@@ -332,4 +332,5 @@ def test_a_short_read_before_the_end_reads_on() -> None:
 
 def _unread(fd: int) -> int:
     """The bytes waiting in a pipe (``FIONREAD``)."""
-    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    (count,) = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))
+    return int(count)
