@@ -110,6 +110,19 @@ class Walker:
 
     def _follow_value(self, obj: Any) -> bool:
         """A function or class met inside a value: digest its code when it is the user's."""
+        if isinstance(obj, types.FunctionType) and _no_loaded_module(obj.__module__):
+            # Made by exec or eval in a namespace of its own (sympy's lambdify, a code
+            # generator): nothing says it is installed code, and the user's code reaches
+            # it, so what it does counts.
+            if id(obj) not in self._seen:
+                self._seen.add(id(obj))
+                # lambdify names all its functions alike: each keeps a part of its own
+                name, copies = qualified(obj), 1
+                while f"{name}#{copies}" in self.parts:
+                    copies += 1
+                self._code_object(f"{name}#{copies}", obj)
+                self._closures(obj)
+            return True
         if not self._is_user(obj) or is_task_class(obj):
             return False
         if isinstance(obj, type):
@@ -190,9 +203,18 @@ class Walker:
         defaults = (func.__defaults__, func.__kwdefaults__)
         shown = f"{fingerprint(func.__code__)!r}|{self._value_text(name, defaults)}"
         self.parts[name] = sha(shown)
+        scope = func.__globals__
+        own_namespace = _no_loaded_module(scope.get("__name__"))
         for global_name in sorted(_code_names(func.__code__)):
-            if global_name in func.__globals__:
-                self._resolve([global_name], func.__globals__, {})
+            if global_name not in scope:
+                continue
+            value = scope[global_name]
+            if not own_namespace:
+                self._resolve([global_name], scope, {})
+            elif not isinstance(value, types.ModuleType):
+                # no module's statements say what it is: the value it has now
+                label = f"{name}.{global_name}"
+                self.parts[label] = sha(self._value_text(label, value))
 
     def _closures(self, func: types.FunctionType) -> None:
         cells = func.__closure__ or ()
@@ -513,6 +535,12 @@ def _absolute(module: str | None, level: int, package: str) -> str:
         return ""
     base = parts[: len(parts) - (level - 1)]
     return ".".join([*base, module] if module else base)
+
+
+def _no_loaded_module(name: str | None) -> bool:
+    """Whether no loaded module has this name: a function's ``__module__`` is the
+    ``__name__`` of the globals it was made in, whatever (or if ever) they set it to."""
+    return sys.modules.get(name or "") is None
 
 
 def _code_names(code: types.CodeType) -> set[str]:

@@ -492,3 +492,76 @@ def test_a_module_imported_by_a_computed_name_is_named_in_a_warning(project: Pro
     assert done.stderr.count("CodeDigestWarning") == 1
     expected = "Fit (in tasks): tasks.Fit imports modules by a name computed when it runs"
     assert expected in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("namespace", "old", "new", "expected"),
+    [
+        # sympy's lambdify and other code generators exec source in a dict of their own:
+        # the function's __module__ is then None, or a name no loaded module has
+        ("{'K': 1}", "x + K", "x + 2 * K", 3),
+        ("{'__name__': 'made_by_a_generator', 'K': 1}", "x + K", "x + 2 * K", 3),
+        # a value of that namespace the generated code reads
+        ("{'K': 1}", "'K': 1", "'K': 4", 5),
+    ],
+)
+def test_a_function_made_by_exec_in_a_namespace_of_its_own_counts_by_its_code(
+    project: Project, namespace: str, old: str, new: str, expected: int
+) -> None:
+    project.module(
+        "generated",
+        f"""
+        namespace = {namespace}
+        exec("def shift(x):\\n    return x + K", namespace)
+        shift = namespace["shift"]
+        """,
+    )
+    project.module(
+        "tasks",
+        """
+        from generated import shift
+
+        class Shifted(TaskBase):
+            def run_task(self) -> int:
+                log("Shifted")
+                return shift(1)
+        """,
+        header=True,
+    )
+    assert project.run("Shifted") == (2, ["Shifted"])
+    assert project.run("Shifted") == (2, [])
+    project.edit("generated", old, new)
+    assert project.run("Shifted") == (expected, ["Shifted"])
+    assert project.run("Shifted") == (expected, [])
+
+
+def test_generated_functions_of_one_name_count_each(project: Project) -> None:
+    # sympy's lambdify names every function it makes ``_lambdifygenerated``
+    project.module(
+        "generated",
+        """
+        def make(body):
+            namespace = {}
+            exec(f"def made(x):\\n    return {body}", namespace)
+            return namespace["made"]
+
+        first = make("x + 1")
+        second = make("x * 10")
+        """,
+    )
+    project.module(
+        "tasks",
+        """
+        from generated import first, second
+
+        class Both(TaskBase):
+            def run_task(self) -> int:
+                log("Both")
+                return first(1) + second(1)
+        """,
+        header=True,
+    )
+    assert project.run("Both") == (12, ["Both"])
+    project.edit("generated", '"x + 1"', '"x + 2"')
+    assert project.run("Both") == (13, ["Both"])
+    assert project.run("Both") == (13, [])
