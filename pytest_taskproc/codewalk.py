@@ -28,6 +28,7 @@ their methods and attributes that the code calls directly.
 from __future__ import annotations
 
 import ast
+import builtins
 import functools
 import importlib
 import importlib.util
@@ -110,7 +111,7 @@ class Walker:
 
     def _follow_value(self, obj: Any) -> bool:
         """A function or class met inside a value: digest its code when it is the user's."""
-        if isinstance(obj, types.FunctionType) and _no_loaded_module(obj.__module__):
+        if isinstance(obj, (types.FunctionType, type)) and _made_in_no_module(obj):
             # Made by exec or eval in a namespace of its own (sympy's lambdify, a code
             # generator): nothing says it is installed code, and the user's code reaches
             # it, so what it does counts.
@@ -120,8 +121,11 @@ class Walker:
                 name, copies = qualified(obj), 1
                 while f"{name}#{copies}" in self.parts:
                     copies += 1
-                self._code_object(f"{name}#{copies}", obj)
-                self._closures(obj)
+                if isinstance(obj, type):
+                    self._class_without_source(f"{name}#{copies}", obj)
+                else:
+                    self._code_object(f"{name}#{copies}", obj)
+                    self._closures(obj)
             return True
         if not self._is_user(obj) or is_task_class(obj):
             return False
@@ -150,6 +154,9 @@ class Walker:
                 self.stale_files.append(kept.filename)
             self._digest_source(name, kept, nodes, func.__globals__)
         self._closures(func)
+        # What a wrapper holds besides its code: ``__wrapped__`` (``functools.wraps``), the
+        # implementations ``@proc.register`` added to a ``functools.singledispatch`` function.
+        self._follow_contents(list(vars(func).values()))
 
     def _class(self, cls: type) -> None:
         own = [f for f in _methods(cls) if _defined_in(f, cls)]
@@ -180,6 +187,10 @@ class Walker:
                 source = "\n".join(kept.summary(n).text for n in nodes)
                 text = without_location("\n".join(values), kept.filename, source)
                 self.parts[label] = sha(text)
+        # ``Models.table``, filled by a ``@Models.add`` decorator in any module
+        self._follow_contents(
+            [v for k, v in vars(cls).items() if k not in _NOT_CODE and isinstance(v, _CONTAINERS)]
+        )
         for base in cls.__bases__:
             if not is_task_class(base):
                 self._follow_value(base)
@@ -215,6 +226,36 @@ class Walker:
                 # no module's statements say what it is: the value it has now
                 label = f"{name}.{global_name}"
                 self.parts[label] = sha(self._value_text(label, value))
+
+    def _follow_contents(
+        self,
+        values: list[Any],
+        depth: int = 3,
+        written: tuple[str, list[tuple[int, int]]] | None = None,
+    ) -> None:
+        """The user functions and classes these containers hold now, followed by their code.
+
+        What a registry holds was put there by decorators or calls anywhere in
+        the project (``@register`` in a models module), not by the statement
+        that made it; its data is left alone (a memo dict fills up at run time).
+        ``written``: a file and its line spans whose functions are digested already.
+        """
+        for value in values:
+            if isinstance(value, _DATA):
+                continue  # the bulk of a list of numbers, at the cost of one check each
+            inner = _unwrap(value)
+            if isinstance(inner, types.FunctionType) and written is not None:
+                code = inner.__code__
+                if code.co_filename == written[0] and any(
+                    first <= code.co_firstlineno <= last for first, last in written[1]
+                ):
+                    continue
+            if isinstance(inner, (types.FunctionType, type)):
+                self._follow_value(inner)
+            elif depth and isinstance(value, _MAPPINGS):
+                self._follow_contents([*value.keys(), *value.values()], depth - 1, written)
+            elif depth and isinstance(value, _SEQUENCES):
+                self._follow_contents(list(value), depth - 1, written)
 
     def _closures(self, func: types.FunctionType) -> None:
         cells = func.__closure__ or ()
@@ -350,6 +391,10 @@ class Walker:
         if statements and not all(isinstance(s, ast.Import) for s in statements):
             assert kept is not None
             self._digest_source(label, kept, statements, home, value)
+            # a registry: ``MODELS = {}`` says nothing of what ``@register`` put in it
+            # (lambdas written in the statements are digested with them already)
+            lines = [(s.lineno, s.end_lineno or s.lineno) for s in statements]
+            self._follow_contents([value], written=(kept.filename, lines))
             return
         # ``__file__`` and values set without a statement of their own: by value, but
         # not by where the project lies
@@ -535,6 +580,20 @@ def _absolute(module: str | None, level: int, package: str) -> str:
         return ""
     base = parts[: len(parts) - (level - 1)]
     return ".".join([*base, module] if module else base)
+
+
+_MAPPINGS = (dict, types.MappingProxyType)
+_SEQUENCES = (list, tuple, set, frozenset)
+_CONTAINERS = (*_MAPPINGS, *_SEQUENCES)
+_DATA = (str, bytes, int, float, complex, type(None))
+
+
+def _made_in_no_module(obj: types.FunctionType | type) -> bool:
+    """Whether no loaded module holds what made the function or class: a class made
+    where no ``__name__`` was set says it is of ``builtins``."""
+    if _no_loaded_module(obj.__module__):
+        return True
+    return obj.__module__ == "builtins" and getattr(builtins, obj.__qualname__, None) is not obj
 
 
 def _no_loaded_module(name: str | None) -> bool:

@@ -565,3 +565,87 @@ def test_generated_functions_of_one_name_count_each(project: Project) -> None:
     project.edit("generated", '"x + 1"', '"x + 2"')
     assert project.run("Both") == (13, ["Both"])
     assert project.run("Both") == (13, [])
+
+
+# -- registries: what decorators put in a container, anywhere in the project ----------------
+
+REGISTRIES = {
+    "a dict in another module": (
+        "REG = {}\n\ndef register(fn):\n    REG[fn.__name__] = fn\n    return fn\n",
+        "from registry import register\n\n@register\ndef linear():\n    return 1\n",
+        "import models\nfrom registry import REG\n",
+        "REG['linear']()",
+    ),
+    "a class attribute filled by a classmethod": (
+        "class Models:\n    table = {}\n\n    @classmethod\n    def add(cls, fn):\n"
+        "        cls.table[fn.__name__] = fn\n        return fn\n",
+        "from registry import Models\n\n@Models.add\ndef linear():\n    return 1\n",
+        "import models\nfrom registry import Models\n",
+        "Models.table['linear']()",
+    ),
+    "functools.singledispatch": (
+        "import functools\n\n@functools.singledispatch\ndef fit(x):\n    return 0\n",
+        "from registry import fit\n\n@fit.register(int)\ndef _(x):\n    return 1\n",
+        "import models\nfrom registry import fit\n",
+        "fit(5)",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(REGISTRIES))
+def test_what_a_registry_holds_counts_by_its_code(project: Project, kind: str) -> None:
+    # ``@register_model`` in a models module fills a dict another module made empty:
+    # no statement that mentions the dict says what it holds when the task runs.
+    registry, models, imports, call = REGISTRIES[kind]
+    project.module("registry", registry)
+    project.module("models", models)
+    project.module(
+        "tasks",
+        imports
+        + textwrap.dedent(
+            f"""
+            class Fit(TaskBase):
+                def run_task(self) -> int:
+                    log("Fit")
+                    return {call}
+            """
+        ),
+        header=True,
+    )
+    assert project.run("Fit") == (1, ["Fit"])
+    assert project.run("Fit") == (1, [])
+    project.edit("models", "return 1", "return 2")
+    assert project.run("Fit") == (2, ["Fit"])
+    assert project.run("Fit") == (2, [])
+
+
+def test_a_class_made_by_exec_counts_by_its_methods_code_in_every_process(
+    project: Project,
+) -> None:
+    # no __name__ in the namespace: the class says it is of ``builtins``
+    project.module(
+        "generated",
+        """
+        namespace = {}
+        exec("class Made:\\n    def value(self):\\n        return 1", namespace)
+        Made = namespace["Made"]
+        made = Made()
+        """,
+    )
+    project.module(
+        "tasks",
+        """
+        from generated import Made, made
+
+        class Use(TaskBase):
+            def run_task(self) -> int:
+                log("Use")
+                return Made().value() + made.value()
+        """,
+        header=True,
+    )
+    assert project.run("Use") == (2, ["Use"])
+    assert project.run("Use") == (2, [])  # the same digest in a new process
+    project.edit("generated", "return 1", "return 3")
+    assert project.run("Use") == (6, ["Use"])
+    assert project.run("Use") == (6, [])
