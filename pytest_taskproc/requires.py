@@ -9,6 +9,7 @@ values alive.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from .errors import (
     UnsetRequirementError,
 )
 from .spec import SPEC_ATTR, is_task
+from .valuedigest import is_immutable
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -275,7 +277,7 @@ def resolve_slot_value(value: Any, load: Any, owner: Any = None) -> Any:
     """Replace every task in a slot value by its result, via ``load(task)``;
     an ``InputFile`` by its absolute path (relative to ``owner``'s class file)."""
     if isinstance(value, Const):
-        return value.value
+        return private_copy(value.value)
     if isinstance(value, InputFile):
         return value.resolve(owner)
     if isinstance(value, MappedTask):
@@ -287,6 +289,22 @@ def resolve_slot_value(value: Any, load: Any, owner: Any = None) -> Any:
     if isinstance(value, Mapping):
         return {k: resolve_slot_value(v, load, owner) for k, v in value.items()}
     raise RequirementTypeError(f"unsupported requirement value {value!r:.100}")
+
+
+def private_copy(value: Any) -> Any:
+    """A copy of a ``Const`` value for one ``run_task``, unless it cannot change.
+
+    A list or dict given to ``Const`` is often a module's object shared by
+    many tasks (a sweep's base config): a task that changes its copy in place
+    would otherwise change what the next task in this process computes from,
+    while that task's record names the value it was planned with.
+    """
+    if is_immutable(value):
+        return value
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return value  # not copyable (it holds a lock, a connection): as the original does
 
 
 def load_task_result(task: Any) -> Any:

@@ -15,6 +15,8 @@ import pytest
 from conftest import TaskModules
 from taskproject import Project
 
+from pytest_taskproc.executors import InlineExecutor
+
 SWEEP = """
 class Train(TaskBase):
     def build_task(self, params: dict) -> None:
@@ -107,6 +109,53 @@ def test_a_sweep_in_the_plugin_computes_each_value(pytester: pytest.Pytester) ->
     again = project.run("-p", "no:randomly")
     assert again.ret == 0
     assert project.runs() == []
+
+
+SHARED_CONST = """
+BASE = {"layers": [1, 2]}
+
+
+class Grow(TaskBase):
+    config: Requires[dict]
+
+    def build_task(self, extra: int) -> None:
+        self.config = Const(BASE)
+        self.extra = extra
+
+    def run_task(self) -> int:
+        self.config["layers"].append(self.extra)  # changes its own copy in place
+        log("run", "Grow", self.extra)
+        return sum(self.config["layers"])
+
+
+class Both(TaskBase):
+    parts: RequiresList[int]
+
+    def build_task(self) -> None:
+        self.parts = [Grow(10), Grow(20)]
+
+    def run_task(self) -> list:
+        return self.parts
+"""
+
+
+@pytest.mark.parametrize("pool", ["inline", "thread", "process"])
+def test_a_const_value_changed_in_place_by_one_task_is_not_what_the_next_computes_from(
+    modules: TaskModules, pool: str
+) -> None:
+    # One module dict given to Const by a sweep: each run_task gets its own copy, so
+    # the second task computes from the value its record names, not from what the
+    # first task left in it (in a pool, jobs of one chunk share one unpickled copy).
+    mod = modules.load("shared_const", SHARED_CONST)
+    makers = {
+        "inline": InlineExecutor,
+        "thread": ThreadPoolExecutor,
+        "process": ProcessPoolExecutor,
+    }
+    with makers[pool]() as executor:
+        assert mod.Both().run_graph(executor=executor) == [13, 23]
+    assert mod.BASE == {"layers": [1, 2]}
+    assert sorted(modules.runs()) == ["run Grow 10", "run Grow 20"]
 
 
 UNDECLARED = """
