@@ -41,6 +41,8 @@ from typing import Any
 
 from .sourcefiles import (
     SourceFile,
+    compiled_digest,
+    compiled_file,
     fingerprint,
     is_user_module,
     is_user_path,
@@ -129,6 +131,7 @@ class Walker:
             return True
         if not self._is_user(obj) or is_task_class(obj):
             return False
+        self._compiled(obj.__module__)
         if isinstance(obj, type):
             if id(obj) not in self._seen:
                 self._seen.add(id(obj))
@@ -226,6 +229,14 @@ class Walker:
                 # no module's statements say what it is: the value it has now
                 label = f"{name}.{global_name}"
                 self.parts[label] = sha(self._value_text(label, value))
+
+    def _compiled(self, module_name: str) -> None:
+        """A module of the project built from C, C++, Cython or Rust (``build_ext
+        --inplace``): no Python source says what it does; the bytes of its file do."""
+        filename = compiled_file(sys.modules.get(module_name))
+        label = f"{module_name}.<compiled>"
+        if filename is not None and label not in self.parts:
+            self.parts[label] = compiled_digest(filename)
 
     def _follow_contents(
         self,
@@ -377,6 +388,7 @@ class Walker:
         if (id(home), key) in self._seen_names:
             return
         self._seen_names.add((id(home), key))
+        self._compiled(module_name)
         label = f"{module_name}.{key}"
         kept = module_file(_home_module(home))
         statements = kept.bindings(key) if kept is not None else []

@@ -19,6 +19,7 @@ Interactive code (IPython cells) has no file on disk; its text is in
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.machinery
 import importlib.util
 import linecache
@@ -267,6 +268,36 @@ def edited(kept: SourceFile) -> bool:
 
 
 _user_modules: dict[str, bool] = {}
+
+
+#: path of a compiled extension module -> SHA-256 of its bytes, as first read in this process
+_compiled: dict[str, str] = {}
+
+
+def compiled_file(module: types.ModuleType | None) -> str | None:
+    """The file of a module built from C, C++, Cython or Rust (a shared library), if it is one."""
+    file = getattr(module, "__file__", None)
+    if isinstance(file, str) and file.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+        return file
+    return None
+
+
+def compiled_digest(filename: str) -> str:
+    """The SHA-256 of an extension module's file, read once per process: the code that
+    was loaded is what the bytes were then, and a library cannot be loaded twice."""
+    found = _compiled.get(filename)
+    if found is None:
+        digest = hashlib.sha256()
+        try:
+            with open(filename, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+            found = digest.hexdigest()
+        except OSError as exc:
+            # gone or unreadable: nothing says it is what was used last time
+            found = f"unreadable: {type(exc).__name__} {os.getpid()} {id(exc)}"
+        _compiled[filename] = found
+    return found
 
 
 def is_user_module(name: str) -> bool:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -649,3 +651,59 @@ def test_a_class_made_by_exec_counts_by_its_methods_code_in_every_process(
     project.edit("generated", "return 1", "return 3")
     assert project.run("Use") == (6, ["Use"])
     assert project.run("Use") == (6, [])
+
+
+EXTENSION_SOURCE = """
+#include <Python.h>
+static PyObject *scale(PyObject *self, PyObject *args) {
+    long x;
+    if (!PyArg_ParseTuple(args, "l", &x)) return NULL;
+    return PyLong_FromLong(x * FACTOR);
+}
+static PyMethodDef methods[] = {{"scale", scale, METH_VARARGS, NULL}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "fastmath", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_fastmath(void) { return PyModule_Create(&module); }
+"""
+
+
+def _build_extension(folder: Path, factor: int) -> None:
+    """``fastmath``, built in place as ``setup.py build_ext --inplace`` would."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler to build an extension module with")
+    source = folder / "fastmath.c"
+    source.write_text(EXTENSION_SOURCE)
+    target = folder / f"fastmath{sysconfig.get_config_var('EXT_SUFFIX')}"
+    include = sysconfig.get_paths()["include"]
+    flags = ["-shared", "-fPIC", f"-DFACTOR={factor}", f"-I{include}"]
+    subprocess.run(
+        [compiler, *flags, str(source), "-o", str(target)],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.mark.parametrize("use", ["import fastmath", "from fastmath import scale"])
+def test_an_extension_module_of_the_project_rebuilt_counts_by_its_bytes(
+    project: Project, use: str
+) -> None:
+    # C, Cython or Rust code of the project, built in place: no Python source to read
+    call = "fastmath.scale(3)" if use.startswith("import") else "scale(3)"
+    project.module(
+        "tasks",
+        f"""
+        {use}
+
+        class Scaled(TaskBase):
+            def run_task(self) -> int:
+                log("Scaled")
+                return {call}
+        """,
+        header=True,
+    )
+    _build_extension(project.dir, 2)
+    assert project.run("Scaled") == (6, ["Scaled"])
+    assert project.run("Scaled") == (6, [])
+    _build_extension(project.dir, 5)
+    assert project.run("Scaled") == (15, ["Scaled"])
+    assert project.run("Scaled") == (15, [])
