@@ -585,6 +585,20 @@ REGISTRIES = {
         "import models\nfrom registry import Models\n",
         "Models.table['linear']()",
     ),
+    "subclasses kept by __init_subclass__": (
+        "class Model:\n    kinds = {}\n\n    def __init_subclass__(cls):\n"
+        "        Model.kinds[cls.__name__] = cls\n",
+        "from registry import Model\n\nclass Linear(Model):\n    def fit(self):\n"
+        "        return 1\n",
+        "import models\nfrom registry import Model\n",
+        "Model.kinds['Linear']().fit()",
+    ),
+    "a list appended to": (
+        "MODELS = []\n",
+        "from registry import MODELS\n\ndef linear():\n    return 1\n\nMODELS.append(linear)\n",
+        "import models\nfrom registry import MODELS\n",
+        "MODELS[0]()",
+    ),
     "functools.singledispatch": (
         "import functools\n\n@functools.singledispatch\ndef fit(x):\n    return 0\n",
         "from registry import fit\n\n@fit.register(int)\ndef _(x):\n    return 1\n",
