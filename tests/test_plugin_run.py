@@ -559,3 +559,29 @@ def test_collected_objects_are_left_out_of_gc_scans_during_the_run_only(
     pytester.makeconftest(GC_CONFTEST.format(freeze_first=freeze_first, log=str(project.log)))
     project.run().assert_outcomes(passed=1)
     assert project.runs() == ["during True", f"after {freeze_first}"]
+
+
+LOADERS_TASKS = """
+class Small(TaskBase):
+    def run_task(self) -> int:
+        import pytest_taskproc.cache as cache
+
+        log(type(cache.__loader__).__name__)
+        return 1
+"""
+
+
+def test_the_library_is_not_rewritten_by_pytest_s_assertion_hook(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found on sys.path as an installed copy is (not through the editable finder), every
+    # module of a pytest11 plugin's distribution is marked for assertion rewriting: each
+    # import parses and compiles it again, unless the rewritten bytecode can be saved.
+    import pytest_taskproc
+
+    monkeypatch.setenv("PYTHONPATH", str(Path(pytest_taskproc.__file__).parents[1]))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    project = Project(pytester)
+    project.task_file("task_small.py", LOADERS_TASKS)
+    project.run().assert_outcomes(passed=1)
+    assert project.runs() == ["SourceFileLoader"]  # not pytest's AssertionRewritingHook
