@@ -48,6 +48,7 @@ from .sourcefiles import (
     is_user_path,
     module_file,
     nested_codes,
+    replaced_since_loaded,
     source_file,
 )
 from .spec import is_task_class
@@ -237,6 +238,8 @@ class Walker:
         label = f"{module_name}.<compiled>"
         if filename is not None and label not in self.parts:
             self.parts[label] = compiled_digest(filename)
+            if replaced_since_loaded(filename):  # rebuilt under a running notebook
+                self.stale_files.append(filename)
 
     def _follow_contents(
         self,

@@ -14,6 +14,7 @@ task counts as changed) and is reported once by a ``CodeDigestWarning``.
 
 from __future__ import annotations
 
+import importlib.machinery
 import sys
 import threading
 import uuid
@@ -111,12 +112,15 @@ def warn_if_edited(cls: type) -> None:
 
 
 def _warn_edited(filename: str) -> None:
+    # a shared library cannot be loaded again into the same process
+    compiled = filename.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    reload = "" if compiled else ", or importlib.reload the module,"
     warnings.warn(
         SourceEditedWarning(
             f"{filename} was edited after it was imported: this process still runs the code "
             "it imported, and what it computes is recorded as made by that code, so a new "
-            "process will recompute it. Restart the process (the notebook's kernel), or "
-            "importlib.reload the module, to run the new code."
+            f"process will recompute it. Restart the process (the notebook's kernel){reload} "
+            "to run the new code."
         ),
         stacklevel=3,
     )

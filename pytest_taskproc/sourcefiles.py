@@ -300,6 +300,27 @@ def compiled_digest(filename: str) -> str:
     return found
 
 
+def replaced_since_loaded(filename: str) -> bool:
+    """Whether the shared library at ``filename`` is not the file this process loaded:
+    rebuilt since (a linker writes a new file, so the mapping names the old one
+    as deleted, or another inode).  Known on Linux only; elsewhere False."""
+    try:
+        current = os.stat(filename).st_ino
+        path = os.path.realpath(filename)
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                fields = line.rstrip("\n").split(maxsplit=5)
+                if len(fields) < 6:
+                    continue
+                if fields[5] == f"{path} (deleted)":
+                    return True
+                if fields[5] == path:
+                    return int(fields[4]) != current
+    except (OSError, ValueError):
+        pass
+    return False
+
+
 def is_user_module(name: str) -> bool:
     """Whether a module is the user's own code: not installed, not the standard library."""
     found = _user_modules.get(name)

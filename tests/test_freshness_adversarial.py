@@ -682,6 +682,10 @@ PyMODINIT_FUNC PyInit_fastmath(void) { return PyModule_Create(&module); }
 
 def _build_extension(folder: Path, factor: int) -> None:
     """``fastmath``, built in place as ``setup.py build_ext --inplace`` would."""
+    subprocess.run(_build_command(folder, factor), check=True, capture_output=True)
+
+
+def _build_command(folder: Path, factor: int) -> list[str]:
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         pytest.skip("no C compiler to build an extension module with")
@@ -690,11 +694,7 @@ def _build_extension(folder: Path, factor: int) -> None:
     target = folder / f"fastmath{sysconfig.get_config_var('EXT_SUFFIX')}"
     include = sysconfig.get_paths()["include"]
     flags = ["-shared", "-fPIC", f"-DFACTOR={factor}", f"-I{include}"]
-    subprocess.run(
-        [compiler, *flags, str(source), "-o", str(target)],
-        check=True,
-        capture_output=True,
-    )
+    return [compiler, *flags, str(source), "-o", str(target)]
 
 
 @pytest.mark.parametrize("use", ["import fastmath", "from fastmath import scale"])
@@ -721,3 +721,50 @@ def test_an_extension_module_of_the_project_rebuilt_counts_by_its_bytes(
     _build_extension(project.dir, 5)
     assert project.run("Scaled") == (15, ["Scaled"])
     assert project.run("Scaled") == (15, [])
+
+
+REBUILT_WHILE_LOADED = """
+import json, subprocess, sys, warnings
+sys.path.insert(0, sys.argv[1])
+from pytest_taskproc import Context
+Context.cache_dir = sys.argv[2]
+import tasks  # loads the extension as built first
+subprocess.run(json.loads(sys.argv[3]), check=True)  # rebuilt while this process runs
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    value = tasks.Scaled().run_graph(max_workers=1)
+print(json.dumps([value, [type(w.message).__name__ for w in caught]]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_an_extension_rebuilt_under_a_running_process_is_not_recorded_as_the_new_build(
+    project: Project,
+) -> None:
+    # A notebook imported the extension, then it was rebuilt: the process runs the old
+    # build, so its value must not be recorded under the digest of the new file.
+    project.module(
+        "tasks",
+        """
+        import fastmath
+
+        class Scaled(TaskBase):
+            def run_task(self) -> int:
+                log("Scaled")
+                return fastmath.scale(3)
+        """,
+        header=True,
+    )
+    _build_extension(project.dir, 2)
+    rebuild = json.dumps(_build_command(project.dir, 5))
+    args = [str(project.dir), str(project.cache), rebuild]
+    done = subprocess.run(
+        [sys.executable, "-c", REBUILT_WHILE_LOADED, *args],
+        capture_output=True,
+        text=True,
+        cwd=project.dir,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == [6, ["SourceEditedWarning"]]
+    assert project.run("Scaled") == (15, ["Scaled"])
