@@ -29,6 +29,7 @@ import sys
 import sysconfig
 import threading
 import types
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -293,9 +294,9 @@ def compiled_digest(filename: str) -> str:
                 for chunk in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(chunk)
             found = digest.hexdigest()
-        except OSError as exc:
+        except OSError:
             # gone or unreadable: nothing says it is what was used last time
-            found = f"unreadable: {type(exc).__name__} {os.getpid()} {id(exc)}"
+            found = "unreadable:" + uuid.uuid4().hex
         _compiled[filename] = found
     return found
 
