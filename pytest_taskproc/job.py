@@ -43,7 +43,7 @@ from .readaudit import watching_reads
 from .record import InputRead, Record, UpstreamRead, made_now, new_lineage
 from .recordmemory import Handed
 from .relay import Relayed
-from .requires import bound_slots, resolve_slot_value
+from .requires import bound_slots, private_attributes, resolve_slot_value
 from .source import UNMATCHABLE, CodeDigest, code_digest, pickled_by_value
 from .spec import NodeKey, TaskObject, node_key, spec_of
 
@@ -284,7 +284,7 @@ def run_bound(
     }
     loaded.clear()
     start = time.perf_counter()
-    with bound_slots(task, resolved):
+    with bound_slots(task, resolved), private_attributes(task):
         del resolved
         with watching_reads(task, audit):
             if output is not None:

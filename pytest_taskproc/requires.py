@@ -307,6 +307,26 @@ def private_copy(value: Any) -> Any:
         return value  # not copyable (it holds a lock, a connection): as the original does
 
 
+@contextmanager
+def private_attributes(task: object) -> Iterator[None]:
+    """The task's own attributes that can change, as copies while the block runs.
+
+    ``build_task`` runs once per process and the task object is kept: a
+    ``run_task`` that changes ``self.params`` in place would leave that for
+    the next run of the same task in this process (after a failure, a
+    ``clear_task``, a rerun), which would compute from it while its record
+    names the task's arguments.  The copies are dropped afterwards, as a pool
+    process's are.
+    """
+    own = vars(task)
+    originals = {k: v for k, v in own.items() if not k.startswith("_tp_") and not is_immutable(v)}
+    own.update({k: private_copy(v) for k, v in originals.items()})
+    try:
+        yield
+    finally:
+        own.update(originals)
+
+
 def load_task_result(task: Any) -> Any:
     return task.get_task_result()
 

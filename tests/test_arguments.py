@@ -9,6 +9,7 @@ requirement slot is an error at build time, never a silent hang later.
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -156,6 +157,42 @@ def test_a_const_value_changed_in_place_by_one_task_is_not_what_the_next_compute
         assert mod.Both().run_graph(executor=executor) == [13, 23]
     assert mod.BASE == {"layers": [1, 2]}
     assert sorted(modules.runs()) == ["run Grow 10", "run Grow 20"]
+
+
+CHANGES_ITSELF = """
+class Scale(TaskBase):
+    def build_task(self, params: dict) -> None:
+        self.params = params
+        self.history = []
+
+    def run_task(self) -> float:
+        self.params["lr"] *= 10  # in place, on the task object kept for this process
+        self.history.append(self.params["lr"])
+        log("run", "Scale", self.params["lr"])
+        if os.path.exists(os.environ["FAIL_FLAG"]):
+            raise RuntimeError("not yet")
+        return self.params["lr"]
+"""
+
+
+def test_a_task_changing_its_own_attributes_in_place_computes_the_same_when_run_again(
+    modules: TaskModules, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # build_task runs once per process: a run after a failure (a notebook fixing what
+    # failed) or after clear_task must not start from what the last run left behind.
+    flag = tmp_path / "fail"
+    flag.touch()
+    monkeypatch.setenv("FAIL_FLAG", str(flag))
+    mod = modules.load("changes_itself", CHANGES_ITSELF)
+    with pytest.raises(RuntimeError, match="not yet"):
+        mod.Scale({"lr": 0.1}).run_graph(executor=InlineExecutor())
+    flag.unlink()
+    assert mod.Scale({"lr": 0.1}).run_graph(executor=InlineExecutor()) == 1.0
+    mod.Scale({"lr": 0.1}).clear_task()
+    assert mod.Scale({"lr": 0.1}).run_graph(executor=InlineExecutor()) == 1.0
+    assert modules.runs() == ["run Scale 1.0"] * 3
+    task = mod.Scale({"lr": 0.1})
+    assert (task.params, task.history) == ({"lr": 0.1}, [])
 
 
 UNDECLARED = """
