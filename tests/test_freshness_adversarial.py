@@ -680,6 +680,23 @@ PyMODINIT_FUNC PyInit_fastmath(void) { return PyModule_Create(&module); }
 """
 
 
+def _scaled_tasks(project: Project, use: str) -> None:
+    """The task module: ``Scaled`` calls the extension, imported by ``use``."""
+    call = "fastmath.scale(3)" if use.startswith("import") else "scale(3)"
+    project.module(
+        "tasks",
+        f"""
+        {use}
+
+        class Scaled(TaskBase):
+            def run_task(self) -> int:
+                log("Scaled")
+                return {call}
+        """,
+        header=True,
+    )
+
+
 def _build_extension(folder: Path, factor: int) -> None:
     """``fastmath``, built in place as ``setup.py build_ext --inplace`` would."""
     subprocess.run(_build_command(folder, factor), check=True, capture_output=True)
@@ -702,19 +719,7 @@ def test_an_extension_module_of_the_project_rebuilt_counts_by_its_bytes(
     project: Project, use: str
 ) -> None:
     # C, Cython or Rust code of the project, built in place: no Python source to read
-    call = "fastmath.scale(3)" if use.startswith("import") else "scale(3)"
-    project.module(
-        "tasks",
-        f"""
-        {use}
-
-        class Scaled(TaskBase):
-            def run_task(self) -> int:
-                log("Scaled")
-                return {call}
-        """,
-        header=True,
-    )
+    _scaled_tasks(project, use)
     _build_extension(project.dir, 2)
     assert project.run("Scaled") == (6, ["Scaled"])
     assert project.run("Scaled") == (6, [])
@@ -743,18 +748,7 @@ def test_an_extension_rebuilt_under_a_running_process_is_not_recorded_as_the_new
 ) -> None:
     # A notebook imported the extension, then it was rebuilt: the process runs the old
     # build, so its value must not be recorded under the digest of the new file.
-    project.module(
-        "tasks",
-        """
-        import fastmath
-
-        class Scaled(TaskBase):
-            def run_task(self) -> int:
-                log("Scaled")
-                return fastmath.scale(3)
-        """,
-        header=True,
-    )
+    _scaled_tasks(project, "import fastmath")
     _build_extension(project.dir, 2)
     rebuild = json.dumps(_build_command(project.dir, 5))
     args = [str(project.dir), str(project.cache), rebuild]
