@@ -113,6 +113,9 @@ def judge(
     recorded = {(u.name, u.key): u for u in record.upstream}
     if recorded.keys() != upstream.keys():
         return Reason.UPSTREAM_SET, _set_detail(recorded.keys(), upstream.keys(), names)
+    if record.layout is not None and record.layout != spec.layout:
+        # the same tasks, handed to run_task in other places (order, slot, item)
+        return Reason.UPSTREAM_SET, "the same tasks, in other slots, positions or items"
     if code is not None and code.digest is not None and record.code != code.digest:
         return Reason.SOURCE_CHANGED, _code_detail(spec, code, record)
     if spec.inputs or record.inputs:

@@ -246,6 +246,7 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
         files=files,
         stat=stored.stat,
         written=written,
+        layout=spec.layout,
     )
     store.commit(job.task_id, record)
     persist_stat_cache(root)

@@ -172,6 +172,8 @@ class Record:
     #: each written file by relative path: its (size, mtime_ns, inode, ctime_ns) as the
     #: writer left it and its SHA-256, so planning re-reads only files changed since
     written: dict[str, tuple[tuple[int, int, int, int], str]] = field(default_factory=dict)
+    #: where its slots put each upstream task (``TaskSpec.layout``); None: not recorded
+    layout: str | None = None
 
     def to_json(self) -> str:
         # One member per line for people, each encoded by json's C encoder
@@ -195,7 +197,8 @@ class Record:
             f' "code": {_code_text(self.code, self.code_parts)},\n'
             f' "upstream": [{f"{_NL}  {upstream}{_NL} " if upstream else ""}],\n'
             f' "inputs": {_encode([i.to_json() for i in self.inputs])},\n'
-            f' "value": {_encode(value)},\n'
+            + (f' "layout": {_encode(self.layout)},\n' if self.layout is not None else "")
+            + f' "value": {_encode(value)},\n'
             f' "made": {_encode(self.made)}\n}}\n'
         )
 
@@ -235,6 +238,9 @@ def parse_record(text: str | bytes) -> Record:
             files=value.get("files"),
             stat=_stat(value.get("stat")),
             written=_written(value.get("written")),
+            # Records written before the layout was recorded compare by the set of
+            # upstream tasks only, as they were made.
+            layout=data.get("layout"),
         )
     except RecordError:
         raise

@@ -10,6 +10,7 @@ values alive.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -325,6 +326,47 @@ def private_attributes(task: object) -> Iterator[None]:
         yield
     finally:
         own.update(originals)
+
+
+def slot_layout(task: Any, slots: Any) -> str | None:
+    """A digest of where the task's slots put each upstream task: which slot, which position
+    in a list or under which key of a dict (in order), and which item of its result.
+
+    Two builds that name the same upstream tasks may still hand ``run_task``
+    other values: ``[Leaf(2), Leaf(1)]`` for ``[Leaf(1), Leaf(2)]``, ``Src()['b']``
+    for ``Src()['a']``, the same two tasks in swapped slots (an order or a key
+    read from a file by ``build_task``).  Inputs (``Const``, ``InputFile``) are
+    recorded by slot and position already; here they only hold their place.
+    """
+    if not slots:
+        return None
+    parts: list[str] = []
+    for slot in slots:
+        parts.append(f"\x1e{slot.public_name}")
+        _layout_of(task.__dict__.get(slot.private_name), parts)
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def _layout_of(value: Any, parts: list[str]) -> None:
+    if is_task(value):
+        spec = value.__dict__[SPEC_ATTR]
+        parts.append(f"T{spec.name}\0{spec.key}")
+    elif isinstance(value, MappedTask):
+        _layout_of(value.origin, parts)
+        parts.append("I" + repr(value.path))
+    elif isinstance(value, (Const, InputFile)):
+        parts.append("C" if isinstance(value, Const) else "F")
+    elif isinstance(value, (list, tuple)):
+        parts.append(f"[{len(value)}")
+        for item in value:
+            _layout_of(item, parts)
+    elif isinstance(value, Mapping):
+        parts.append(f"{{{len(value)}")
+        for key, item in value.items():
+            parts.append("K" + repr(key))
+            _layout_of(item, parts)
+    else:
+        parts.append("?")  # refused when the task is built; never recorded
 
 
 def load_task_result(task: Any) -> Any:

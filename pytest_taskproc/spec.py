@@ -70,6 +70,9 @@ class TaskSpec:
     config: TaskClassConfig
     #: the declared inputs its slots hold: (slot label, Const or InputFile, absolute path)
     inputs: tuple[tuple[str, Any, Any], ...] = ()
+    #: digest of where its slots put each upstream task (slot, position, item taken), which
+    #: the set of upstream tasks does not say; None without slots
+    layout: str | None = None
     #: build_task has run (and ``upstream`` is final)
     built: bool = False
     #: build_task is running now

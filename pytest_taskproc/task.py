@@ -36,7 +36,7 @@ from .identity import (
     encode_key,
     plain_value,
 )
-from .requires import INPUTS, Const, InputFile, MappedTask, Req, iter_slot_tasks
+from .requires import INPUTS, Const, InputFile, MappedTask, Req, iter_slot_tasks, slot_layout
 from .source import code_digest, note_class_defined
 from .spec import SPEC_ATTR, TaskClassConfig, TaskObject, TaskSpec, is_task, spec_of
 
@@ -398,6 +398,7 @@ def _build(task: Any) -> None:
     _refuse_undeclared(task)
     spec.upstream = _collect_upstream(task, spec.config)
     spec.inputs = _collect_inputs(task, spec.config.slots)
+    spec.layout = slot_layout(task, spec.config.slots)
     spec.built = True
 
 

@@ -762,3 +762,81 @@ def test_an_extension_rebuilt_under_a_running_process_is_not_recorded_as_the_new
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == [6, ["SourceEditedWarning"]]
     assert project.run("Scaled") == (15, ["Scaled"])
+
+
+LAYOUTS = """
+class Leaf(TaskBase):
+    def build_task(self, i: int) -> None:
+        self.i = i
+
+    def run_task(self) -> dict:
+        return {"a": self.i, "b": -self.i}
+
+
+class InOrder(TaskBase):
+    parts: RequiresList[dict]
+
+    def build_task(self) -> None:
+        self.parts = [Leaf(int(c)) for c in os.environ["ORDER"]]
+
+    def run_task(self) -> str:
+        log("InOrder")
+        return "".join(str(p["a"]) for p in self.parts)
+
+
+class ByKey(TaskBase):
+    parts: RequiresDict[str, dict]
+
+    def build_task(self) -> None:
+        self.parts = {c: Leaf(int(c)) for c in os.environ["ORDER"]}
+
+    def run_task(self) -> str:
+        log("ByKey")
+        return "".join(self.parts)
+
+
+class Item(TaskBase):
+    x: Requires[int]
+
+    def build_task(self) -> None:
+        self.x = Leaf(1)[os.environ["ITEM"]]
+
+    def run_task(self) -> int:
+        log("Item")
+        return self.x
+
+
+class Swapped(TaskBase):
+    first: Requires[dict]
+    second: Requires[dict]
+
+    def build_task(self) -> None:
+        one, two = Leaf(1), Leaf(2)
+        self.first, self.second = (one, two) if os.environ["ORDER"] == "12" else (two, one)
+
+    def run_task(self) -> str:
+        log("Swapped")
+        return f"{self.first['a']}{self.second['a']}"
+"""
+
+
+@pytest.mark.parametrize(
+    ("root", "before", "after"),
+    [
+        ("InOrder", ("12", "12"), ("21", "21")),
+        ("ByKey", ("12", "12"), ("21", "21")),
+        ("Item", ("a", 1), ("b", -1)),
+        ("Swapped", ("12", "12"), ("21", "21")),
+    ],
+)
+def test_the_same_upstream_tasks_in_other_places_make_a_task_stale(
+    project: Project, root: str, before: tuple[str, Any], after: tuple[str, Any]
+) -> None:
+    # build_task reads an order or a key from outside the code (a config file, the
+    # environment): the set of upstream tasks stays the same, what run_task gets does not
+    project.module("tasks", LAYOUTS, header=True)
+    env = "ITEM" if root == "Item" else "ORDER"
+    assert project.run(root, **{env: before[0]})[0] == before[1]
+    assert project.run(root, **{env: before[0]}) == (before[1], [])
+    assert project.run(root, **{env: after[0]}) == (after[1], [root])
+    assert project.run(root, **{env: after[0]}) == (after[1], [])
