@@ -280,7 +280,7 @@ def run_bound(
         return loaded[node]
 
     resolved = {
-        slot.public_name: resolve_slot_value(slot.raw_value(task), load_once, task)
+        slot.public_name: resolve_slot_value(slot.raw_value(task), load_once, task, private=True)
         for slot in spec_of(task).config.slots
     }
     loaded.clear()

@@ -274,11 +274,12 @@ def _bad_slot(owner: Any, slot: str, value: Any) -> None:
     )
 
 
-def resolve_slot_value(value: Any, load: Any, owner: Any = None) -> Any:
+def resolve_slot_value(value: Any, load: Any, owner: Any = None, private: bool = False) -> Any:
     """Replace every task in a slot value by its result, via ``load(task)``;
-    an ``InputFile`` by its absolute path (relative to ``owner``'s class file)."""
+    an ``InputFile`` by its absolute path (relative to ``owner``'s class file).
+    ``private``: a ``Const`` value that can change as a copy (for ``run_task``)."""
     if isinstance(value, Const):
-        return private_copy(value.value)
+        return private_copy(value.value) if private else value.value
     if isinstance(value, InputFile):
         return value.resolve(owner)
     if isinstance(value, MappedTask):
@@ -286,9 +287,9 @@ def resolve_slot_value(value: Any, load: Any, owner: Any = None) -> Any:
     if is_task(value):
         return load(value)
     if isinstance(value, (list, tuple)):
-        return [resolve_slot_value(v, load, owner) for v in value]
+        return [resolve_slot_value(v, load, owner, private) for v in value]
     if isinstance(value, Mapping):
-        return {k: resolve_slot_value(v, load, owner) for k, v in value.items()}
+        return {k: resolve_slot_value(v, load, owner, private) for k, v in value.items()}
     raise RequirementTypeError(f"unsupported requirement value {value!r:.100}")
 
 
