@@ -64,13 +64,15 @@ def _compute_under_lock(job: Job, store: ClassStore, created: bool = False) -> O
     task = job.task
     spec = spec_of(task)
     marker = failure_marker(job, store)
-    # Every attempt at a task starts by making its result folder: one this job
-    # made just now was tried by nobody before it, so no marker can tell of an
-    # earlier failure or a death (two system calls and an exception saved per task).
-    earlier = None if marker is None or created else Failure.read(marker)
+    # Read even when this job made the folder just now: a run that gave up on the
+    # task before any attempt started (a timeout while its job was queued) records
+    # the failure without making the folder.
+    earlier = None if marker is None else Failure.read(marker)
     if earlier is not None:
         raise earlier.earlier(task)
     running = None if marker is None else marker + RUNNING_SUFFIX
+    # Only an attempt that made or found the folder writes the running marker, so a
+    # folder made just now has none to find (a system call and an exception saved).
     if (
         running is not None
         and not created

@@ -681,3 +681,31 @@ def test_a_process_pool_broken_with_cancelled_jobs_pending_raises_nothing_in_its
     for future in cancelled:
         with pytest.raises(CancelledError):
             future.result()
+
+
+def test_a_failure_recorded_before_any_attempt_is_not_computed_again(
+    modules: TaskModules, cache_root: Path, tmp_path: Path
+) -> None:
+    # A run that gives up on a task while its job is still queued (a timeout) records
+    # the failure without making the task's folder: the next job of the run, making
+    # that folder itself, must still find the failure and not compute the task.
+    from pytest_taskproc.errors import TaskFailedEarlierError
+    from pytest_taskproc.ledger import Failure, Kind, marker_path
+    from pytest_taskproc.worker import Job, run_job
+
+    mod = modules.load(
+        "given_up",
+        "class Slow(TaskBase):\n    def run_task(self):\n        log('run')\n        return 1\n",
+    )
+    task = mod.Slow()
+    store = task._tp_store()
+    (task_id,) = store.task_ids([node_key(task)[1]])
+    failure_dir = tmp_path / "run" / "failed"
+    failure_dir.mkdir(parents=True)
+    Failure(Kind.FAILED, "Failed: Timeout (>3.0s)").write(
+        marker_path(str(failure_dir), store.name, task_id)
+    )
+    settings = RunSettings(str(cache_root), failure_dir=str(failure_dir))
+    with pytest.raises(TaskFailedEarlierError, match="Timeout"):
+        run_job(Job(task, task_id, settings))
+    assert modules.runs() == []
