@@ -27,7 +27,7 @@ from .atomic import write_text_atomic
 from .errors import TaskArgumentError
 from .identity import _canonical, encode_key
 from .record import InputRead
-from .requires import Const, InputFile
+from .requires import Const, InputFile, slot_leaves
 from .sourcefiles import is_user_module
 from .valuedigest import ValueText, sha
 
@@ -315,23 +315,11 @@ def path_digest(path: Path, table: StatCache | None) -> str | None:
 
 def collect_inputs(owner: Any, slots: Any) -> tuple[tuple[str, Any, Any], ...]:
     """The ``Const`` values and input files a task's slots hold, with where they stand."""
-    found: list[tuple[str, Any, Any]] = []
-    for slot in slots:
-        _walk(owner, slot.public_name, slot.raw_value(owner), found)
-    return tuple(found)
-
-
-def _walk(owner: Any, label: str, value: Any, found: list[tuple[str, Any, Any]]) -> None:
-    if isinstance(value, Const):
-        found.append((label, value, None))
-    elif isinstance(value, InputFile):
-        found.append((label, value, value.resolve(owner)))
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            _walk(owner, f"{label}[{index}]", item, found)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _walk(owner, f"{label}[{key!r}]", item, found)
+    return tuple(
+        (label, leaf, leaf.resolve(owner) if isinstance(leaf, InputFile) else None)
+        for label, leaf in slot_leaves(owner, slots)
+        if isinstance(leaf, (Const, InputFile))
+    )
 
 
 def input_reads(spec: Any, root: Path | None) -> tuple[InputRead, ...]:

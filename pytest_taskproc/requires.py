@@ -321,12 +321,32 @@ def private_attributes(task: object) -> Iterator[None]:
     process's are.
     """
     own = vars(task)
-    originals = {k: v for k, v in own.items() if not k.startswith("_tp_") and not is_immutable(v)}
+    originals = {k: v for k, v in own.items() if not k.startswith("_tp_")}
     own.update({k: private_copy(v) for k, v in originals.items()})
     try:
         yield
     finally:
         own.update(originals)
+
+
+def slot_leaves(task: Any, slots: Any) -> list[tuple[str, Any]]:
+    """Every task, item, ``Const`` and ``InputFile`` the slots hold, in order, each with
+    where it stands: ``data``, ``files[2]``, ``grid['a']``."""
+    found: list[tuple[str, Any]] = []
+    for slot in slots:
+        _leaves(slot.public_name, slot.raw_value(task), found)
+    return found
+
+
+def _leaves(label: str, value: Any, found: list[tuple[str, Any]]) -> None:
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _leaves(f"{label}[{index}]", item, found)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _leaves(f"{label}[{key!r}]", item, found)
+    else:
+        found.append((label, value))
 
 
 def slot_layout(task: Any, slots: Any) -> str | None:
@@ -341,33 +361,17 @@ def slot_layout(task: Any, slots: Any) -> str | None:
     """
     if not slots:
         return None
-    parts: list[str] = []
-    for slot in slots:
-        parts.append(f"\x1e{slot.public_name}")
-        _layout_of(task.__dict__.get(slot.private_name), parts)
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    text = "\x1f".join(f"{label}\x1e{_placed(leaf)}" for label, leaf in slot_leaves(task, slots))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _layout_of(value: Any, parts: list[str]) -> None:
-    if is_task(value):
-        spec = value.__dict__[SPEC_ATTR]
-        parts.append(f"T{spec.name}\0{spec.key}")
-    elif isinstance(value, MappedTask):
-        _layout_of(value.origin, parts)
-        parts.append("I" + repr(value.path))
-    elif isinstance(value, (Const, InputFile)):
-        parts.append("C" if isinstance(value, Const) else "F")
-    elif isinstance(value, (list, tuple)):
-        parts.append(f"[{len(value)}")
-        for item in value:
-            _layout_of(item, parts)
-    elif isinstance(value, Mapping):
-        parts.append(f"{{{len(value)}")
-        for key, item in value.items():
-            parts.append("K" + repr(key))
-            _layout_of(item, parts)
-    else:
-        parts.append("?")  # refused when the task is built; never recorded
+def _placed(leaf: Any) -> str:
+    if isinstance(leaf, MappedTask):
+        return _placed(leaf.origin) + "\0" + repr(leaf.path)
+    if is_task(leaf):
+        spec = leaf.__dict__[SPEC_ATTR]
+        return f"{spec.name}\0{spec.key}"
+    return "Const" if isinstance(leaf, Const) else "InputFile"
 
 
 def load_task_result(task: Any) -> Any:
