@@ -82,6 +82,8 @@ class StoredValue(NamedTuple):
     stored_size: int
     #: (mtime_ns, inode, ctime_ns) of the file as it was left
     stat: tuple[int, int, int]
+    #: the classes and functions the pickle names (by module and name only)
+    named: tuple[Any, ...] = ()
 
 
 #: A value file at least this large whose stat is the one its writer recorded
@@ -643,8 +645,9 @@ class ClassStore:
                 return files.enter_context(open(f"{folder}{os.sep}{name}", "wb", buffering=0))
 
             writer = serialize.ValueWriter(open_file, compress_level)
+            named: dict[int, Any] = {}
             try:
-                serialize.stream_result(value, writer)
+                serialize.stream_result(value, writer, named)
                 digest = writer.finish()
             except BaseException as exc:
                 files.close()
@@ -663,6 +666,7 @@ class ClassStore:
             writer.size,
             writer.stored_size,
             _writer_stat(stat),
+            tuple(named.values()),
         )
 
     def commit(self, task_id: int, record: Record) -> None:

@@ -79,9 +79,9 @@ _NO_VALUE = object()
 
 
 class Walker:
-    """Collects the parts of one task class's code."""
+    """Collects the parts of one task class's code (``walk``), or of any user code (``follow``)."""
 
-    def __init__(self, root: type) -> None:
+    def __init__(self, root: type | None = None) -> None:
         self.root = root
         self.parts: dict[str, str] = {}
         #: (mapping, key, value) of every name looked up: all still the same = digest still valid
@@ -98,6 +98,7 @@ class Walker:
         self._values = ValueText(self._follow_value)
 
     def walk(self) -> None:
+        assert self.root is not None
         self._seen.add(id(self.root))
         self._class(self.root)
         for base in self.root.__mro__[1:]:
@@ -105,6 +106,11 @@ class Walker:
             if self._is_user(base) and id(base) not in self._seen:
                 self._seen.add(id(base))
                 self._class(base)
+
+    def follow(self, obj: Any) -> bool:
+        """Digest a function or class met outside any task (a value names it); False when it
+        is not the user's code."""
+        return self._follow_value(obj)
 
     # -- what the walk meets -------------------------------------------------------------
 
@@ -280,7 +286,7 @@ class Walker:
                 content = cell.cell_contents
             except ValueError:  # an empty cell
                 continue
-            if content is self.root:
+            if self.root is not None and content is self.root:
                 continue
             label = f"{qualified(func)}.<closure {var}>"
             self.parts[label] = sha(self._value_text(label, content))

@@ -25,7 +25,7 @@ from .context import cache_root
 from .graph import TaskGraph
 from .inputs import input_reads
 from .record import InputRead, Record, UpstreamRead
-from .source import CodeDigest, code_digest, warn_if_edited
+from .source import CodeDigest, changed_names, code_digest, warn_if_edited
 from .spec import NodeKey, TaskObject, TaskSpec, spec_of
 
 
@@ -118,6 +118,13 @@ def judge(
         return Reason.UPSTREAM_SET, "the same tasks, in other slots, positions or items"
     if code is not None and code.digest is not None and record.code != code.digest:
         return Reason.SOURCE_CHANGED, _code_detail(spec, code, record)
+    if code is not None and record.value_code:
+        # the value names classes or functions by name only (a fitted model's class):
+        # what it does changed with their code
+        held = changed_names(record.value_code)
+        if held:
+            shown = ", ".join(n.replace(":", ".") for n in held[:4])
+            return Reason.SOURCE_CHANGED, f"{shown}, which its result holds"
     if spec.inputs or record.inputs:
         changed = _changed_input(record.inputs, input_reads(spec, cache_root()))
         if changed is not None:

@@ -44,7 +44,7 @@ from .record import InputRead, Record, UpstreamRead, made_now, new_lineage
 from .recordmemory import Handed
 from .relay import Relayed
 from .requires import bound_slots, private_attributes, resolve_slot_value
-from .source import UNMATCHABLE, CodeDigest, code_digest, pickled_by_value
+from .source import UNMATCHABLE, CodeDigest, code_digest, named_code, pickled_by_value
 from .spec import NodeKey, TaskObject, node_key, spec_of
 
 
@@ -217,6 +217,7 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
     del value
     files, written = written_files(f"{store.folder(job.task_id)}{os.sep}data")  # no Path per task
     digest = stored.digest
+    value_code = named_code(stored.named)
     # A value reproduced byte for byte from the same upstream values (say,
     # after a code edit) keeps its lineage, so what was computed from it stays
     # fresh.  Anything else is a new value, and so is anything computed from a
@@ -227,6 +228,7 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
         and previous.digest == digest
         and previous.files == files  # the files it wrote count as part of its value
         and previous.upstream == job.reads
+        and previous.value_code == value_code  # the code of the classes it names too
     ):
         lineage = previous.lineage
     record = Record(
@@ -247,6 +249,7 @@ def compute(job: Job, store: ClassStore, created: bool = False) -> Record:
         stat=stored.stat,
         written=written,
         layout=spec.layout,
+        value_code=value_code,
     )
     store.commit(job.task_id, record)
     persist_stat_cache(root)

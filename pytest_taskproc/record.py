@@ -174,6 +174,9 @@ class Record:
     written: dict[str, tuple[tuple[int, int, int, int], str]] = field(default_factory=dict)
     #: where its slots put each upstream task (``TaskSpec.layout``); None: not recorded
     layout: str | None = None
+    #: the code digest of each of the user's classes and functions the value names
+    #: (``module:qualname``, a fitted model's class): None when it names none
+    value_code: dict[str, str] | None = None
 
     def to_json(self) -> str:
         # One member per line for people, each encoded by json's C encoder
@@ -187,6 +190,8 @@ class Record:
             "files": self.files,
             "stat": None if self.stat is None else list(self.stat),
         }
+        if self.value_code is not None:
+            value["code"] = self.value_code
         if self.written:
             value["written"] = {rel: [*st, sha] for rel, (st, sha) in self.written.items()}
         upstream = ",\n  ".join(u.json_text() for u in self.upstream)
@@ -241,11 +246,20 @@ def parse_record(text: str | bytes) -> Record:
             # Records written before the layout was recorded compare by the set of
             # upstream tasks only, as they were made.
             layout=data.get("layout"),
+            value_code=_value_code(value.get("code")),
         )
     except RecordError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RecordError(f"not a valid record ({type(exc).__name__}: {exc})") from None
+
+
+def _value_code(data: Any) -> dict[str, str] | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise TypeError("value.code is not an object")
+    return {str(name): str(digest) for name, digest in data.items()}
 
 
 def _stat(data: Any) -> tuple[int, int, int] | None:

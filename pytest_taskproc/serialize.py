@@ -13,6 +13,7 @@ import hashlib
 import io
 import pickle
 import threading
+import types
 import zlib
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -172,9 +173,35 @@ class ValueWriter:
         self._emit(data)
 
 
-def stream_result(value: Any, writer: ValueWriter | Any) -> None:
-    """Pickle ``value`` into ``writer`` exactly as ``dump_result`` would, without the copy."""
-    cloudpickle.CloudPickler(writer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+class _NamingPickler(cloudpickle.CloudPickler):  # type: ignore[misc]
+    """A cloudpickler that notes every class and function it meets (``named``, by id).
+
+    Those of importable modules go into the pickle by name only: the bytes stay
+    the same when their code changes, although the value now behaves otherwise
+    (a fitted model whose ``predict`` was edited).
+    """
+
+    def __init__(self, file: Any, named: dict[int, Any]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.named = named
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (type, types.FunctionType)):
+            self.named[id(obj)] = obj
+        return super().reducer_override(obj)
+
+
+def stream_result(
+    value: Any, writer: ValueWriter | Any, named: dict[int, Any] | None = None
+) -> None:
+    """Pickle ``value`` into ``writer`` exactly as ``dump_result`` would, without the copy.
+
+    ``named`` receives the classes and functions the value holds, by id.
+    """
+    if named is None:
+        cloudpickle.CloudPickler(writer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    else:
+        _NamingPickler(writer, named).dump(value)
 
 
 class _Hasher:

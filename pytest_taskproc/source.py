@@ -14,18 +14,22 @@ task counts as changed) and is reported once by a ``CodeDigestWarning``.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import importlib.machinery
 import sys
 import threading
 import uuid
 import warnings
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .codewalk import Walker
 from .errors import CodeDigestWarning, SourceEditedWarning
 from .sourcefiles import SourceFile, edited, is_user_module, module_file, note_modules
+from .spec import is_task_class
 from .valuedigest import sha
 
 #: the start of a digest that must never match a recorded one
@@ -78,6 +82,82 @@ def code_digest(cls: type) -> CodeDigest:
         with _digests_lock:
             _digests[cls] = entry
     return entry.code
+
+
+#: a function or class a value names -> the digest of its code, kept while valid
+_named: weakref.WeakKeyDictionary[Any, _Entry] = weakref.WeakKeyDictionary()
+
+
+def named_code(objects: Iterable[Any]) -> dict[str, str] | None:
+    """The code digest of each of the user's classes and functions among those a value names.
+
+    A pickle names them by module and name only, so its bytes stay the same
+    when their code is edited, while the value now behaves otherwise (a fitted
+    model whose ``predict`` changed): their code is part of what the value is.
+    Keyed ``module:qualname``; None when the value names none of the user's
+    (numbers, arrays, installed packages' classes), so such a record is as it
+    was.  What cloudpickle sends by value (made in ``__main__`` or in a
+    function) is in the pickle's bytes already.
+    """
+    found: dict[str, str] = {}
+    for obj in objects:
+        module = getattr(obj, "__module__", None) or ""
+        if module == "__main__" or not is_user_module(module) or is_task_class(obj):
+            continue
+        name = f"{module}:{obj.__qualname__}"
+        if named_object(name) is not obj:
+            continue  # not importable by its name: pickled by value
+        try:
+            entry = _named.get(obj)
+        except TypeError:  # not weakly referable: digested each time
+            entry = None
+        if entry is None or not entry.valid():
+            entry = _follow(obj)
+            with _digests_lock, contextlib.suppress(TypeError):
+                _named[obj] = entry
+        found[name] = entry.code.digest or ""
+    return dict(sorted(found.items())) or None
+
+
+def named_object(name: str) -> Any:
+    """The class or function a ``module:qualname`` names here, importing the module; None when
+    there is none (renamed, removed, or its module fails to import)."""
+    module_name, _, qualname = name.partition(":")
+    found: Any = sys.modules.get(module_name)
+    if found is None:
+        try:
+            found = importlib.import_module(module_name)
+        except Exception:  # a module that no longer imports names nothing
+            return None
+    for attr in qualname.split("."):
+        found = getattr(found, attr, None)
+    return found
+
+
+def changed_names(recorded: dict[str, str]) -> list[str]:
+    """The names whose code is not the recorded one here (edited, renamed or removed)."""
+    changed = []
+    for name, digest in recorded.items():
+        obj = named_object(name)
+        now = None if obj is None else (named_code([obj]) or {}).get(name)
+        if now is None or now != digest or digest.startswith(UNMATCHABLE):
+            changed.append(name)
+    return changed
+
+
+def _follow(obj: Any) -> _Entry:
+    walker = Walker()
+    walker.follow(obj)
+    digest = sha("".join(f"{name}={value}\n" for name, value in sorted(walker.parts.items())))
+    if walker.undigestable or walker.stale_files:
+        digest = UNMATCHABLE + uuid.uuid4().hex  # not known: counts as changed
+    return _Entry(CodeDigest(digest, {}), _unique_lookups(walker), list(walker.files.values()))
+
+
+def _unique_lookups(walker: Walker) -> list[tuple[Any, str, Any]]:
+    return list(
+        {(id(home), key): (home, key, value) for home, key, value in walker.lookups}.values()
+    )
 
 
 def pickled_by_value(cls: type) -> bool:
@@ -162,7 +242,4 @@ def _compute(cls: type) -> _Entry:
             _warned_files.add(filename)
             _warn_edited(filename)
         digest = UNMATCHABLE + uuid.uuid4().hex
-    lookups = list(
-        {(id(home), key): (home, key, value) for home, key, value in walker.lookups}.values()
-    )
-    return _Entry(CodeDigest(digest, parts), lookups, list(walker.files.values()))
+    return _Entry(CodeDigest(digest, parts), _unique_lookups(walker), list(walker.files.values()))

@@ -840,3 +840,80 @@ def test_the_same_upstream_tasks_in_other_places_make_a_task_stale(
     assert project.run(root, **{env: before[0]}) == (before[1], [])
     assert project.run(root, **{env: after[0]}) == (after[1], [root])
     assert project.run(root, **{env: after[0]}) == (after[1], [])
+
+
+MODELS = """
+class Model:
+    def __init__(self, w):
+        self.w = w
+
+    def predict(self, x):
+        return self.w * x
+
+
+def double(x):
+    return 2 * x
+
+
+def unrelated():
+    return 1
+"""
+
+#: how the producing task reaches what its value names
+PRODUCERS = {
+    # by an import: the producer's own code digest covers the class
+    "instance": "from models import Model\nreturn Model(2)",
+    "function": "from models import double\nreturn double",
+    # by a name in a config (as hydra's ``instantiate`` does): the producer's code
+    # digest cannot see the class, only the value's record can
+    "instance by config name": (
+        "import importlib\n"
+        "module, name = 'models:Model'.split(':')\n"
+        "return getattr(importlib.import_module(module), name)(2)"
+    ),
+}
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("kind", PRODUCERS)
+def test_a_value_naming_user_code_is_new_when_that_code_changes(
+    project: Project, kind: str
+) -> None:
+    # A fitted model of the project's own class: the pickle names the class, so its
+    # bytes stay the same when ``predict`` is edited, and early cutoff kept serving
+    # the prediction the old code made.
+    project.module("models", MODELS)
+    use = "self.fit(10)" if kind == "function" else "self.fit.predict(10)"
+    produce = PRODUCERS[kind].replace("\n", "\n" + " " * 16)
+    project.module(
+        "tasks",
+        f"""
+        class Fit(TaskBase):
+            def run_task(self) -> object:
+                log("Fit")
+                {produce}
+
+        class Score(TaskBase):
+            fit: Requires[object]
+
+            def build_task(self) -> None:
+                self.fit = Fit()
+
+            def run_task(self) -> int:
+                log("Score")
+                return {use}
+        """,
+        header=True,
+    )
+    assert project.run("Score") == (20, ["Fit", "Score"])
+    assert project.run("Score") == (20, [])
+    project.edit("models", "def unrelated():\n    return 1", "def unrelated():\n    return 2")
+    assert project.run("Score") == (20, [])  # code the value does not reach
+    project.edit("models", "self.w * x", "self.w * x + 1")
+    project.edit("models", "2 * x", "2 * x + 1")
+    assert project.run("Score") == (21, ["Fit", "Score"])
+    assert project.run("Score") == (21, [])
+    fit = project.cache / "taskproc" / "tasks.Fit"
+    record = json.loads(next(fit.rglob("record.json")).read_text())
+    named = "models:double" if kind == "function" else "models:Model"
+    assert list(record["value"]["code"]) == [named]
