@@ -50,6 +50,7 @@ from .sourcefiles import (
     nested_codes,
     replaced_since_loaded,
     source_file,
+    text_now_if_it_runs,
 )
 from .spec import is_task_class
 from .valuedigest import Undigestable, ValueText, is_immutable, qualified, sha
@@ -86,6 +87,9 @@ class Walker:
         self.parts: dict[str, str] = {}
         #: (mapping, key, value) of every name looked up: all still the same = digest still valid
         self.lookups: list[tuple[Any, str, Any]] = []
+        #: (function, its code object) of every function digested: an autoreloader
+        #: (IPython's ``%autoreload``) swaps the code of a function object in place
+        self.codes: list[tuple[types.FunctionType, types.CodeType]] = []
         self.files: dict[int, SourceFile] = {}
         #: values that could not be digested at all, as "name (why)"
         self.undigestable: list[str] = []
@@ -155,13 +159,15 @@ class Walker:
         self._seen.add(id(func))
         name = qualified(func)
         code = func.__code__
-        kept = self._file(code.co_filename, func.__globals__)
+        self.codes.append((func, code))
+        kept = self._file(code.co_filename, func.__globals__, [code])
+        if kept is not None and not kept.runs(code):
+            # neither the text imported nor the file's now: nothing says what this code is
+            self.stale_files.append(kept.filename)
         nodes = _function_nodes(kept, code) if kept is not None else []
         if kept is None or not nodes:
             self._code_object(name, func)
         else:
-            if not kept.runs(code):
-                self.stale_files.append(kept.filename)
             self._digest_source(name, kept, nodes, func.__globals__)
         self._closures(func)
         # What a wrapper holds besides its code: ``__wrapped__`` (``functools.wraps``), the
@@ -175,13 +181,15 @@ class Walker:
         name = f"{cls.__module__}.{where}"
         scope = own[0].__globals__ if own else _module_dict(cls)
         filename = own[0].__code__.co_filename if own else scope.get("__file__")
-        kept = self._file(filename, scope) if filename else None
+        self.codes.extend((f, f.__code__) for f in own)
+        kept = self._file(filename, scope, [f.__code__ for f in own]) if filename else None
+        if kept is not None and any(not kept.runs(f.__code__) for f in own):
+            # (a method patched in place by IPython 9's ``%autoreload``, compiled alone)
+            self.stale_files.append(kept.filename)
         nodes = _class_nodes(kept, cls, own) if kept is not None else []
         if kept is None or not nodes:
             self._class_without_source(name, cls)
         else:
-            if any(not kept.runs(f.__code__) for f in own):
-                self.stale_files.append(kept.filename)
             self._digest_source(name, kept, nodes, scope)
             # what the attributes hold now: ``Task.FACTOR = int(os.environ["F"])`` below the
             # class changes no text of it
@@ -475,8 +483,15 @@ class Walker:
                 return None
         return module if is_user_module(module.__name__) else None
 
-    def _file(self, filename: str, scope: dict[str, Any]) -> SourceFile | None:
+    def _file(
+        self, filename: str, scope: dict[str, Any], codes: Sequence[types.CodeType] = ()
+    ) -> SourceFile | None:
+        """The kept text of a file, ``codes`` its live code objects to compare it with."""
         kept = source_file(filename, scope)
+        if kept is not None and any(not kept.runs(c) for c in codes):
+            # Patched in place without running the module again (``%autoreload``'s way
+            # in IPython 9): the file's text now may be the code that runs.
+            kept = text_now_if_it_runs(kept, codes) or kept
         if kept is not None:
             self.files[id(kept)] = kept
             self.lookups.append((scope, "__spec__", scope.get("__spec__")))

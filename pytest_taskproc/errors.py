@@ -149,7 +149,8 @@ class CodeDigestWarning(UserWarning):
 
 
 class SourceEditedWarning(CodeDigestWarning):
-    """A file of a task's code was edited after it was imported; the process runs the old code."""
+    """A file of a task's code was edited after it was imported, and the process does not run
+    what it says now (the old code, or functions an autoreloader patched one by one)."""
 
 
 class UndeclaredInputWarning(UserWarning):

@@ -60,12 +60,17 @@ class _Entry:
     code: CodeDigest
     lookups: list[tuple[Any, str, Any]]
     files: list[SourceFile]
+    #: each function digested and the code object it had
+    codes: list[tuple[Any, Any]] = field(default_factory=list)
     warned: set[str] = field(default_factory=set)
 
     def valid(self) -> bool:
-        """Every name the walk looked up still holds the object it found."""
+        """Every name the walk looked up still holds the object it found, and every
+        function still has its code (an autoreloader patches functions in place)."""
         missing = _MISSING
-        return all(home.get(key, missing) is value for home, key, value in self.lookups)
+        return all(home.get(key, missing) is value for home, key, value in self.lookups) and all(
+            func.__code__ is code for func, code in self.codes
+        )
 
 
 _MISSING = object()
@@ -151,7 +156,9 @@ def _follow(obj: Any) -> _Entry:
     digest = sha("".join(f"{name}={value}\n" for name, value in sorted(walker.parts.items())))
     if walker.undigestable or walker.stale_files:
         digest = UNMATCHABLE + uuid.uuid4().hex  # not known: counts as changed
-    return _Entry(CodeDigest(digest, {}), _unique_lookups(walker), list(walker.files.values()))
+    return _Entry(
+        CodeDigest(digest, {}), _unique_lookups(walker), list(walker.files.values()), walker.codes
+    )
 
 
 def _unique_lookups(walker: Walker) -> list[tuple[Any, str, Any]]:
@@ -197,10 +204,11 @@ def _warn_edited(filename: str) -> None:
     reload = "" if compiled else ", or importlib.reload the module,"
     warnings.warn(
         SourceEditedWarning(
-            f"{filename} was edited after it was imported: this process still runs the code "
-            "it imported, and what it computes is recorded as made by that code, so a new "
-            f"process will recompute it. Restart the process (the notebook's kernel){reload} "
-            "to run the new code."
+            f"{filename} was edited after it was imported, and this process does not run "
+            "what the file says now (it runs the code it imported, or functions an "
+            "autoreloader patched one by one): what it computes is recorded as made by "
+            "unknown code, so a new process will recompute it. Restart the process (the "
+            f"notebook's kernel){reload} to run the file's code."
         ),
         stacklevel=3,
     )
@@ -242,4 +250,9 @@ def _compute(cls: type) -> _Entry:
             _warned_files.add(filename)
             _warn_edited(filename)
         digest = UNMATCHABLE + uuid.uuid4().hex
-    return _Entry(CodeDigest(digest, parts), _unique_lookups(walker), list(walker.files.values()))
+    return _Entry(
+        CodeDigest(digest, parts),
+        _unique_lookups(walker),
+        list(walker.files.values()),
+        walker.codes,
+    )

@@ -30,7 +30,7 @@ import sysconfig
 import threading
 import types
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,6 +230,24 @@ def source_file(filename: str, scope: dict[str, Any] | None = None) -> SourceFil
             if kept is not None:
                 _files[key] = kept
         return kept
+
+
+def text_now_if_it_runs(kept: SourceFile, codes: Iterable[types.CodeType]) -> SourceFile | None:
+    """The file's text now, kept from now on in place of ``kept``, when it is what ``codes``
+    were compiled from: functions patched in place, the module not run again (IPython's
+    ``%autoreload``).  None when it is not (the file was edited, nothing loaded it)."""
+    if not kept.comparable or kept.stat is None:
+        return None
+    stat = _stat(kept.filename)
+    text = _read(kept.filename) if stat is not None else None
+    if stat is None or text is None or text == kept.text:
+        return None
+    fresh = SourceFile(kept.filename, text, stat, kept.spec, comparable=True)
+    if not all(fresh.runs(c) for c in codes):
+        return None
+    with _files_lock:
+        _files[(kept.filename, id(kept.spec))] = fresh
+    return fresh
 
 
 def module_file(module: types.ModuleType | None) -> SourceFile | None:

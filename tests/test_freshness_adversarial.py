@@ -917,3 +917,92 @@ def test_a_value_naming_user_code_is_new_when_that_code_changes(
     record = json.loads(next(fit.rglob("record.json")).read_text())
     named = "models:double" if kind == "function" else "models:Model"
     assert list(record["value"]["code"]) == [named]
+
+
+AUTORELOADED = """
+import json, pathlib, sys, warnings
+sys.path.insert(0, sys.argv[1])
+warnings.simplefilter("ignore")
+from pytest_taskproc import Context
+Context.cache_dir = sys.argv[2]
+import helpers, tasks
+{reloader}
+values = [tasks.Main().run_graph(max_workers=1)]
+path = pathlib.Path(sys.argv[1], sys.argv[3])
+path.write_text(path.read_text().replace(sys.argv[4], sys.argv[5]))
+{reload}
+values += [tasks.Main().run_graph(max_workers=1), tasks.Main().run_graph(max_workers=1)]
+print(json.dumps(values))
+"""
+
+RELOADERS = {
+    # IPython's classic %autoreload: the module runs again, old functions get the new code
+    "superreload": (
+        "IPython.extensions.autoreload",
+        "from IPython.extensions.autoreload import superreload",
+        "superreload(sys.modules[path.stem], old_objects={})",
+    ),
+    # IPython 9's: each edited function is compiled alone and patched in place
+    "deduperreload": (
+        "IPython.extensions.deduperreload.deduperreload",
+        "from IPython.extensions.deduperreload.deduperreload import DeduperReloader\n"
+        "reloader = DeduperReloader()\n"
+        "reloader.maybe_reload_module(helpers)\n"
+        "reloader.maybe_reload_module(tasks)",
+        "assert reloader.maybe_reload_module(sys.modules[path.stem])",
+    ),
+}
+
+
+@pytest.mark.parametrize("edited", ["helpers", "tasks"])
+@pytest.mark.parametrize("reloader", RELOADERS)
+def test_code_an_autoreloader_patched_in_place_is_not_served_from_the_old_results(
+    project: Project, reloader: str, edited: str
+) -> None:
+    # %autoreload swaps the code of the function objects the process holds: the code
+    # digest kept for the class saw the same objects and served what the old code made
+    module, setup, reload = RELOADERS[reloader]
+    pytest.importorskip(module)
+    project.module("helpers", "def scale(x):\n    return x * 2\n")
+    project.module(
+        "tasks",
+        """
+        import helpers
+        from helpers import scale
+
+        class Main(TaskBase):
+            def run_task(self) -> int:
+                log("Main")
+                return scale(10) + helpers.scale(1)
+        """,
+        header=True,
+    )
+    old, new = ("x * 2", "x * 3") if edited == "helpers" else ("scale(10)", "scale(100)")
+    script = AUTORELOADED.format(reloader=setup, reload=reload)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(project.dir),
+            str(project.cache),
+            f"{edited}.py",
+            old,
+            new,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=project.dir,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    first, *after = json.loads(done.stdout.splitlines()[-1])
+    expected = 33 if edited == "helpers" else 202
+    assert (first, after) == (22, [expected, expected])
+    assert project.log.read_text().split() == ["Main", "Main"]
+    # a module run again is digested by its text, as a new process does; a method
+    # compiled alone matches no text, so its results are recorded as made by unknown code
+    patched_alone = reloader == "deduperreload" and edited == "tasks"
+    # a new process agrees: the same digest, or none known (patched code) and computed once
+    assert project.run("Main") == (expected, ["Main"] if patched_alone else [])
+    assert project.run("Main") == (expected, [])
