@@ -356,6 +356,8 @@ class Walker:
             return  # a builtin, a local or an attribute of self
         if home is not None:
             self.lookups.append((home, key, value))
+            if isinstance(value, types.ModuleType) and is_user_module(value.__name__):
+                self._module_changed_by(home, key)
         for attr in path[1:]:
             if isinstance(value, types.ModuleType) and is_user_module(value.__name__):
                 members = vars(value)
@@ -370,6 +372,24 @@ class Walker:
             else:
                 break
         self._name(home, key, value)
+
+    def _module_changed_by(self, home: Any, key: str) -> None:
+        """What the statements of ``home``'s module do to the module it names ``key``:
+        ``config.SETTINGS["lr"] = 2`` below ``import config`` changes what ``config.SETTINGS``
+        holds, and no statement of ``config`` says so."""
+        module_name = home.get("__name__") if isinstance(home, dict) else None
+        if module_name is None or not is_user_module(module_name):
+            return
+        if (id(home), key) in self._seen_names:
+            return
+        self._seen_names.add((id(home), key))
+        kept = module_file(_home_module(home))
+        if kept is None:
+            return
+        statements = [s for s in kept.bindings(key) if _changes_name(s, key)]
+        if statements:
+            self.files[id(kept)] = kept
+            self._digest_source(f"{module_name}.{key}", kept, statements, home)
 
     def _task_attribute(self, cls: type, attr: str) -> None:
         """``Other.helper(x)``: that method of another task class, not the whole class."""
@@ -518,6 +538,27 @@ def _computed(nodes: Sequence[ast.AST]) -> bool:
                 if tail not in _EMPTY_MAKERS:
                     return True
     return False
+
+
+def _changes_name(statement: ast.stmt, name: str) -> bool:
+    """Whether a top-level statement may change what ``name`` holds (not only read it):
+    a call (``config.setup()``), an assignment into it (``config.LR = 2``), a block."""
+    if isinstance(statement, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)):
+        return False
+    if isinstance(statement, ast.AsyncFunctionDef):
+        return False
+    if isinstance(statement, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+        return any(_root_name(t) == name for t in targets) or any(
+            isinstance(n, ast.Call) for n in ast.walk(statement)
+        )
+    return True
+
+
+def _root_name(node: ast.AST) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
 
 
 def _is_plain_data(value: Any, depth: int = 0) -> bool:

@@ -1006,3 +1006,41 @@ def test_code_an_autoreloader_patched_in_place_is_not_served_from_the_old_result
     # a new process agrees: the same digest, or none known (patched code) and computed once
     assert project.run("Main") == (expected, ["Main"] if patched_alone else [])
     assert project.run("Main") == (expected, [])
+
+
+OVERRIDES = {
+    "item": ("config.SETTINGS['lr'] = 2", "config.SETTINGS['lr']", "= 2", "= 3"),
+    "attribute": ("config.LR = 2", "config.LR", "= 2", "= 3"),
+    "call": ("config.SETTINGS.update(lr=2)", "config.SETTINGS['lr']", "lr=2", "lr=3"),
+}
+
+
+@pytest.mark.parametrize("kind", OVERRIDES)
+def test_a_module_changed_by_the_statements_of_the_task_module_counts_them(
+    project: Project, kind: str
+) -> None:
+    # An experiment file overriding a shared config module below ``import config``:
+    # what ``config.SETTINGS`` holds is set by a statement ``config`` does not have
+    override, read, old, new = OVERRIDES[kind]
+    project.module("config", "SETTINGS = {'lr': 1}\nLR = 1\n")
+    project.module(
+        "tasks",
+        f"""
+        import config
+        {override}
+        unrelated = config.LR * 10  # reads it, changes nothing
+
+        class Score(TaskBase):
+            def run_task(self) -> int:
+                log("Score")
+                return {read}
+        """,
+        header=True,
+    )
+    assert project.run("Score") == (2, ["Score"])
+    assert project.run("Score") == (2, [])
+    project.edit("tasks", "config.LR * 10", "config.LR * 20")
+    assert project.run("Score") == (2, [])
+    project.edit("tasks", old, new)
+    assert project.run("Score") == (3, ["Score"])
+    assert project.run("Score") == (3, [])
