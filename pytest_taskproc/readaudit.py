@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sys
 import sysconfig
 import threading
@@ -52,6 +53,8 @@ class _Watch:
         self.allowed = allowed
         self.declared = declared
         self.reads: dict[str, None] = {}
+        #: files named on the command line of a program the task ran (a script)
+        self.ran: dict[str, None] = {}
         self.written: set[str] = set()
 
     def opened(self, args: tuple[Any, ...]) -> None:
@@ -69,6 +72,36 @@ class _Watch:
             return
         self.reads[name] = None
 
+    def started(self, argv: list[Any], cwd: Any) -> None:
+        """A program the task starts reads what it is given, unseen: a script, a data file."""
+        base = os.getcwd() if cwd is None else os.fsdecode(cwd)
+        for arg in argv[1:]:  # not the program itself
+            if not isinstance(arg, (str, bytes, os.PathLike)):
+                continue
+            name = os.path.join(base, os.fsdecode(arg))
+            if name in self.ran or name in self.written or name in self.declared:
+                continue
+            if name.startswith(self.allowed) or not os.path.isfile(name):
+                continue
+            self.ran[os.path.abspath(name)] = None
+
+
+def _command(event: str, args: tuple[Any, ...]) -> tuple[list[Any], Any]:
+    """The command line and working directory of a program being started."""
+    if event == "subprocess.Popen":
+        _, argv, cwd, _ = args
+        if isinstance(argv, (str, bytes, os.PathLike)):
+            return shlex.split(os.fsdecode(argv)), cwd  # a lone program
+        argv = list(argv)
+        if len(argv) >= 3 and argv[1] == "-c" and os.path.basename(str(argv[0])).endswith("sh"):
+            return shlex.split(str(argv[2])), cwd  # shell=True: the shell's command line
+        return argv, cwd
+    return shlex.split(os.fsdecode(args[0])), None  # os.system
+
+
+#: audit events that start a program with a command line
+_STARTS = frozenset({"subprocess.Popen", "os.system"})
+
 
 def enabled() -> bool:
     if not Context.audit_reads:
@@ -78,7 +111,7 @@ def enabled() -> bool:
 
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:
-    if event != "open":
+    if event != "open" and event not in _STARTS:
         return
     watch: _Watch | None = getattr(_local, "watch", None)
     if watch is None:
@@ -88,7 +121,10 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         if watch is None:
             return
     with contextlib.suppress(Exception):  # a hook must never break the open it watches
-        watch.opened(args)
+        if event == "open":
+            watch.opened(args)
+        else:
+            watch.started(*_command(event, args))
 
 
 _thread_start = threading.Thread.start
@@ -186,9 +222,10 @@ class watching_reads:  # used like a function: ``with watching_reads(task):``
                 _children.pop(thread, None)
         if kind is None:
             _warn(self.task, list(watch.reads))
+            _warn(self.task, [p for p in watch.ran if p not in watch.reads], "gave")
 
 
-def _warn(task: Any, reads: list[str]) -> None:
+def _warn(task: Any, reads: list[str], how: str = "read") -> None:
     if not reads:
         return
     node = spec_of(task).node
@@ -198,8 +235,9 @@ def _warn(task: Any, reads: list[str]) -> None:
             continue
         _warned.add((*node, path))
         shown = _shown(path, home)
+        what = f"read `{shown}`" if how == "read" else f"gave `{shown}` to a program it ran"
         message = (
-            f"`{task!r}` read `{shown}`, which is not declared as an `InputFile`: edits of it "
+            f"`{task!r}` {what}, which is not declared as an `InputFile`: edits of it "
             "will not make the task stale"
         )
         code = type(task).run_task.__code__

@@ -162,3 +162,59 @@ def test_library_caches_and_settings_are_not_a_task_s_data(
     assert str(tmp_path / ".config" / "tool.toml").startswith(freely)
     assert "/etc/ssl/certs/ca.pem".startswith(freely)
     assert not data.startswith(freely)
+
+
+RUNNER_TASKS = """
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pytest_taskproc import InputFile
+
+HERE = Path(__file__).parent
+
+
+class Scripted(TaskBase):
+    declared: Requires[Path]
+
+    def build_task(self, how: str) -> None:
+        self.how = how
+        self.declared = InputFile("declared.csv")
+
+    def run_task(self) -> str:
+        log("run", self.how)
+        if self.how == "list":
+            command = [sys.executable, "analysis.py", "data.csv", str(self.declared), "-v"]
+            return subprocess.run(command, cwd=HERE, capture_output=True, text=True).stdout
+        if self.how == "shell":
+            return subprocess.run(
+                f"{sys.executable} analysis.py data.csv", shell=True, cwd=HERE,
+                capture_output=True, text=True,
+            ).stdout
+        os.chdir(HERE)
+        return str(os.system(f"{sys.executable} analysis.py data.csv > /dev/null"))
+"""
+
+
+@pytest.mark.parametrize("how", ["list", "shell", "system"])
+def test_files_given_to_a_program_the_task_runs_are_named(
+    modules: TaskModules, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ``subprocess.run(["python", "analysis.py", "data.csv"])``: the program reads its
+    # script and data where no audit hook of this process sees it, so edits of either
+    # would go unnoticed without a word
+    (modules.directory / "analysis.py").write_text("import sys\nprint(open(sys.argv[1]).read())\n")
+    (modules.directory / "data.csv").write_text("1,2")
+    (modules.directory / "declared.csv").write_text("3,4")
+    tasks = modules.load("scripted", RUNNER_TASKS)
+    monkeypatch.chdir(modules.directory.parent)  # the command names files relative to cwd=HERE
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tasks.Scripted(how).run_graph(executor=None)
+    found = sorted(str(w.message) for w in caught if w.category is UndeclaredInputWarning)
+    assert found == [
+        f"`Scripted('{how}')` gave `{name}` to a program it ran, which is not declared as an "
+        "`InputFile`: edits of it will not make the task stale"
+        for name in ("analysis.py", "data.csv")
+    ]
