@@ -175,13 +175,17 @@ class Walker:
         self._follow_contents(list(vars(func).values()))
 
     def _class(self, cls: type) -> None:
-        own = [f for f in _methods(cls) if _defined_in(f, cls)]
+        everything = [f for f in _methods(cls) if _defined_in(f, cls)]
+        self.codes.extend((f, f.__code__) for f in everything)
+        # Methods written in the class body, not those a decorator generated from it (a
+        # dataclass's ``__init__`` compiled from a string, its ``__repr__`` wrapper from the
+        # standard library): the class's text says what those do.
+        own = [f for f in everything if _written(f.__code__.co_filename)] or everything
         # a class pickled by value (made in a function) may come back with a short __qualname__
         where = own[0].__qualname__.rsplit(".", 1)[0] if own else cls.__qualname__
         name = f"{cls.__module__}.{where}"
         scope = own[0].__globals__ if own else _module_dict(cls)
         filename = own[0].__code__.co_filename if own else scope.get("__file__")
-        self.codes.extend((f, f.__code__) for f in own)
         kept = self._file(filename, scope, [f.__code__ for f in own]) if filename else None
         if kept is not None and any(not kept.runs(f.__code__) for f in own):
             # (a method patched in place by IPython 9's ``%autoreload``, compiled alone)
@@ -606,6 +610,11 @@ def _class_nodes(kept: SourceFile, cls: type, own: list[types.FunctionType]) -> 
         line = min(f.__code__.co_firstlineno for f in own)
         found = [n for n in named if n.lineno <= line <= (n.end_lineno or n.lineno)][-1:]
     return found
+
+
+def _written(filename: str) -> bool:
+    """Whether code compiled from ``filename`` was written by the user in a file (or cell)."""
+    return not filename.startswith("<") and is_user_path(filename)
 
 
 def _defined_in(function: types.FunctionType, cls: type) -> bool:

@@ -1044,3 +1044,53 @@ def test_a_module_changed_by_the_statements_of_the_task_module_counts_them(
     project.edit("tasks", old, new)
     assert project.run("Score") == (3, ["Score"])
     assert project.run("Score") == (3, [])
+
+
+DATACLASSES = """
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    score: float
+    params: tuple = ()
+
+    def best(self) -> float:
+        return self.score * 2
+"""
+
+
+def test_a_dataclass_of_the_project_is_digested_by_its_text_and_cached(
+    project: Project,
+) -> None:
+    # A dataclass's generated __init__/__eq__ are compiled from strings and its __repr__
+    # wrapper comes from the standard library: none of them is in the class's file, which
+    # made its code count as unknown (recomputed by every process, with a false warning)
+    project.module("results", DATACLASSES)
+    project.module(
+        "tasks",
+        """
+        from results import Result
+
+        class Fit(TaskBase):
+            def run_task(self) -> Result:
+                log("Fit")
+                return Result(1.5)
+
+        class Report(TaskBase):
+            fit: Requires[Result]
+
+            def build_task(self) -> None:
+                self.fit = Fit()
+
+            def run_task(self) -> float:
+                log("Report")
+                return self.fit.best()
+        """,
+        header=True,
+    )
+    assert project.run("Report", PYTHONWARNINGS="error") == (3.0, ["Fit", "Report"])
+    assert project.run("Report", PYTHONWARNINGS="error") == (3.0, [])
+    project.edit("results", "self.score * 2", "self.score * 4")
+    assert project.run("Report", PYTHONWARNINGS="error") == (6.0, ["Fit", "Report"])
+    assert project.run("Report", PYTHONWARNINGS="error") == (6.0, [])
