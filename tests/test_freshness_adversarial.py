@@ -53,10 +53,15 @@ class Project:
 
     def run(self, root: str, **env: str) -> tuple[Any, list[str]]:
         """The root's value and the ``run_task`` calls, from a fresh interpreter."""
+        return self.script(RUNNER, root, **env)
+
+    def script(self, source: str, *args: str, **env: str) -> tuple[Any, list[str]]:
+        """What ``source`` prints last (JSON) and the ``run_task`` calls, in a fresh
+        interpreter given the project, the cache and ``args``."""
         self.log.write_text("")
         environ = {k: v for k, v in os.environ.items() if not k.startswith("CP_")}
         done = subprocess.run(
-            [sys.executable, "-c", RUNNER, str(self.dir), str(self.cache), root],
+            [sys.executable, "-c", source, str(self.dir), str(self.cache), *args],
             capture_output=True,
             text=True,
             env={**environ, **env},
@@ -979,27 +984,9 @@ def test_code_an_autoreloader_patched_in_place_is_not_served_from_the_old_result
     )
     old, new = ("x * 2", "x * 3") if edited == "helpers" else ("scale(10)", "scale(100)")
     script = AUTORELOADED.format(reloader=setup, reload=reload)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            script,
-            str(project.dir),
-            str(project.cache),
-            f"{edited}.py",
-            old,
-            new,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=project.dir,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    first, *after = json.loads(done.stdout.splitlines()[-1])
+    (first, *after), runs = project.script(script, f"{edited}.py", old, new)
     expected = 33 if edited == "helpers" else 202
-    assert (first, after) == (22, [expected, expected])
-    assert project.log.read_text().split() == ["Main", "Main"]
+    assert (first, after, runs) == (22, [expected, expected], ["Main", "Main"])
     # a module run again is digested by its text, as a new process does; a method
     # compiled alone matches no text, so its results are recorded as made by unknown code
     patched_alone = reloader == "deduperreload" and edited == "tasks"
