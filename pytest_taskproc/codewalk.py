@@ -392,7 +392,7 @@ class Walker:
             return
         statements = [s for s in kept.bindings(key) if _changes_name(s, key)]
         if statements:
-            self.files[id(kept)] = kept
+            self._keep(kept, home)
             self._digest_source(f"{module_name}.{key}", kept, statements, home)
 
     def _task_attribute(self, cls: type, attr: str) -> None:
@@ -434,7 +434,7 @@ class Walker:
         kept = module_file(_home_module(home))
         statements = kept.bindings(key) if kept is not None else []
         if kept is not None:
-            self.files[id(kept)] = kept
+            self._keep(kept, home)
         if statements and all(isinstance(s, ast.ImportFrom) for s in statements):
             imported = self._local_imports([statements[-1]], home)  # type: ignore[list-item]
             for local, (src_home, src_key, src_value) in imported:
@@ -507,6 +507,38 @@ class Walker:
                 return None
         return module if is_user_module(module.__name__) else None
 
+    def _keep(self, kept: SourceFile, scope: dict[str, Any]) -> None:
+        """A file whose text the digest uses; the modules it imports only for what importing
+        them does count whole, the first time the walk meets the file."""
+        if id(kept) in self.files:
+            return
+        self.files[id(kept)] = kept
+        package = scope.get("__package__") or ""
+        used = kept.names()
+        for node in _module_level_imports(kept.tree.body):
+            for alias in node.names:
+                bound = alias.asname or alias.name
+                if isinstance(node, ast.Import):
+                    bound = alias.asname or alias.name.split(".")[0]
+                if alias.name == "*" or bound in used:
+                    continue
+                # Imported and never used: it is there for what running it does (a
+                # ``@register`` filling a registry, an installed package's included), which
+                # no name the code reads leads to.
+                if isinstance(node, ast.Import):
+                    module = self._user_module(alias.name)
+                else:
+                    base = _absolute(node.module, node.level, package)
+                    # ``from . import models`` runs that module; ``from .models import x``
+                    # runs ``models``
+                    module = (
+                        self._user_module(f"{base}.{alias.name}") or self._user_module(base)
+                        if base
+                        else None
+                    )
+                if module is not None:
+                    self._whole_module(module)
+
     def _file(
         self, filename: str, scope: dict[str, Any], codes: Sequence[types.CodeType] = ()
     ) -> SourceFile | None:
@@ -517,7 +549,7 @@ class Walker:
             # in IPython 9): the file's text now may be the code that runs.
             kept = text_now_if_it_runs(kept, codes) or kept
         if kept is not None:
-            self.files[id(kept)] = kept
+            self._keep(kept, scope)
             self.lookups.append((scope, "__spec__", scope.get("__spec__")))
         return kept
 
@@ -656,6 +688,22 @@ def _home_module(home: dict[str, Any]) -> types.ModuleType | None:
     fake.__file__ = home.get("__file__")
     fake.__spec__ = home.get("__spec__")
     return fake
+
+
+def _module_level_imports(body: list[ast.stmt]) -> Iterator[ast.Import | ast.ImportFrom]:
+    """The import statements run with the module: at its top, or in its ``if`` or ``try``."""
+    for statement in body:
+        if isinstance(statement, ast.ImportFrom) and statement.module == "__future__":
+            continue
+        if isinstance(statement, (ast.Import, ast.ImportFrom)):
+            yield statement
+        elif isinstance(statement, (ast.If, ast.Try, ast.With)):
+            for block in ("body", "orelse", "handlers", "finalbody"):
+                for inner in getattr(statement, block, []):
+                    if isinstance(inner, ast.ExceptHandler):
+                        yield from _module_level_imports(inner.body)
+                    else:
+                        yield from _module_level_imports([inner])
 
 
 def _absolute(module: str | None, level: int, package: str) -> str:

@@ -55,6 +55,8 @@ class SourceFile:
     #: line -> definitions starting there (a decorator's line counts): found by code objects
     _defs: dict[int, list[ast.AST]] | None = None
     _classes: dict[str, list[ast.ClassDef]] | None = None
+    #: every name the text reads or binds anywhere (marks included: they are in the text)
+    _names: set[str] | None = None
     _summaries: dict[int, Summary] = field(default_factory=dict)
     edited: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -80,10 +82,19 @@ class SourceFile:
         self.tree  # noqa: B018 - parsed and indexed on first use
         return self._classes.get(name, []) if self._classes is not None else []
 
+    def names(self) -> set[str]:
+        """Every name used anywhere in the text (a name only in ``__all__`` is not)."""
+        self.tree  # noqa: B018 - parsed and indexed on first use
+        return self._names if self._names is not None else set()
+
     def _index(self, tree: ast.Module) -> None:
         defs: dict[int, list[ast.AST]] = {}
         classes: dict[str, list[ast.ClassDef]] = {}
+        names: set[str] = set()
         for node in ast.walk(tree):
+            if isinstance(node, ast.Name):
+                names.add(node.id)
+                continue
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 for line in {node.lineno, *(d.lineno for d in node.decorator_list)}:
                     defs.setdefault(line, []).append(node)
@@ -91,7 +102,7 @@ class SourceFile:
                     classes.setdefault(node.name, []).append(node)
             elif isinstance(node, ast.Lambda):
                 defs.setdefault(node.lineno, []).append(node)
-        self._defs, self._classes = defs, classes
+        self._defs, self._classes, self._names = defs, classes, names
 
     def summary(self, node: ast.AST) -> Summary:
         """The normalised text of a definition or statement of this file, made once."""

@@ -1081,3 +1081,61 @@ def test_a_dataclass_of_the_project_is_digested_by_its_text_and_cached(
     project.edit("results", "self.score * 2", "self.score * 4")
     assert project.run("Report", PYTHONWARNINGS="error") == (6.0, ["Fit", "Report"])
     assert project.run("Report", PYTHONWARNINGS="error") == (6.0, [])
+
+
+CODEC = """
+import codecs
+
+
+def _encode(text, errors="strict"):
+    return (text.upper(), len(text))
+
+
+def _search(name):
+    if name == "shout":
+        return codecs.CodecInfo(_encode, lambda b, errors="strict": (b, len(b)), name="shout")
+
+
+codecs.register(_search)
+"""
+
+SIDE_EFFECT_IMPORTS = {
+    "import": "import mycodec  # noqa: F401 - registers the codec",
+    "from import": "from mycodec import _search  # noqa: F401 - registers the codec",
+    "guarded": "try:\n    import mycodec  # noqa: F401\nexcept ImportError:\n    pass",
+}
+
+
+@pytest.mark.parametrize("kind", SIDE_EFFECT_IMPORTS)
+def test_a_module_imported_for_what_importing_it_does_counts_whole(
+    project: Project, kind: str
+) -> None:
+    # A registry of an installed package (or the standard library's codecs) filled by a
+    # module of the project that the task's module imports and never names again: no
+    # name the code reads leads to the function the registry calls.
+    project.module("mycodec", CODEC)
+    project.module("unrelated", "def other():\n    return 1\n")
+    project.module(
+        "tasks",
+        "import codecs\n\nimport unrelated\n"
+        + SIDE_EFFECT_IMPORTS[kind]
+        + """
+
+class Shout(TaskBase):
+    def run_task(self) -> str:
+        log("Shout")
+        return codecs.encode("abc", "shout")
+
+
+def not_the_task() -> int:
+    return unrelated.other()
+""",
+        header=True,
+    )
+    assert project.run("Shout") == ("ABC", ["Shout"])
+    assert project.run("Shout") == ("ABC", [])
+    project.edit("unrelated", "return 1", "return 2")  # imported and used: not by the task
+    assert project.run("Shout") == ("ABC", [])
+    project.edit("mycodec", "text.upper()", "text.upper() + '!'")
+    assert project.run("Shout") == ("ABC!", ["Shout"])
+    assert project.run("Shout") == ("ABC!", [])
