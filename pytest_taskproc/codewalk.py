@@ -90,6 +90,9 @@ class Walker:
         #: (function, its code object) of every function digested: an autoreloader
         #: (IPython's ``%autoreload``) swaps the code of a function object in place
         self.codes: list[tuple[types.FunctionType, types.CodeType]] = []
+        #: [value, its text] of each value that can change in place and was digested by
+        #: what it holds (a notebook's ``params`` dict): ``params["lr"] = 2`` keeps the object
+        self.contents: list[list[Any]] = []
         self.files: dict[int, SourceFile] = {}
         #: values that could not be digested at all, as "name (why)"
         self.undigestable: list[str] = []
@@ -305,10 +308,20 @@ class Walker:
 
     def _value_text(self, name: str, value: Any) -> str:
         try:
-            return self._values.text(value)
+            text = self._values.text(value)
         except Undigestable as exc:
             self.undigestable.append(f"{name}: {exc}")
             return f"undigestable:{uuid.uuid4().hex}"
+        if not is_immutable(value):
+            self.contents.append([value, text])
+        return text
+
+    def content_text(self, value: Any) -> str | None:
+        """What ``value`` holds now, as the walk would digest it; None: it cannot say."""
+        try:
+            return self._values.text(value)
+        except Undigestable:
+            return None
 
     # -- names read by code --------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from .job import Outcome, RunSettings
 from .ledger import forget_marker
 from .ratelimit import ChannelLimiter
 from .scheduler import GraphRun, Listener, assign_ids
+from .source import contents_settled
 from .spec import TaskObject, node_key
 from .worker import REPLAN_ERRORS
 
@@ -119,6 +120,9 @@ class Run:
 
     def task(self, node: NodeKey) -> TaskObject:
         return self._pass.graph.tasks[node]
+
+    def task_classes(self) -> set[type]:
+        return {type(task) for task in self._pass.graph.tasks.values()}
 
     @property
     def todo(self) -> int:
@@ -385,6 +389,8 @@ def run_graph(
         for pool in own:
             pool.shutdown(wait=True, cancel_futures=True)
         persist_stat_cache(Path(settings.cache_root))  # what planning hashed is kept
+        # what the run's own tasks put into digested values is not an edit for the next
+        contents_settled(run.task_classes())
     return result, {"stats": run.counts(), "seconds": run.seconds}
 
 

@@ -202,7 +202,7 @@ def plan(
     for name, keys in by_class.items():
         store = get_store(root, name)
         ids = store.lookup_ids([k[1] for k in keys])
-        code = code_digest(type(graph.tasks[keys[0]]))
+        code = code_digest(type(graph.tasks[keys[0]]), contents=True)
         if detect_source_change:
             warn_if_edited(type(graph.tasks[keys[0]]))
         for key, task_id in zip(keys, ids, strict=True):

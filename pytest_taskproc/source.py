@@ -62,6 +62,8 @@ class _Entry:
     files: list[SourceFile]
     #: each function digested and the code object it had
     codes: list[tuple[Any, Any]] = field(default_factory=list)
+    #: [value, text]: values digested by what they hold, which can change in place
+    contents: list[list[Any]] = field(default_factory=list)
     warned: set[str] = field(default_factory=set)
 
     def valid(self) -> bool:
@@ -79,14 +81,39 @@ _digests_lock = threading.Lock()
 _warned_files: set[str] = set()
 
 
-def code_digest(cls: type) -> CodeDigest:
-    """The code digest of a task class, computed once per class object and kept while valid."""
+def code_digest(cls: type, contents: bool = False) -> CodeDigest:
+    """The code digest of a task class, computed once per class object and kept while valid.
+
+    ``contents``: also look at what the values it digested by content hold now (a
+    planner does, once per class and plan): a notebook's ``params["lr"] = 2``
+    changes what a task computes and keeps every name on the same object.
+    """
     entry = _digests.get(cls)
-    if entry is None or not entry.valid():
+    if entry is None or not entry.valid() or (contents and _contents_changed(entry)):
         entry = _compute(cls)
         with _digests_lock:
             _digests[cls] = entry
     return entry.code
+
+
+def _contents_changed(entry: _Entry) -> bool:
+    if not entry.contents:
+        return False
+    walker = Walker()
+    return any(walker.content_text(value) != text for value, text in entry.contents)
+
+
+def contents_settled(classes: Iterable[type]) -> None:
+    """Take what the classes' digested values hold now as what their digests were made
+    from: called when a run ends, so what its tasks put into them (a memo dict filling
+    up) is not taken for an edit by the next plan, while an edit between runs is."""
+    for cls in classes:
+        entry = _digests.get(cls)
+        if entry is None or not entry.contents:
+            continue
+        walker = Walker()
+        for pair in entry.contents:
+            pair[1] = walker.content_text(pair[0])
 
 
 #: a function or class a value names -> the digest of its code, kept while valid
@@ -255,4 +282,5 @@ def _compute(cls: type) -> _Entry:
         _unique_lookups(walker),
         list(walker.files.values()),
         walker.codes,
+        walker.contents,
     )

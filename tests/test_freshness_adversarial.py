@@ -1139,3 +1139,44 @@ def not_the_task() -> int:
     project.edit("mycodec", "text.upper()", "text.upper() + '!'")
     assert project.run("Shout") == ("ABC!", ["Shout"])
     assert project.run("Shout") == ("ABC!", [])
+
+
+INTERACTIVE = """
+import json, sys
+from pytest_taskproc import Context, TaskBase
+Context.cache_dir = sys.argv[2]
+LOG = sys.argv[1] + "/../run.log"
+
+params = {"lr": 1}
+seen = {}  # a memo the task itself fills
+
+
+def helper(x):
+    seen[x] = len(seen)
+    return params["lr"] * x
+
+
+class Main(TaskBase):
+    def run_task(self) -> int:
+        with open(LOG, "a") as log:
+            log.write("Main\\n")
+        return helper(10)
+
+
+values = [Main().run_graph(executor=None)]
+values.append(Main().run_graph(executor=None))  # the memo the run filled is no edit
+params["lr"] = 2  # a notebook cell changing a dict in place
+values.append(Main().run_graph(executor=None))
+values.append(Main().run_graph(executor=None))
+params["lr"] = 1
+values.append(Main().run_graph(executor=None))
+print(json.dumps(values))
+"""
+
+
+def test_a_notebook_value_changed_in_place_between_runs_is_an_edit(project: Project) -> None:
+    # Code without a source file (a notebook, ``python -c``) counts by the values its
+    # globals hold; ``params["lr"] = 2`` keeps the object, so the digest kept for the class
+    # stayed valid and served what lr=1 made
+    values, runs = project.script(INTERACTIVE)
+    assert (values, runs) == ([10, 10, 20, 20, 10], ["Main", "Main", "Main"])
