@@ -539,17 +539,16 @@ class Walker:
                 # ``@register`` filling a registry, an installed package's included), which
                 # no name the code reads leads to.
                 if isinstance(node, ast.Import):
-                    module = self._user_module(alias.name)
+                    name = alias.name
                 else:
-                    base = _absolute(node.module, node.level, package)
-                    # ``from . import models`` runs that module; ``from .models import x``
-                    # runs ``models``
-                    module = (
-                        self._user_module(f"{base}.{alias.name}") or self._user_module(base)
-                        if base
-                        else None
-                    )
-                if module is not None:
+                    # ``from . import models`` ran that module; ``from .models import x``
+                    # ran ``models``
+                    name = _absolute(node.module, node.level, package)
+                    if f"{name}.{alias.name}" in sys.modules:
+                        name = f"{name}.{alias.name}"
+                # only what did run (not an import under ``if TYPE_CHECKING:``) did anything
+                module = sys.modules.get(name)
+                if module is not None and is_user_module(module.__name__):
                     self._whole_module(module)
 
     def _file(
