@@ -90,8 +90,9 @@ class Walker:
         #: (function, its code object) of every function digested: an autoreloader
         #: (IPython's ``%autoreload``) swaps the code of a function object in place
         self.codes: list[tuple[types.FunctionType, types.CodeType]] = []
-        #: [value, its text] of each value that can change in place and was digested by
-        #: what it holds (a notebook's ``params`` dict): ``params["lr"] = 2`` keeps the object
+        #: [value, digest of its text] of each value that can change in place and was
+        #: digested by what it holds (a notebook's ``params`` dict): ``params["lr"] = 2``
+        #: keeps the object
         self.contents: list[list[Any]] = []
         self.files: dict[int, SourceFile] = {}
         #: values that could not be digested at all, as "name (why)"
@@ -313,13 +314,13 @@ class Walker:
             self.undigestable.append(f"{name}: {exc}")
             return f"undigestable:{uuid.uuid4().hex}"
         if not is_immutable(value):
-            self.contents.append([value, text])
+            self.contents.append([value, sha(text)])
         return text
 
-    def content_text(self, value: Any) -> str | None:
-        """What ``value`` holds now, as the walk would digest it; None: it cannot say."""
+    def content_digest(self, value: Any) -> str | None:
+        """What ``value`` holds now, digested as the walk does; None: it cannot say."""
         try:
-            return self._values.text(value)
+            return sha(self._values.text(value))
         except Undigestable:
             return None
 

@@ -62,7 +62,7 @@ class _Entry:
     files: list[SourceFile]
     #: each function digested and the code object it had
     codes: list[tuple[Any, Any]] = field(default_factory=list)
-    #: [value, text]: values digested by what they hold, which can change in place
+    #: [value, digest]: values digested by what they hold, which can change in place
     contents: list[list[Any]] = field(default_factory=list)
     warned: set[str] = field(default_factory=set)
 
@@ -100,7 +100,7 @@ def _contents_changed(entry: _Entry) -> bool:
     if not entry.contents:
         return False
     walker = Walker()
-    return any(walker.content_text(value) != text for value, text in entry.contents)
+    return any(walker.content_digest(value) != digest for value, digest in entry.contents)
 
 
 def contents_settled(classes: Iterable[type]) -> None:
@@ -113,7 +113,7 @@ def contents_settled(classes: Iterable[type]) -> None:
             continue
         walker = Walker()
         for pair in entry.contents:
-            pair[1] = walker.content_text(pair[0])
+            pair[1] = walker.content_digest(pair[0])
 
 
 #: a function or class a value names -> the digest of its code, kept while valid
