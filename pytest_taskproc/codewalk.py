@@ -337,13 +337,22 @@ class Walker:
         """A part made of definitions or statements of a file, and the names they read."""
         summaries = [kept.summary(n) for n in nodes]
         shown = [s.text for s in summaries]
+        literal = _NO_VALUE
+        if value is not _NO_VALUE:
+            literal = _written_literal(nodes, name.rsplit(".", 1)[-1])
         if value is not _NO_VALUE and (
-            is_immutable(value) or (_is_plain_data(value) and _computed(nodes))
+            is_immutable(value)
+            or (_is_plain_data(value) and _computed(nodes))
+            or (literal is not _NO_VALUE and literal != value)
         ):
             # also what it came out as: ``N = int(os.environ["N"])``, ``STARTED = time.time()``,
-            # ``PARAMS = json.load(...)`` (a memo dict, made empty, is filled later: not that)
+            # ``PARAMS = json.load(...)`` (a memo dict, made empty, is filled later: not that),
+            # and ``PARAMS = {"lr": 1}`` no longer holding what it says (a notebook cell's
+            # ``config.PARAMS["lr"] = 2``): a new process would make it as written
             text = self._value_text(name, value)
             shown.append(without_location(text, kept.filename, "\n".join(shown)))
+        elif literal is not _NO_VALUE:
+            self._value_text(name, value)  # not digested; kept, so a plan sees it changed
         self.parts[name] = sha("\n".join(shown))
         for summary in summaries:
             imports = dict(self._local_imports(summary.imports, scope))
@@ -587,6 +596,33 @@ def _computed(nodes: Sequence[ast.AST]) -> bool:
                 if tail not in _EMPTY_MAKERS:
                     return True
     return False
+
+
+def _written_literal(nodes: Sequence[ast.AST], key: str) -> Any:
+    """What the one statement setting ``key`` makes, when it is a literal list, dict or set
+    with something in it (``PARAMS = {"lr": 1}``, a configuration; an empty one is a memo
+    or a registry, filled while the program runs); ``_NO_VALUE`` otherwise (also when other
+    statements change it: ``PARAMS.update(...)``)."""
+    setting = [n for n in nodes if isinstance(n, ast.stmt) and _changes_name(n, key)]
+    if len(setting) != 1:
+        return _NO_VALUE
+    node = setting[0]
+    if isinstance(node, ast.Assign) and len(node.targets) == 1:
+        target, made = node.targets[0], node.value
+    elif isinstance(node, ast.AnnAssign) and node.value is not None:
+        target, made = node.target, node.value
+    else:
+        return _NO_VALUE
+    if not isinstance(target, ast.Name) or target.id != key:
+        return _NO_VALUE
+    if not (isinstance(made, ast.Dict) and made.keys) and not (
+        isinstance(made, (ast.List, ast.Set)) and made.elts
+    ):
+        return _NO_VALUE
+    try:
+        return ast.literal_eval(made)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return _NO_VALUE
 
 
 def _changes_name(statement: ast.stmt, name: str) -> bool:

@@ -1180,3 +1180,54 @@ def test_a_notebook_value_changed_in_place_between_runs_is_an_edit(project: Proj
     # stayed valid and served what lr=1 made
     values, runs = project.script(INTERACTIVE)
     assert (values, runs) == ([10, 10, 20, 20, 10], ["Main", "Main", "Main"])
+
+
+CHANGED_FROM_OUTSIDE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from pytest_taskproc import Context
+Context.cache_dir = sys.argv[2]
+import config, tasks
+
+values = []
+if sys.argv[3] == "before":
+    config.PARAMS["lr"] = 5  # changed before the first run of the process
+    values.append(tasks.Train().run_graph(executor=None))
+else:
+    values.append(tasks.Train().run_graph(executor=None))
+    config.PARAMS["lr"] = 2  # a notebook cell, changing the dict in place
+    values.append(tasks.Train().run_graph(executor=None))
+    values.append(tasks.Train().run_graph(executor=None))
+    config.PARAMS = {"lr": 3}  # or assigning another one
+    values.append(tasks.Train().run_graph(executor=None))
+    config.PARAMS["lr"] = 1  # back to what the file says
+    values.append(tasks.Train().run_graph(executor=None))
+print(json.dumps(values))
+"""
+
+
+def test_a_module_config_changed_from_outside_while_the_process_runs_is_an_edit(
+    project: Project,
+) -> None:
+    # ``PARAMS = {"lr": 1}`` counts by its statement; a notebook cell changing it in place
+    # (or assigning another dict) changed what the task computes and no statement
+    project.module("config", "PARAMS = {'lr': 1}\nLR = PARAMS['lr']\nMEMO = {}\n")
+    project.module(
+        "tasks",
+        """
+        import config
+
+        class Train(TaskBase):
+            def run_task(self) -> int:
+                log("Train")
+                config.MEMO[len(config.MEMO)] = 1  # a memo it fills: no edit
+                return config.PARAMS["lr"] * 10
+        """,
+        header=True,
+    )
+    values, runs = project.script(CHANGED_FROM_OUTSIDE, "after")
+    assert (values, runs) == ([10, 20, 20, 30, 10], ["Train"] * 4)
+    assert project.run("Train") == (10, [])  # a new process makes it as the file says
+    assert project.script(CHANGED_FROM_OUTSIDE, "before") == ([50], ["Train"])
+    assert project.run("Train") == (10, ["Train"])
+    assert project.run("Train") == (10, [])
