@@ -131,24 +131,33 @@ def named_code(objects: Iterable[Any]) -> dict[str, str] | None:
     was.  What cloudpickle sends by value (made in ``__main__`` or in a
     function) is in the pickle's bytes already.
     """
-    found: dict[str, str] = {}
-    for obj in objects:
-        module = getattr(obj, "__module__", None) or ""
-        if module == "__main__" or not is_user_module(module) or is_task_class(obj):
-            continue
-        name = f"{module}:{obj.__qualname__}"
-        if named_object(name) is not obj:
-            continue  # not importable by its name: pickled by value
-        try:
-            entry = _named.get(obj)
-        except TypeError:  # not weakly referable: digested each time
-            entry = None
-        if entry is None or not entry.valid():
-            entry = _follow(obj)
-            with _digests_lock, contextlib.suppress(TypeError):
-                _named[obj] = entry
-        found[name] = entry.code.digest or ""
+    found = dict(named for named in map(_named_digest, objects) if named is not None)
     return dict(sorted(found.items())) or None
+
+
+def _named_digest(obj: Any) -> tuple[str, str] | None:
+    """``module:qualname`` and the code digest of a user class or function that a pickle
+    names by that name; None for anything else."""
+    module = getattr(obj, "__module__", None) or ""
+    if module == "__main__" or not is_user_module(module) or is_task_class(obj):
+        return None
+    name = f"{module}:{obj.__qualname__}"
+    if named_object(name) is not obj:
+        return None  # not importable by its name: pickled by value
+    try:
+        entry = _named.get(obj)
+    except TypeError:  # not weakly referable: digested each time
+        entry = None
+    if entry is None or not entry.valid():
+        walker = Walker()
+        walker.follow(obj)
+        digest = _parts_digest(walker.parts)
+        if walker.undigestable or walker.stale_files:
+            digest = UNMATCHABLE + uuid.uuid4().hex  # not known: counts as changed
+        entry = _entry(walker, digest)
+        with _digests_lock, contextlib.suppress(TypeError):
+            _named[obj] = entry
+    return name, entry.code.digest or ""
 
 
 def named_object(name: str) -> Any:
@@ -171,26 +180,25 @@ def changed_names(recorded: dict[str, str]) -> list[str]:
     changed = []
     for name, digest in recorded.items():
         obj = named_object(name)
-        now = None if obj is None else (named_code([obj]) or {}).get(name)
-        if now is None or now != digest or digest.startswith(UNMATCHABLE):
+        now = None if obj is None else _named_digest(obj)
+        if now != (name, digest) or digest.startswith(UNMATCHABLE):
             changed.append(name)
     return changed
 
 
-def _follow(obj: Any) -> _Entry:
-    walker = Walker()
-    walker.follow(obj)
-    digest = sha("".join(f"{name}={value}\n" for name, value in sorted(walker.parts.items())))
-    if walker.undigestable or walker.stale_files:
-        digest = UNMATCHABLE + uuid.uuid4().hex  # not known: counts as changed
+def _parts_digest(parts: dict[str, str]) -> str:
+    return sha("".join(f"{name}={value}\n" for name, value in sorted(parts.items())))
+
+
+def _entry(walker: Walker, digest: str, parts: dict[str, str] | None = None) -> _Entry:
+    """What a walk found, kept: valid while its names, code and values stay as they were."""
+    lookups = {(id(home), key): (home, key, value) for home, key, value in walker.lookups}
     return _Entry(
-        CodeDigest(digest, {}), _unique_lookups(walker), list(walker.files.values()), walker.codes
-    )
-
-
-def _unique_lookups(walker: Walker) -> list[tuple[Any, str, Any]]:
-    return list(
-        {(id(home), key): (home, key, value) for home, key, value in walker.lookups}.values()
+        CodeDigest(digest, parts or {}),
+        list(lookups.values()),
+        list(walker.files.values()),
+        walker.codes,
+        walker.contents,
     )
 
 
@@ -253,7 +261,7 @@ def _compute(cls: type) -> _Entry:
     walker = Walker(cls)
     walker.walk()
     parts = dict(sorted(walker.parts.items()))
-    digest = sha("".join(f"{name}={value}\n" for name, value in parts.items()))
+    digest = _parts_digest(parts)
     if walker.undigestable:
         _warn_about(
             cls,
@@ -277,10 +285,4 @@ def _compute(cls: type) -> _Entry:
             _warned_files.add(filename)
             _warn_edited(filename)
         digest = UNMATCHABLE + uuid.uuid4().hex
-    return _Entry(
-        CodeDigest(digest, parts),
-        _unique_lookups(walker),
-        list(walker.files.values()),
-        walker.codes,
-        walker.contents,
-    )
+    return _entry(walker, digest, parts)
