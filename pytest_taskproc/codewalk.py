@@ -165,9 +165,6 @@ class Walker:
         code = func.__code__
         self.codes.append((func, code))
         kept = self._file(code.co_filename, func.__globals__, [code])
-        if kept is not None and not kept.runs(code):
-            # neither the text imported nor the file's now: nothing says what this code is
-            self.stale_files.append(kept.filename)
         nodes = _function_nodes(kept, code) if kept is not None else []
         if kept is None or not nodes:
             self._code_object(name, func)
@@ -191,9 +188,6 @@ class Walker:
         scope = own[0].__globals__ if own else _module_dict(cls)
         filename = own[0].__code__.co_filename if own else scope.get("__file__")
         kept = self._file(filename, scope, [f.__code__ for f in own]) if filename else None
-        if kept is not None and any(not kept.runs(f.__code__) for f in own):
-            # (a method patched in place by IPython 9's ``%autoreload``, compiled alone)
-            self.stale_files.append(kept.filename)
         nodes = _class_nodes(kept, cls, own) if kept is not None else []
         if kept is None or not nodes:
             self._class_without_source(name, cls)
@@ -539,18 +533,16 @@ class Walker:
         package = scope.get("__package__") or ""
         used = kept.names()
         for node in _module_level_imports(kept.tree.body):
+            plain = isinstance(node, ast.Import)
             for alias in node.names:
-                bound = alias.asname or alias.name
-                if isinstance(node, ast.Import):
-                    bound = alias.asname or alias.name.split(".")[0]
+                bound = alias.asname or (alias.name.split(".")[0] if plain else alias.name)
                 if alias.name == "*" or bound in used:
                     continue
                 # Imported and never used: it is there for what running it does (a
                 # ``@register`` filling a registry, an installed package's included), which
                 # no name the code reads leads to.
-                if isinstance(node, ast.Import):
-                    name = alias.name
-                else:
+                name = alias.name
+                if isinstance(node, ast.ImportFrom):
                     # ``from . import models`` ran that module; ``from .models import x``
                     # ran ``models``
                     name = _absolute(node.module, node.level, package)
@@ -564,12 +556,18 @@ class Walker:
     def _file(
         self, filename: str, scope: dict[str, Any], codes: Sequence[types.CodeType] = ()
     ) -> SourceFile | None:
-        """The kept text of a file, ``codes`` its live code objects to compare it with."""
+        """The kept text of a file, ``codes`` its live code objects to compare it with: when
+        neither the text imported nor the file's now compiles to them, nothing says what
+        that code is (a method IPython 9's ``%autoreload`` compiled alone), and the file
+        is named as stale."""
         kept = source_file(filename, scope)
         if kept is not None and any(not kept.runs(c) for c in codes):
-            # Patched in place without running the module again (``%autoreload``'s way
-            # in IPython 9): the file's text now may be the code that runs.
-            kept = text_now_if_it_runs(kept, codes) or kept
+            # Patched in place without running the module again (``%autoreload``'s way):
+            # the file's text now may be the code that runs.
+            fresh = text_now_if_it_runs(kept, codes)
+            if fresh is None:
+                self.stale_files.append(kept.filename)
+            kept = fresh or kept
         if kept is not None:
             self._keep(kept, scope)
             self.lookups.append((scope, "__spec__", scope.get("__spec__")))
@@ -628,9 +626,10 @@ def _written_literal(nodes: Sequence[ast.AST], key: str) -> Any:
 def _changes_name(statement: ast.stmt, name: str) -> bool:
     """Whether a top-level statement may change what ``name`` holds (not only read it):
     a call (``config.setup()``), an assignment into it (``config.LR = 2``), a block."""
-    if isinstance(statement, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)):
-        return False
-    if isinstance(statement, ast.AsyncFunctionDef):
+    if isinstance(
+        statement,
+        (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef),
+    ):
         return False
     if isinstance(statement, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
         targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
