@@ -78,12 +78,12 @@ class _Watch:
         for arg in argv[1:]:  # not the program itself
             if not isinstance(arg, (str, bytes, os.PathLike)):
                 continue
-            name = os.path.join(base, os.fsdecode(arg))
+            name = os.path.abspath(os.path.join(base, os.fsdecode(arg)))  # as ``opened`` does
             if name in self.ran or name in self.written or name in self.declared:
                 continue
             if name.startswith(self.allowed) or not os.path.isfile(name):
                 continue
-            self.ran[os.path.abspath(name)] = None
+            self.ran[name] = None
 
 
 def _command(event: str, args: tuple[Any, ...]) -> tuple[list[Any], Any]:
